@@ -1,0 +1,465 @@
+//! The common conversation model every platform is normalized into.
+//!
+//! Events are serializable because the gateway stores them in its durable inbox
+//! between ingress and the worker.
+
+use std::fmt;
+use std::str::FromStr;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The platforms omnigate connects to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    WhatsApp,
+    Messenger,
+    Instagram,
+    Slack,
+    Telegram,
+    Discord,
+}
+
+impl ChannelKind {
+    pub const ALL: [Self; 6] = [
+        Self::WhatsApp,
+        Self::Messenger,
+        Self::Instagram,
+        Self::Slack,
+        Self::Telegram,
+        Self::Discord,
+    ];
+
+    /// The lowercase name used in routes, the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WhatsApp => "whatsapp",
+            Self::Messenger => "messenger",
+            Self::Instagram => "instagram",
+            Self::Slack => "slack",
+            Self::Telegram => "telegram",
+            Self::Discord => "discord",
+        }
+    }
+}
+
+impl fmt::Display for ChannelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A platform name that omnigate does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown platform `{0}`")]
+pub struct UnknownPlatform(pub String);
+
+impl FromStr for ChannelKind {
+    type Err = UnknownPlatform;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownPlatform(s.to_string()))
+    }
+}
+
+/// What one authenticated delivery contained.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Normalized {
+    pub events: Vec<InboundEvent>,
+    /// Parts of the delivery the model does not cover, kept raw.
+    pub unhandled: Vec<Unhandled>,
+}
+
+/// Something in a delivery that was not understood, with its raw JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unhandled {
+    /// The platform account it was addressed to, when known (for routing to a tenant).
+    pub account_id: Option<String>,
+    /// Short machine-readable reason, e.g. `unknown_field:account_update`.
+    pub reason: String,
+    pub raw: serde_json::Value,
+}
+
+/// One event of the common model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundEvent {
+    /// The platform's own id for this event, unique per channel; the dedupe key
+    /// (WhatsApp: the wamid; a status: `wamid:status`).
+    pub external_id: String,
+    /// The platform account the event was addressed to (WhatsApp `phone_number_id`,
+    /// Page id, Instagram account id); used to route it to a channel.
+    pub account_id: String,
+    /// When the platform says it happened, Unix seconds.
+    pub timestamp: i64,
+    pub body: EventBody,
+}
+
+impl InboundEvent {
+    /// The conversation the event belongs to (external chat id), when it has one.
+    pub fn chat(&self) -> Option<&str> {
+        match &self.body {
+            EventBody::Message(m) => Some(&m.chat),
+            EventBody::Reaction(r) => Some(&r.chat),
+            EventBody::Edit(e) => Some(&e.chat),
+            EventBody::Delete(d) => Some(&d.chat),
+            EventBody::Status(s) => s.recipient.as_deref(),
+            EventBody::AccountError(_) => None,
+        }
+    }
+
+    /// Short kind name for storage and metrics.
+    pub fn kind(&self) -> &'static str {
+        match &self.body {
+            EventBody::Message(_) => "message",
+            EventBody::Reaction(_) => "reaction",
+            EventBody::Edit(_) => "edit",
+            EventBody::Delete(_) => "delete",
+            EventBody::Status(_) => "status",
+            EventBody::AccountError(_) => "account_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    /// A customer wrote something.
+    Message(InboundMessage),
+    /// A customer reacted to a message (or removed a reaction: `emoji` is `None`).
+    Reaction(Reaction),
+    /// A customer edited one of their messages.
+    Edit(Edit),
+    /// A customer deleted (unsent) one of their messages.
+    Delete(Delete),
+    /// Delivery status of a message we sent.
+    Status(StatusUpdate),
+    /// An error about the account as a whole (WhatsApp `value.errors[]`).
+    AccountError(PlatformError),
+}
+
+/// The person on the platform side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    /// The platform's own user id for this channel account (WhatsApp: the
+    /// business-scoped user id when present, else the WhatsApp id).
+    pub id: String,
+    /// Phone number, when the platform shares it (optional on WhatsApp since usernames).
+    pub phone: Option<String>,
+    pub name: Option<String>,
+    pub username: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundMessage {
+    /// External id of the chat (the destination a reply is sent to).
+    pub chat: String,
+    pub sender: Participant,
+    pub content: Content,
+    /// The message this one quotes or answers (`context.id`).
+    pub reply_to: Option<String>,
+    #[serde(default)]
+    pub forwarded: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Content {
+    Text {
+        body: String,
+    },
+    Media(Media),
+    Location(Location),
+    Contacts {
+        contacts: Vec<SharedContact>,
+    },
+    /// A tap on an interactive button or list row.
+    InteractiveReply {
+        id: String,
+        title: String,
+        description: Option<String>,
+    },
+    /// A tap on a template quick-reply button.
+    Button {
+        text: String,
+        payload: Option<String>,
+    },
+    /// A platform-side system notice (e.g. the customer changed number).
+    System {
+        body: String,
+    },
+    /// A message type the platform itself could not deliver to us, or one we do not
+    /// model; the raw part is kept.
+    Unsupported {
+        reason: String,
+        code: Option<i64>,
+        raw: serde_json::Value,
+    },
+}
+
+impl Content {
+    /// Kind name for storage (`text`, `image`, `location`, ...).
+    pub fn kind(&self) -> &str {
+        match self {
+            Self::Text { .. } => "text",
+            Self::Media(m) => m.kind.as_str(),
+            Self::Location(_) => "location",
+            Self::Contacts { .. } => "contacts",
+            Self::InteractiveReply { .. } => "interactive",
+            Self::Button { .. } => "button",
+            Self::System { .. } => "system",
+            Self::Unsupported { .. } => "unsupported",
+        }
+    }
+
+    /// The text a person wrote or chose, if any: what the assistant reads and what is
+    /// stored as the message text.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Self::Text { body } | Self::System { body } => Some(body),
+            Self::Media(m) => m.caption.as_deref(),
+            Self::InteractiveReply { title, .. } => Some(title),
+            Self::Button { text, .. } => Some(text),
+            Self::Location(l) => l.name.as_deref().or(l.address.as_deref()),
+            Self::Contacts { .. } | Self::Unsupported { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    Image,
+    Audio,
+    Video,
+    Document,
+    Sticker,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Audio => "audio",
+            Self::Video => "video",
+            Self::Document => "document",
+            Self::Sticker => "sticker",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Media {
+    pub kind: MediaKind,
+    /// The platform's media id (download handle).
+    pub media_id: Option<String>,
+    pub url: Option<String>,
+    pub mime_type: Option<String>,
+    pub sha256: Option<String>,
+    pub caption: Option<String>,
+    pub filename: Option<String>,
+    /// Audio recorded as a voice note.
+    #[serde(default)]
+    pub voice: bool,
+    /// Animated sticker.
+    #[serde(default)]
+    pub animated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub latitude: f64,
+    pub longitude: f64,
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedContact {
+    pub name: String,
+    pub phones: Vec<String>,
+    pub emails: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub chat: String,
+    pub sender: Participant,
+    /// External id of the message reacted to.
+    pub target: String,
+    /// `None` when the reaction was removed.
+    pub emoji: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Edit {
+    pub chat: String,
+    pub sender: Participant,
+    pub target: String,
+    pub content: Content,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delete {
+    pub chat: String,
+    pub sender: Participant,
+    pub target: String,
+}
+
+/// Delivery progress of an outbound message. Ordered: a later status never moves a
+/// message back (`Failed` is terminal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    /// External id of the outbound message (wamid).
+    pub message_id: String,
+    pub status: DeliveryStatus,
+    /// The recipient the status is about (their chat id), when given.
+    pub recipient: Option<String>,
+    pub error: Option<PlatformError>,
+}
+
+/// An error as the platform reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformError {
+    pub code: Option<i64>,
+    pub title: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// A text reply to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundReply {
+    /// Where it goes: the external chat id (WhatsApp: the customer's number or id).
+    pub to: String,
+    pub text: String,
+    /// External id of the message being answered, for a quoted reply.
+    pub reply_to: Option<String>,
+}
+
+/// What the platform answered to a successful send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendReceipt {
+    /// The platform's id of the sent message (WhatsApp: the wamid).
+    pub external_id: String,
+}
+
+/// A channel's credentials. Stored encrypted by the gateway; `Debug` never shows a
+/// secret. `Serialize` exposes the secrets and exists only to feed the encryption.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "platform", rename_all = "lowercase")]
+pub enum Credentials {
+    #[serde(rename = "whatsapp")]
+    WhatsApp(WhatsAppCredentials),
+}
+
+impl Credentials {
+    pub fn kind(&self) -> ChannelKind {
+        match self {
+            Self::WhatsApp(_) => ChannelKind::WhatsApp,
+        }
+    }
+
+    /// The platform account id deliveries for this channel are addressed to.
+    pub fn account_id(&self) -> &str {
+        match self {
+            Self::WhatsApp(c) => &c.phone_number_id,
+        }
+    }
+
+    /// The channel's own webhook signing secret, if it has one (else the operator
+    /// app's secret applies).
+    pub fn signing_secret(&self) -> Option<&SecretString> {
+        match self {
+            Self::WhatsApp(c) => c.app_secret.as_ref(),
+        }
+    }
+
+    /// The token Meta's subscription handshake must present, if the channel has one.
+    pub fn verify_token(&self) -> Option<&SecretString> {
+        match self {
+            Self::WhatsApp(c) => c.verify_token.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhatsAppCredentials {
+    pub phone_number_id: String,
+    #[serde(default)]
+    pub waba_id: Option<String>,
+    #[serde(serialize_with = "expose")]
+    pub access_token: SecretString,
+    #[serde(default, serialize_with = "expose_opt")]
+    pub app_secret: Option<SecretString>,
+    #[serde(default, serialize_with = "expose_opt")]
+    pub verify_token: Option<SecretString>,
+}
+
+fn expose<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose_secret())
+}
+
+fn expose_opt<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => s.serialize_some(secret.expose_secret()),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_roundtrips_through_its_name() {
+        for kind in ChannelKind::ALL {
+            assert_eq!(kind.as_str().parse::<ChannelKind>(), Ok(kind));
+        }
+        assert!("sms".parse::<ChannelKind>().is_err());
+    }
+
+    #[test]
+    fn credentials_debug_hides_secrets() {
+        let creds = Credentials::WhatsApp(WhatsAppCredentials {
+            phone_number_id: "1".into(),
+            waba_id: None,
+            access_token: SecretString::from("EAAG-canary-token"),
+            app_secret: Some(SecretString::from("canary-app-secret")),
+            verify_token: None,
+        });
+        let debug = format!("{creds:?}");
+        assert!(!debug.contains("canary"), "{debug}");
+        let json = serde_json::to_string(&creds).unwrap_or_default();
+        assert!(json.contains("EAAG-canary-token"));
+    }
+
+    #[test]
+    fn statuses_are_ordered() {
+        assert!(DeliveryStatus::Sent < DeliveryStatus::Delivered);
+        assert!(DeliveryStatus::Delivered < DeliveryStatus::Read);
+    }
+}

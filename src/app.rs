@@ -1,0 +1,172 @@
+//! The running gateway: shared state, background tasks and the serve loop.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use channels::{Channel, ChannelKind, Credentials};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::assistant::{Assistant, KbAnswerer};
+use crate::config::{self, Config};
+use crate::crypto::{self, Sealer};
+use crate::inbound::Committer;
+use crate::store::{self, ChannelRecord, Store};
+
+/// Shared state, cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub sealer: Sealer,
+    pub channels: HashMap<ChannelKind, Arc<dyn Channel>>,
+    pub assistant: Arc<dyn Assistant>,
+    pub committer: Committer,
+    /// Wakes the worker when new inbox events are committed.
+    pub inbox_wake: Arc<Notify>,
+    /// Wakes the dispatcher when replies are queued.
+    pub outbox_wake: Arc<Notify>,
+    pub public_url: String,
+    draining: AtomicBool,
+}
+
+impl std::ops::Deref for App {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl App {
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The channel implementation for a platform, if omnigate supports it yet.
+    pub fn channel_impl(&self, kind: ChannelKind) -> Option<&Arc<dyn Channel>> {
+        self.channels.get(&kind)
+    }
+
+    /// Opens a channel's sealed credentials.
+    pub fn credentials(&self, channel: &ChannelRecord) -> anyhow::Result<Credentials> {
+        let sealed = channel.credentials.as_deref().context("channel has no credentials")?;
+        let plain = self
+            .sealer
+            .open(&crypto::channel_context(&channel.tenant_id, &channel.id), sealed)?;
+        Ok(serde_json::from_slice(&plain)?)
+    }
+
+    /// Seals credentials for a channel row.
+    pub fn seal_credentials(
+        &self,
+        tenant_id: &str,
+        channel_id: &str,
+        credentials: &Credentials,
+    ) -> anyhow::Result<Vec<u8>> {
+        let plain = serde_json::to_vec(credentials)?;
+        Ok(self.sealer.seal(&crypto::channel_context(tenant_id, channel_id), &plain)?)
+    }
+}
+
+/// The master key: configured, or (SQLite only) kept in a file beside the database.
+pub fn master_key(config: &Config) -> anyhow::Result<[u8; 32]> {
+    if let Some(key) = &config.master_key {
+        return config::decode_master_key(key).context("master_key must be base64 of 32 bytes");
+    }
+    anyhow::ensure!(
+        config.database_url.is_sqlite(),
+        "master_key is required when database_url is PostgreSQL"
+    );
+    let Some(db_path) = config.database_url.sqlite_path() else {
+        // In-memory database: nothing outlives the process, neither may the key.
+        return config::decode_master_key(&crypto::generate_master_key().into())
+            .context("generated key");
+    };
+    let mut key_path = db_path.into_os_string();
+    key_path.push(".key");
+    let key_path = std::path::PathBuf::from(key_path);
+    let (key, created) = crypto::load_or_create_key_file(&key_path)
+        .with_context(|| format!("master key file {}", key_path.display()))?;
+    if created {
+        tracing::warn!(
+            path = %key_path.display(),
+            "no master_key configured: generated one beside the database; back it up with the database"
+        );
+    }
+    config::decode_master_key(&key).context("master key file must hold base64 of 32 bytes")
+}
+
+/// Builds the gateway on `config`: opens and migrates the database, starts the
+/// committer, worker and dispatcher, and serves HTTP on `listener` until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let key = master_key(&config)?;
+    let store = store::open(&config.database_url).await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(config.worker.send_timeout_ms))
+        .connect_timeout(Duration::from_secs(5))
+        .build()?;
+    let mut channels: HashMap<ChannelKind, Arc<dyn Channel>> = HashMap::new();
+    channels.insert(
+        ChannelKind::WhatsApp,
+        Arc::new(channels::whatsapp::WhatsApp::new(
+            http.clone(),
+            config.platforms.meta.graph_url.clone(),
+            config.platforms.meta.api_version.clone(),
+        )),
+    );
+    let inbox_wake = Arc::new(Notify::new());
+    let committer_stop = CancellationToken::new();
+    let (committer, committer_task) =
+        crate::inbound::spawn_committer(store.clone(), inbox_wake.clone(), committer_stop.clone());
+    let public_url = config.public_url();
+    let app = App {
+        inner: Arc::new(Inner {
+            assistant: Arc::new(KbAnswerer::new(store.clone())),
+            sealer: Sealer::new(&key),
+            store,
+            channels,
+            committer,
+            inbox_wake,
+            outbox_wake: Arc::new(Notify::new()),
+            public_url,
+            draining: AtomicBool::new(false),
+            config,
+        }),
+    };
+
+    let work_stop = CancellationToken::new();
+    let worker = tokio::spawn(crate::pipeline::run_worker(app.clone(), work_stop.clone()));
+    let dispatcher = tokio::spawn(crate::outbound::run_dispatcher(app.clone(), work_stop.clone()));
+
+    tracing::info!(addr = %listener.local_addr()?, backend = app.store.backend(), "omnigate listening");
+    let router = crate::http::router(app.clone());
+    let draining_app = app.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            draining_app.draining.store(true, Ordering::Relaxed);
+            tracing::info!("shutting down: finishing in-flight requests");
+        })
+        .await?;
+
+    // Requests are done; let the committer flush, then stop the background work.
+    committer_stop.cancel();
+    let _ = committer_task.await;
+    work_stop.cancel();
+    let _ = tokio::join!(worker, dispatcher);
+    tracing::info!("stopped");
+    Ok(())
+}

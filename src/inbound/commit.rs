@@ -1,0 +1,113 @@
+//! Group commit: concurrent webhook requests hand their writes to one task, which
+//! commits whatever has queued up in a single transaction, so throughput is not one
+//! fsync per request. Each request gets its own outcome back and is acknowledged only
+//! after the commit that holds its events.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{IngressBatch, IngressOutcome, Store, StoreError};
+
+/// Requests waiting to be committed together, at most.
+const MAX_GROUP: usize = 256;
+
+type Reply = oneshot::Sender<Result<IngressOutcome, CommitError>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    /// The database connection is gone: answer 503 so the platform retries.
+    #[error("database unavailable")]
+    Unavailable,
+    #[error("commit failed")]
+    Failed,
+}
+
+/// Handle used by request handlers.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<(IngressBatch, Reply)>,
+}
+
+impl Committer {
+    /// Stores `batch` durably; returns once it is committed.
+    pub async fn commit(&self, batch: IngressBatch) -> Result<IngressOutcome, CommitError> {
+        let (reply, wait) = oneshot::channel();
+        self.tx.send((batch, reply)).await.map_err(|_| CommitError::Failed)?;
+        wait.await.map_err(|_| CommitError::Failed)?
+    }
+}
+
+/// Starts the commit task. It drains what is queued after `stop` and then exits.
+pub fn spawn_committer(
+    store: Arc<dyn Store>,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) -> (Committer, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<(IngressBatch, Reply)>(4096);
+    let task = tokio::spawn(async move {
+        loop {
+            let first = tokio::select! {
+                item = rx.recv() => item,
+                _ = stop.cancelled() => {
+                    rx.close();
+                    rx.recv().await
+                }
+            };
+            let Some(first) = first else { break };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(item) => group.push(item),
+                    Err(_) => break,
+                }
+            }
+            if commit_group(store.as_ref(), group).await {
+                wake.notify_one();
+            }
+        }
+    });
+    (Committer { tx }, task)
+}
+
+/// Commits a group; if the group transaction fails, retries each request alone so
+/// one request's problem does not fail its neighbours. Returns whether anything new
+/// was stored.
+async fn commit_group(store: &dyn Store, group: Vec<(IngressBatch, Reply)>) -> bool {
+    let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+    match store.commit_ingress(&batches).await {
+        Ok(outcomes) => {
+            let fresh = outcomes.iter().any(|o| o.inserted > 0);
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+            fresh
+        }
+        Err(e) if batches.len() == 1 => {
+            let _ = replies.into_iter().next().map(|r| r.send(Err(classify(&e))));
+            false
+        }
+        Err(_) => {
+            let mut fresh = false;
+            for (batch, reply) in batches.into_iter().zip(replies) {
+                let result = store
+                    .commit_ingress(std::slice::from_ref(&batch))
+                    .await
+                    .map(|mut o| o.pop().unwrap_or_default());
+                fresh |= result.as_ref().is_ok_and(|o| o.inserted > 0);
+                let _ = reply.send(result.map_err(|e| classify(&e)));
+            }
+            fresh
+        }
+    }
+}
+
+fn classify(e: &StoreError) -> CommitError {
+    tracing::error!(error = %e, "ingress commit failed");
+    match e {
+        StoreError::Database(db) if crate::http::error::is_unavailable(db) => CommitError::Unavailable,
+        _ => CommitError::Failed,
+    }
+}

@@ -1,0 +1,20 @@
+//! Ingress: verify → normalize → durable inbox → 2xx.
+//!
+//! Handlers never call the assistant or a platform API; they only store what arrived
+//! and acknowledge it once it is committed.
+
+mod commit;
+mod meta;
+
+use axum::Router;
+
+pub use commit::{spawn_committer, CommitError, Committer};
+
+use crate::app::App;
+
+/// Largest webhook body accepted (Meta batches up to 1000 updates).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+pub fn router() -> Router<App> {
+    meta::router()
+}

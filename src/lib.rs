@@ -1,0 +1,19 @@
+//! omnigate: a messaging-channel bot gateway.
+//!
+//! ingress (verify, normalize, durable inbox) → worker (conversation, assistant,
+//! outbox) → dispatcher (send, retry, status). See ARCHITECTURE in the README.
+
+pub mod admin;
+pub mod app;
+pub mod assistant;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod http;
+pub mod inbound;
+pub mod outbound;
+pub mod pipeline;
+pub mod store;
+pub mod telemetry;
+
+pub use app::run;

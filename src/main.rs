@@ -1,0 +1,37 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use omnigate::cli::{Cli, Command};
+use omnigate::config::Config;
+use omnigate::telemetry;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve => serve(config).await,
+        other => omnigate::cli::execute(other, config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(omnigate::cli::cancel_on_signal(shutdown.clone()));
+    omnigate::run(config, listener, shutdown).await
+}

@@ -1,0 +1,135 @@
+//! The dispatcher: claims queued reply parts (in order within a conversation), sends
+//! them through the channel's API, and records the outcome: the platform's message
+//! id, a retry with backoff, a permanent failure with the platform's code, or a
+//! paused channel whose credentials need re-authorization.
+//!
+//! A part is marked `sending` (and committed) before the HTTP call. If the process
+//! dies during the call, the lease expires and the part is sent again, flagged as a
+//! possible duplicate: the platforms offer no idempotency key for these sends.
+
+use std::time::Duration;
+
+use channels::{OutboundReply, SendError};
+use rand::Rng;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::store::{new_id, now_ms, OutboxItem, SendOutcome};
+
+/// How long a paused channel's parts wait before they are looked at again.
+const PARK_MS: i64 = 60_000;
+/// Upper bound of the retry backoff.
+const BACKOFF_CAP_MS: i64 = 5 * 60_000;
+
+pub async fn run_dispatcher(app: App, stop: CancellationToken) {
+    let owner = format!("dispatcher-{}", new_id());
+    let concurrency = app.config.worker.concurrency;
+    let lease_ms = app.config.worker.lease_ms as i64;
+    let poll = Duration::from_millis(app.config.worker.poll_ms);
+    let mut running = JoinSet::new();
+    loop {
+        let free = concurrency.saturating_sub(running.len());
+        let mut claimed = 0;
+        if free > 0 {
+            match app.store.claim_outbox(&owner, now_ms(), lease_ms, free as i64).await {
+                Ok(items) => {
+                    claimed = items.len();
+                    for item in items {
+                        running.spawn(send(app.clone(), owner.clone(), item));
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "outbox claim failed"),
+            }
+        }
+        if claimed > 0 && claimed == free {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = running.join_next() => {}
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = app.outbox_wake.notified() => {}
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+async fn send(app: App, owner: String, item: OutboxItem) {
+    let outcome = attempt(&app, &item).await;
+    if let SendOutcome::Failed { code, .. } = &outcome {
+        tracing::warn!(outbox_id = item.id, channel_id = %item.channel_id, code = ?code, "reply failed permanently");
+    }
+    if let Err(e) = app.store.finish_send(item.id, &owner, &outcome).await {
+        // The lease expires and the part is tried again (flagged as a possible
+        // duplicate if it was sent).
+        tracing::error!(outbox_id = item.id, error = %e, "could not record send outcome");
+    }
+    // A follow-up part of the same conversation may be ready now.
+    app.outbox_wake.notify_one();
+}
+
+async fn attempt(app: &App, item: &OutboxItem) -> SendOutcome {
+    let now = now_ms();
+    let channel = match app.store.channel(&item.channel_id).await {
+        Ok(Some(channel)) => channel,
+        Ok(None) => return SendOutcome::Failed { code: None, detail: "channel deleted".into() },
+        Err(e) => return retry_at(item, None, None, format!("database: {e}")),
+    };
+    let Some(channel_impl) = channel.platform.parse().ok().and_then(|kind| app.channel_impl(kind)) else {
+        return SendOutcome::Failed { code: None, detail: format!("platform {} not supported", channel.platform) };
+    };
+    let credentials = match app.credentials(&channel) {
+        Ok(credentials) => credentials,
+        Err(e) => {
+            tracing::error!(channel_id = %channel.id, error = %e, "channel credentials cannot be opened");
+            return SendOutcome::Parked { at: now + PARK_MS };
+        }
+    };
+    let reply = OutboundReply { to: item.recipient.clone(), text: item.text.clone(), reply_to: item.reply_to.clone() };
+    match channel_impl.send(&credentials, &reply).await {
+        Ok(receipt) => SendOutcome::Sent { external_id: receipt.external_id, at: now_ms() },
+        Err(SendError::Retryable { retry_after, code, detail }) => {
+            if item.attempts >= app.config.worker.max_send_attempts {
+                return SendOutcome::Failed {
+                    code,
+                    detail: format!("gave up after {} attempts: {detail}", item.attempts),
+                };
+            }
+            let wait = retry_after.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            retry_at(item, wait, code, detail)
+        }
+        Err(SendError::Permanent { code, detail, outside_window, .. }) => SendOutcome::Failed {
+            code,
+            detail: if outside_window {
+                format!("outside the platform's messaging window: {detail}")
+            } else {
+                detail
+            },
+        },
+        Err(SendError::Unauthorized { code, .. }) => {
+            tracing::warn!(channel_id = %channel.id, code = ?code, "channel credentials rejected; pausing its sends");
+            let note = format!("credentials rejected by the platform (code {}); re-authorize the channel", code.unwrap_or_default());
+            if let Err(e) = app.store.set_channel_status(&channel.id, "needs_reauth", Some(&note)).await {
+                tracing::error!(channel_id = %channel.id, error = %e, "could not mark channel");
+            }
+            SendOutcome::Parked { at: now_ms() + PARK_MS }
+        }
+    }
+}
+
+/// When the platform said when to come back (`Retry-After`), then; otherwise
+/// exponential backoff (1 s, 2 s, 4 s ... capped at 5 min) with jitter.
+fn retry_at(item: &OutboxItem, retry_after_ms: Option<i64>, code: Option<i64>, detail: String) -> SendOutcome {
+    let wait = retry_after_ms.unwrap_or_else(|| backoff_ms(item.attempts));
+    SendOutcome::Retry { at: now_ms() + wait, code, detail }
+}
+
+fn backoff_ms(attempts: i64) -> i64 {
+    let base = 1000i64.saturating_mul(1 << (attempts.clamp(1, 16) - 1)).min(BACKOFF_CAP_MS);
+    rand::thread_rng().gen_range(base / 2..=base)
+}

@@ -1,0 +1,264 @@
+//! Handling one inbox event.
+
+use channels::{Content, EventBody, InboundEvent, InboundMessage, Participant};
+
+use crate::app::App;
+use crate::assistant::Question;
+use crate::store::{new_id, now_ms, Completion, ConversationKey, ConversationRef, Effect, InboxItem, NewMessage};
+
+/// Disclosure given on the first assistant message and after 30 idle days.
+pub const DISCLOSURE: &str =
+    "You are chatting with an automated assistant (AI). Reply HUMAN at any time to reach a person.";
+const DISCLOSURE_IDLE_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+/// Statuses that arrive before their send is recorded are retried this many times.
+const STATUS_RETRIES: i64 = 8;
+
+pub async fn handle(app: App, owner: String, item: InboxItem) {
+    let id = item.id;
+    let attempts = item.attempts;
+    match process(&app, &owner, item).await {
+        Ok(Step::Done(completion)) => match app.store.complete_inbox(&completion).await {
+            Ok(true) => {
+                if completion.effects.iter().any(|e| matches!(e, Effect::EnqueueReply { .. })) {
+                    app.outbox_wake.notify_one();
+                }
+            }
+            Ok(false) => tracing::warn!(inbox_id = id, "lease lost before completion; another worker has it"),
+            Err(e) => {
+                tracing::error!(inbox_id = id, error = %e, "completing inbox event failed");
+                retry(&app, id, &owner, attempts, "complete_failed").await;
+            }
+        },
+        Ok(Step::Later(note)) => retry(&app, id, &owner, attempts, note).await,
+        Err(e) => {
+            tracing::error!(inbox_id = id, error = format!("{e:#}"), "inbox event failed");
+            retry(&app, id, &owner, attempts, "error").await;
+        }
+    }
+}
+
+enum Step {
+    Done(Completion),
+    Later(&'static str),
+}
+
+async fn retry(app: &App, id: i64, owner: &str, attempts: i64, note: &str) {
+    let delay = 1000i64.saturating_mul(1 << attempts.clamp(0, 8));
+    if let Err(e) = app.store.retry_inbox(id, owner, now_ms() + delay, note).await {
+        tracing::error!(inbox_id = id, error = %e, "could not reschedule inbox event; its lease will expire");
+    }
+}
+
+async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step> {
+    let now = now_ms();
+    let done = |outcome: &str, effects: Vec<Effect>| {
+        Step::Done(Completion {
+            inbox_id: item.id,
+            owner: owner.to_string(),
+            tenant_id: item.tenant_id.clone(),
+            outcome: outcome.to_string(),
+            now,
+            effects,
+        })
+    };
+    let Some(payload) = item.payload.as_deref() else {
+        return Ok(done("skipped:no_payload", vec![]));
+    };
+    let event: InboundEvent = serde_json::from_str(payload)?;
+    let platform_ts = (event.timestamp > 0).then(|| event.timestamp * 1000);
+    match event.body {
+        EventBody::Message(message) => {
+            let conversation = resolve(app, &item, &message.chat, &message.sender, now).await?;
+            Ok(answer(app, &item, conversation, message, event.external_id, platform_ts, now)
+                .await
+                .map(|(outcome, effects)| done(outcome, effects))?)
+        }
+        EventBody::Reaction(reaction) => {
+            let conversation = resolve(app, &item, &reaction.chat, &reaction.sender, now).await?;
+            let message = NewMessage {
+                kind: "reaction".into(),
+                text: reaction.emoji.clone(),
+                reply_to: Some(reaction.target),
+                ..inbound(event.external_id, platform_ts, now)
+            };
+            Ok(done(
+                "stored",
+                vec![
+                    Effect::InsertMessage { conversation_id: conversation.id.clone(), message },
+                    Effect::Touch { conversation_id: conversation.id, at: now, inbound: true },
+                ],
+            ))
+        }
+        EventBody::Edit(edit) => {
+            let conversation = resolve(app, &item, &edit.chat, &edit.sender, now).await?;
+            Ok(done(
+                "edited",
+                vec![Effect::EditMessage {
+                    conversation_id: conversation.id,
+                    target: edit.target,
+                    text: edit.content.text().map(str::to_string),
+                    content: serde_json::to_string(&edit.content).ok(),
+                    at: now,
+                }],
+            ))
+        }
+        EventBody::Delete(delete) => {
+            let conversation = resolve(app, &item, &delete.chat, &delete.sender, now).await?;
+            Ok(done(
+                "deleted",
+                vec![Effect::DeleteMessage { conversation_id: conversation.id, target: delete.target }],
+            ))
+        }
+        EventBody::Status(status) => {
+            if !app.store.outbound_exists(&item.channel_id, &status.message_id).await? {
+                // The send may not be recorded yet; after a few tries it is not ours.
+                return Ok(if item.attempts < STATUS_RETRIES {
+                    Step::Later("status_before_send")
+                } else {
+                    done("skipped:unknown_message", vec![])
+                });
+            }
+            let (error_code, error_detail) = match &status.error {
+                Some(e) => (e.code, e.detail.clone().or_else(|| e.title.clone())),
+                None => (None, None),
+            };
+            Ok(done(
+                "status",
+                vec![Effect::ApplyStatus {
+                    channel_id: item.channel_id.clone(),
+                    external_id: status.message_id,
+                    status: status.status,
+                    error_code,
+                    error_detail,
+                }],
+            ))
+        }
+        EventBody::AccountError(error) => {
+            let detail = format!(
+                "platform error {}: {}",
+                error.code.map_or_else(|| "?".into(), |c| c.to_string()),
+                error.title.or(error.detail).unwrap_or_default()
+            );
+            Ok(done(
+                "account_error",
+                vec![Effect::ChannelNotice { channel_id: item.channel_id.clone(), detail }],
+            ))
+        }
+    }
+}
+
+async fn resolve(
+    app: &App,
+    item: &InboxItem,
+    chat: &str,
+    sender: &Participant,
+    now: i64,
+) -> anyhow::Result<ConversationRef> {
+    Ok(app
+        .store
+        .resolve_conversation(&ConversationKey {
+            tenant_id: item.tenant_id.clone(),
+            channel_id: item.channel_id.clone(),
+            chat: chat.to_string(),
+            user_id: sender.id.clone(),
+            phone: sender.phone.clone(),
+            username: sender.username.clone(),
+            name: sender.name.clone(),
+            now,
+        })
+        .await?)
+}
+
+fn inbound(external_id: String, platform_ts: Option<i64>, now: i64) -> NewMessage {
+    NewMessage {
+        id: new_id(),
+        direction: "inbound",
+        author: "customer",
+        kind: "text".into(),
+        text: None,
+        content: None,
+        external_id: Some(external_id),
+        reply_to: None,
+        status: "received",
+        produced_by: None,
+        platform_ts,
+        created_at: now,
+    }
+}
+
+/// Records a customer's message and, when the assistant owns the conversation and
+/// there is text to answer, its reply.
+async fn answer(
+    app: &App,
+    item: &InboxItem,
+    conversation: ConversationRef,
+    message: InboundMessage,
+    external_id: String,
+    platform_ts: Option<i64>,
+    now: i64,
+) -> anyhow::Result<(&'static str, Vec<Effect>)> {
+    let text = message.content.text().map(str::to_string);
+    let record = NewMessage {
+        kind: message.content.kind().to_string(),
+        text: text.clone(),
+        content: match &message.content {
+            Content::Text { .. } => None,
+            other => serde_json::to_string(other).ok(),
+        },
+        reply_to: message.reply_to.clone(),
+        ..inbound(external_id, platform_ts, now)
+    };
+    let mut effects = vec![
+        Effect::InsertMessage { conversation_id: conversation.id.clone(), message: record },
+        Effect::Touch { conversation_id: conversation.id.clone(), at: now, inbound: true },
+    ];
+    if conversation.status != "bot" {
+        return Ok(("handed_off", effects));
+    }
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+        return Ok(("skipped:no_text", effects));
+    };
+    let answer = app
+        .assistant
+        .answer(&Question { tenant_id: &item.tenant_id, conversation_id: &conversation.id, text: &text })
+        .await?;
+    let disclose = conversation
+        .disclosed_at
+        .is_none_or(|_| now - conversation.last_message_at > DISCLOSURE_IDLE_MS);
+    let body = if disclose { format!("{DISCLOSURE}\n\n{}", answer.text) } else { answer.text.clone() };
+    let limit = item
+        .platform
+        .parse()
+        .ok()
+        .and_then(|kind| app.channel_impl(kind))
+        .map_or(1000, |c| c.text_limit());
+    let reply = NewMessage {
+        id: new_id(),
+        direction: "outbound",
+        author: "assistant",
+        kind: "text".into(),
+        text: Some(body.clone()),
+        content: None,
+        external_id: None,
+        reply_to: None,
+        status: "queued",
+        produced_by: Some(answer.produced_by.clone()),
+        platform_ts: None,
+        created_at: now,
+    };
+    effects.push(Effect::EnqueueReply {
+        conversation_id: conversation.id.clone(),
+        channel_id: item.channel_id.clone(),
+        recipient: message.chat.clone(),
+        message: reply,
+        parts: channels::text::split(&body, limit),
+    });
+    if disclose {
+        effects.push(Effect::MarkDisclosed { conversation_id: conversation.id.clone(), at: now });
+    }
+    if answer.handoff {
+        effects.push(Effect::SetConversationStatus { conversation_id: conversation.id, status: "human" });
+        return Ok(("handed_off", effects));
+    }
+    Ok(("replied", effects))
+}

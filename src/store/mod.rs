@@ -1,0 +1,117 @@
+//! Durable state: one [`Store`] interface, two implementations through sqlx
+//! (SQLite, the embedded default, and PostgreSQL for scale-out).
+//!
+//! Methods are units of work: each runs in its own transaction. Every method that
+//! touches customer data takes the tenant id and filters on it, except the few that
+//! serve platform callers and background work by internal id (ingress routing,
+//! claims), which are named as such.
+
+mod postgres;
+mod shared;
+mod sqlite;
+mod types;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+use crate::config::DatabaseUrl;
+
+/// Errors of the storage layer that callers act on; anything else is `Database`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists: {0}")]
+    Conflict(&'static str),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Opens the database named by `url` (creating a SQLite file if missing) and applies
+/// the migrations.
+pub async fn open(url: &DatabaseUrl) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = if url.is_sqlite() {
+        Arc::new(SqliteStore::connect(url.as_str()).await?)
+    } else if url.is_postgres() {
+        Arc::new(PgStore::connect(url.as_str()).await?)
+    } else {
+        anyhow::bail!("database_url must start with sqlite: or postgres://");
+    };
+    store.migrate().await?;
+    Ok(store)
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    async fn migrate(&self) -> Result<()>;
+    /// Whether the database answers and every migration is applied.
+    async fn ready(&self) -> Result<bool>;
+
+    // -- tenants and keys ------------------------------------------------------------
+    async fn create_tenant(&self, tenant: &NewTenant) -> Result<()>;
+    /// The tenant an API key (by hash) belongs to, if the key is live.
+    async fn tenant_by_key_hash(&self, hash: &[u8]) -> Result<Option<String>>;
+
+    // -- channels ----------------------------------------------------------------------
+    async fn create_channel(&self, channel: &NewChannel) -> Result<()>;
+    async fn list_channels(&self, tenant_id: &str) -> Result<Vec<ChannelRecord>>;
+    /// Destroys the credentials and stops routing to the channel.
+    async fn delete_channel(&self, tenant_id: &str, channel_id: &str) -> Result<bool>;
+    /// Ingress and dispatcher look-up by internal id (platform callers carry no tenant).
+    async fn channel(&self, channel_id: &str) -> Result<Option<ChannelRecord>>;
+    /// Ingress routing of the shared Meta route by the account an entry is addressed to.
+    async fn channel_by_account(&self, platform: &str, account_id: &str)
+        -> Result<Option<ChannelRecord>>;
+    async fn set_channel_status(&self, channel_id: &str, status: &str, detail: Option<&str>)
+        -> Result<()>;
+
+    // -- ingress -----------------------------------------------------------------------
+    /// Writes several requests' worth of envelopes, inbox events and unhandled items in
+    /// one transaction (group commit). Inbox events dedupe on (channel, external id).
+    async fn commit_ingress(&self, batches: &[IngressBatch]) -> Result<Vec<IngressOutcome>>;
+
+    // -- worker ------------------------------------------------------------------------
+    /// Leases up to `limit` ready inbox events, at most one per conversation key, the
+    /// earliest (platform time) first.
+    async fn claim_inbox(&self, owner: &str, now: i64, lease_ms: i64, limit: i64)
+        -> Result<Vec<InboxItem>>;
+    /// Marks a leased event done and applies its effects, atomically. `false` if the
+    /// lease was lost (nothing is applied then).
+    async fn complete_inbox(&self, done: &Completion) -> Result<bool>;
+    /// Returns a leased event to the queue, to be tried again at `available_at`.
+    async fn retry_inbox(&self, inbox_id: i64, owner: &str, available_at: i64, note: &str)
+        -> Result<()>;
+    /// Finds or creates the contact, identity and conversation a participant writes in.
+    async fn resolve_conversation(&self, key: &ConversationKey) -> Result<ConversationRef>;
+    /// Whether an outbound part with this platform id exists on the channel.
+    async fn outbound_exists(&self, channel_id: &str, external_id: &str) -> Result<bool>;
+    /// Applies effects outside the inbox (agent replies, hand-off).
+    async fn apply(&self, tenant_id: &str, effects: &[Effect]) -> Result<()>;
+
+    // -- dispatcher --------------------------------------------------------------------
+    async fn claim_outbox(&self, owner: &str, now: i64, lease_ms: i64, limit: i64)
+        -> Result<Vec<OutboxItem>>;
+    async fn finish_send(&self, outbox_id: i64, owner: &str, outcome: &SendOutcome) -> Result<()>;
+
+    // -- admin views ---------------------------------------------------------------------
+    async fn list_conversations(&self, tenant_id: &str, filter: &ConversationFilter)
+        -> Result<Vec<ConversationRecord>>;
+    async fn conversation(&self, tenant_id: &str, id: &str) -> Result<Option<ConversationRecord>>;
+    async fn messages(&self, tenant_id: &str, conversation_id: &str) -> Result<Vec<MessageRecord>>;
+    async fn unhandled(&self, tenant_id: &str, limit: i64) -> Result<Vec<UnhandledRecord>>;
+
+    // -- knowledge -----------------------------------------------------------------------
+    async fn add_document(&self, doc: &NewDocument) -> Result<()>;
+    /// Passages matching any of `terms`, best first (FTS5 / tsvector ranking).
+    async fn search_passages(&self, tenant_id: &str, terms: &[String], limit: i64)
+        -> Result<Vec<Passage>>;
+}

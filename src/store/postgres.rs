@@ -1,0 +1,69 @@
+//! The PostgreSQL backend, for running several gateway instances on one database.
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::shared::shared_store;
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// Advisory lock key serializing queue claims across instances, so "one event per
+/// conversation at a time" holds even when two instances claim at once.
+const CLAIM_LOCK: i64 = 0x6f6d_6e69_6761_7465;
+
+impl PgStore {
+    const MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+    const SEARCH_SQL: &'static str = "SELECT p.document_id, d.title, d.url, p.text \
+         FROM knowledge_passages p JOIN knowledge_documents d ON d.id = p.document_id \
+         WHERE p.tenant_id = $2 AND p.tsv @@ to_tsquery('english', $1) \
+         ORDER BY ts_rank(p.tsv, to_tsquery('english', $1)) DESC, p.id LIMIT $3";
+
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool (tests create one per fresh database).
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn claim_prelude(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CLAIM_LOCK)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// tsquery: any of the terms (terms are alphanumeric already).
+    fn fts_query(terms: &[String]) -> String {
+        terms.join(" | ")
+    }
+}
+
+shared_store!(
+    PgStore,
+    Postgres,
+    backend = "postgres",
+    lock_inbox = " FOR UPDATE OF e SKIP LOCKED",
+    lock_outbox = " FOR UPDATE OF o SKIP LOCKED"
+);

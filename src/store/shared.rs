@@ -1,0 +1,889 @@
+//! The SQL both backends share. Most statements are the same text on SQLite and
+//! PostgreSQL (`$N` placeholders, `ON CONFLICT`, `RETURNING`, row values), so they are
+//! written once here and instantiated for each backend's pool type by
+//! [`shared_store!`]; what differs (connection set-up, migrations, claim locking, full
+//! text search) lives in `sqlite.rs` and `postgres.rs`.
+
+/// Implements [`Store`](super::Store) for `$store`, whose database is `$db`.
+///
+/// The backend must provide `writer()`/`reader()` pools, `MIGRATOR`, `search_sql()`,
+/// `fts_query()` and `claim_prelude()`; `$lock_inbox`/`$lock_outbox` are appended to the
+/// claim sub-selects (row locking clauses).
+macro_rules! shared_store {
+    ($store:ty, $db:ty, backend = $backend:literal, lock_inbox = $lock_inbox:literal, lock_outbox = $lock_outbox:literal) => {
+        impl $store {
+            async fn apply_effects(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tenant_id: &str,
+                effects: &[$crate::store::Effect],
+            ) -> $crate::store::Result<()> {
+                use $crate::store::Effect;
+                for effect in effects {
+                    match effect {
+                        Effect::InsertMessage { conversation_id, message } => {
+                            Self::insert_message(tx, tenant_id, conversation_id, message).await?;
+                        }
+                        Effect::EnqueueReply { conversation_id, channel_id, recipient, message, parts } => {
+                            Self::insert_message(tx, tenant_id, conversation_id, message).await?;
+                            for (i, part) in parts.iter().enumerate() {
+                                sqlx::query(
+                                    "INSERT INTO outbox (tenant_id, channel_id, conversation_id, message_id, part, \
+                                     recipient, text, reply_to, next_attempt_at, created_at) \
+                                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                                )
+                                .bind(tenant_id)
+                                .bind(channel_id)
+                                .bind(conversation_id)
+                                .bind(&message.id)
+                                .bind(i as i64)
+                                .bind(recipient)
+                                .bind(part)
+                                .bind(if i == 0 { message.reply_to.as_deref() } else { None })
+                                .bind(message.created_at)
+                                .execute(&mut **tx)
+                                .await?;
+                            }
+                        }
+                        Effect::EditMessage { conversation_id, target, text, content, at } => {
+                            sqlx::query(
+                                "UPDATE messages SET text = $4, content = $5, edited_at = $6 \
+                                 WHERE tenant_id = $1 AND conversation_id = $2 AND direction = 'inbound' \
+                                 AND external_id = $3",
+                            )
+                            .bind(tenant_id)
+                            .bind(conversation_id)
+                            .bind(target)
+                            .bind(text)
+                            .bind(content)
+                            .bind(at)
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                        Effect::DeleteMessage { conversation_id, target } => {
+                            sqlx::query(
+                                "UPDATE messages SET text = NULL, content = NULL, kind = 'deleted', \
+                                 status = 'deleted' WHERE tenant_id = $1 AND conversation_id = $2 \
+                                 AND direction = 'inbound' AND external_id = $3",
+                            )
+                            .bind(tenant_id)
+                            .bind(conversation_id)
+                            .bind(target)
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                        Effect::ApplyStatus { channel_id, external_id, status, error_code, error_detail } => {
+                            Self::apply_status(tx, tenant_id, channel_id, external_id, *status, *error_code, error_detail.as_deref()).await?;
+                        }
+                        Effect::Touch { conversation_id, at, inbound } => {
+                            sqlx::query(
+                                "UPDATE conversations SET \
+                                 last_message_at = CASE WHEN last_message_at < $3 THEN $3 ELSE last_message_at END, \
+                                 last_inbound_at = CASE WHEN $4 AND (last_inbound_at IS NULL OR last_inbound_at < $3) \
+                                 THEN $3 ELSE last_inbound_at END \
+                                 WHERE tenant_id = $1 AND id = $2",
+                            )
+                            .bind(tenant_id)
+                            .bind(conversation_id)
+                            .bind(at)
+                            .bind(inbound)
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                        Effect::SetConversationStatus { conversation_id, status } => {
+                            sqlx::query("UPDATE conversations SET status = $3 WHERE tenant_id = $1 AND id = $2")
+                                .bind(tenant_id)
+                                .bind(conversation_id)
+                                .bind(status)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
+                        Effect::MarkDisclosed { conversation_id, at } => {
+                            sqlx::query("UPDATE conversations SET disclosed_at = $3 WHERE tenant_id = $1 AND id = $2")
+                                .bind(tenant_id)
+                                .bind(conversation_id)
+                                .bind(at)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
+                        Effect::ChannelNotice { channel_id, detail } => {
+                            sqlx::query("UPDATE channels SET status_detail = $3 WHERE tenant_id = $1 AND id = $2")
+                                .bind(tenant_id)
+                                .bind(channel_id)
+                                .bind(detail)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+
+            async fn insert_message(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tenant_id: &str,
+                conversation_id: &str,
+                m: &$crate::store::NewMessage,
+            ) -> $crate::store::Result<()> {
+                sqlx::query(
+                    "INSERT INTO messages (id, tenant_id, conversation_id, direction, author, kind, text, \
+                     content, external_id, reply_to, status, produced_by, platform_ts, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                     ON CONFLICT (conversation_id, direction, external_id) DO NOTHING",
+                )
+                .bind(&m.id)
+                .bind(tenant_id)
+                .bind(conversation_id)
+                .bind(m.direction)
+                .bind(m.author)
+                .bind(&m.kind)
+                .bind(&m.text)
+                .bind(&m.content)
+                .bind(&m.external_id)
+                .bind(&m.reply_to)
+                .bind(m.status)
+                .bind(&m.produced_by)
+                .bind(m.platform_ts)
+                .bind(m.created_at)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            /// Moves an outbound part forward (never back) and recomputes its message's
+            /// status from all its parts.
+            async fn apply_status(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tenant_id: &str,
+                channel_id: &str,
+                external_id: &str,
+                status: channels::DeliveryStatus,
+                error_code: Option<i64>,
+                error_detail: Option<&str>,
+            ) -> $crate::store::Result<()> {
+                let message_id: Option<String> = sqlx::query_scalar(
+                    "UPDATE outbox SET delivery = $4, \
+                     error_code = COALESCE($5, error_code), error_detail = COALESCE($6, error_detail) \
+                     WHERE tenant_id = $1 AND channel_id = $2 AND external_id = $3 AND (delivery IS NULL OR \
+                     (CASE delivery WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 ELSE 4 END) < $7) \
+                     RETURNING message_id",
+                )
+                .bind(tenant_id)
+                .bind(channel_id)
+                .bind(external_id)
+                .bind(status.as_str())
+                .bind(error_code)
+                .bind(error_detail)
+                .bind($crate::store::shared::status_rank(status.as_str()))
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(message_id) = message_id else { return Ok(()) };
+                let parts: Vec<(String, Option<String>)> =
+                    sqlx::query_as("SELECT state, delivery FROM outbox WHERE tenant_id = $1 AND message_id = $2")
+                        .bind(tenant_id)
+                        .bind(&message_id)
+                        .fetch_all(&mut **tx)
+                        .await?;
+                let aggregate = $crate::store::shared::aggregate_status(&parts);
+                sqlx::query(
+                    "UPDATE messages SET status = $3, error_code = COALESCE($4, error_code), \
+                     error_detail = COALESCE($5, error_detail) WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(tenant_id)
+                .bind(&message_id)
+                .bind(aggregate)
+                .bind(error_code)
+                .bind(error_detail)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn migrate(&self) -> $crate::store::Result<()> {
+                Self::MIGRATOR.run(self.writer()).await?;
+                Ok(())
+            }
+
+            async fn ready(&self) -> $crate::store::Result<bool> {
+                let applied: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                        .fetch_one(self.reader())
+                        .await?;
+                Ok(applied as usize >= Self::MIGRATOR.iter().count())
+            }
+
+            async fn create_tenant(&self, t: &$crate::store::NewTenant) -> $crate::store::Result<()> {
+                let mut tx = self.writer().begin().await?;
+                sqlx::query("INSERT INTO tenants (id, name, domain, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&t.id)
+                    .bind(&t.name)
+                    .bind(&t.domain)
+                    .bind(t.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO api_keys (id, tenant_id, key_hash, prefix, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&t.key_id)
+                .bind(&t.id)
+                .bind(&t.key_hash)
+                .bind(&t.key_prefix)
+                .bind(t.created_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn tenant_by_key_hash(&self, hash: &[u8]) -> $crate::store::Result<Option<String>> {
+                Ok(sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+                    .bind(hash)
+                    .fetch_optional(self.reader())
+                    .await?)
+            }
+
+            async fn create_channel(&self, c: &$crate::store::NewChannel) -> $crate::store::Result<()> {
+                let result = sqlx::query(
+                    "INSERT INTO channels (id, tenant_id, platform, account_id, credentials, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&c.id)
+                .bind(&c.tenant_id)
+                .bind(&c.platform)
+                .bind(&c.account_id)
+                .bind(&c.credentials)
+                .bind(c.created_at)
+                .execute(self.writer())
+                .await;
+                match result {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
+                        Err($crate::store::StoreError::Conflict("a channel for this account already exists"))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+
+            async fn list_channels(&self, tenant_id: &str) -> $crate::store::Result<Vec<$crate::store::ChannelRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, tenant_id, platform, account_id, status, status_detail, credentials, created_at \
+                     FROM channels WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY created_at, id",
+                )
+                .bind(tenant_id)
+                .fetch_all(self.reader())
+                .await?)
+            }
+
+            async fn delete_channel(&self, tenant_id: &str, channel_id: &str) -> $crate::store::Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE channels SET credentials = NULL, status = 'deleted', deleted_at = $3 \
+                     WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+                )
+                .bind(tenant_id)
+                .bind(channel_id)
+                .bind($crate::store::now_ms())
+                .execute(self.writer())
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn channel(&self, channel_id: &str) -> $crate::store::Result<Option<$crate::store::ChannelRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, tenant_id, platform, account_id, status, status_detail, credentials, created_at \
+                     FROM channels WHERE id = $1 AND deleted_at IS NULL",
+                )
+                .bind(channel_id)
+                .fetch_optional(self.reader())
+                .await?)
+            }
+
+            async fn channel_by_account(
+                &self,
+                platform: &str,
+                account_id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::ChannelRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, tenant_id, platform, account_id, status, status_detail, credentials, created_at \
+                     FROM channels WHERE platform = $1 AND account_id = $2 AND deleted_at IS NULL",
+                )
+                .bind(platform)
+                .bind(account_id)
+                .fetch_optional(self.reader())
+                .await?)
+            }
+
+            async fn set_channel_status(
+                &self,
+                channel_id: &str,
+                status: &str,
+                detail: Option<&str>,
+            ) -> $crate::store::Result<()> {
+                sqlx::query("UPDATE channels SET status = $2, status_detail = $3 WHERE id = $1 AND deleted_at IS NULL")
+                    .bind(channel_id)
+                    .bind(status)
+                    .bind(detail)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
+            }
+
+            async fn commit_ingress(
+                &self,
+                batches: &[$crate::store::IngressBatch],
+            ) -> $crate::store::Result<Vec<$crate::store::IngressOutcome>> {
+                let mut tx = self.writer().begin().await?;
+                let mut outcomes = Vec::with_capacity(batches.len());
+                for batch in batches {
+                    for e in &batch.envelopes {
+                        sqlx::query(
+                            "INSERT INTO raw_envelopes (tenant_id, channel_id, platform, body, received_at) \
+                             VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(&e.tenant_id)
+                        .bind(&e.channel_id)
+                        .bind(&e.platform)
+                        .bind(&e.body)
+                        .bind(e.received_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    for u in &batch.unhandled {
+                        sqlx::query(
+                            "INSERT INTO unhandled_events (id, tenant_id, channel_id, platform, reason, raw, received_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        )
+                        .bind(&u.id)
+                        .bind(&u.tenant_id)
+                        .bind(&u.channel_id)
+                        .bind(&u.platform)
+                        .bind(&u.reason)
+                        .bind(&u.raw)
+                        .bind(u.received_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    let mut outcome = $crate::store::IngressOutcome::default();
+                    for ev in &batch.events {
+                        let done = sqlx::query(
+                            "INSERT INTO inbox_events (tenant_id, channel_id, platform, external_id, kind, conv_key, \
+                             platform_ts, payload, available_at, received_at) \
+                             VALUES ($1, $2, $9, $3, $4, $5, $6, $7, $8, $8) \
+                             ON CONFLICT (channel_id, external_id) DO NOTHING",
+                        )
+                        .bind(&ev.tenant_id)
+                        .bind(&ev.channel_id)
+                        .bind(&ev.external_id)
+                        .bind(&ev.kind)
+                        .bind(&ev.conv_key)
+                        .bind(ev.platform_ts)
+                        .bind(&ev.payload)
+                        .bind(ev.received_at)
+                        .bind(&ev.platform)
+                        .execute(&mut *tx)
+                        .await?;
+                        if done.rows_affected() == 1 {
+                            outcome.inserted += 1;
+                        } else {
+                            outcome.duplicates += 1;
+                        }
+                    }
+                    outcomes.push(outcome);
+                }
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+
+            async fn claim_inbox(
+                &self,
+                owner: &str,
+                now: i64,
+                lease_ms: i64,
+                limit: i64,
+            ) -> $crate::store::Result<Vec<$crate::store::InboxItem>> {
+                let mut tx = self.writer().begin().await?;
+                Self::claim_prelude(&mut tx).await?;
+                let items = sqlx::query_as(concat!(
+                    "UPDATE inbox_events SET state = 'processing', lease_owner = $1, lease_until = $2, \
+                     attempts = attempts + 1 WHERE id IN (\
+                     SELECT e.id FROM inbox_events e \
+                     WHERE e.state <> 'done' AND e.available_at <= $3 \
+                     AND (e.state = 'pending' OR e.lease_until < $3) \
+                     AND NOT EXISTS (SELECT 1 FROM inbox_events o WHERE o.conv_key = e.conv_key \
+                       AND o.state <> 'done' AND o.id <> e.id \
+                       AND ((o.platform_ts, o.id) < (e.platform_ts, e.id) \
+                            OR (o.state = 'processing' AND o.lease_until >= $3))) \
+                     ORDER BY e.platform_ts, e.id LIMIT $4",
+                    $lock_inbox,
+                    ") RETURNING id, tenant_id, channel_id, platform, external_id, kind, payload, attempts, received_at"
+                ))
+                .bind(owner)
+                .bind(now + lease_ms)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(items)
+            }
+
+            async fn complete_inbox(&self, done: &$crate::store::Completion) -> $crate::store::Result<bool> {
+                let mut tx = self.writer().begin().await?;
+                let marked = sqlx::query(
+                    "UPDATE inbox_events SET state = 'done', payload = NULL, outcome = $3, done_at = $4, \
+                     lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $1 AND lease_owner = $2 AND state = 'processing'",
+                )
+                .bind(done.inbox_id)
+                .bind(&done.owner)
+                .bind(&done.outcome)
+                .bind(done.now)
+                .execute(&mut *tx)
+                .await?;
+                if marked.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                Self::apply_effects(&mut tx, &done.tenant_id, &done.effects).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn retry_inbox(
+                &self,
+                inbox_id: i64,
+                owner: &str,
+                available_at: i64,
+                note: &str,
+            ) -> $crate::store::Result<()> {
+                sqlx::query(
+                    "UPDATE inbox_events SET state = 'pending', available_at = $3, outcome = $4, \
+                     lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
+                )
+                .bind(inbox_id)
+                .bind(owner)
+                .bind(available_at)
+                .bind(note)
+                .execute(self.writer())
+                .await?;
+                Ok(())
+            }
+
+            async fn resolve_conversation(
+                &self,
+                k: &$crate::store::ConversationKey,
+            ) -> $crate::store::Result<$crate::store::ConversationRef> {
+                let mut tx = self.writer().begin().await?;
+                let mut contact_id: Option<String> = sqlx::query_scalar(
+                    "SELECT contact_id FROM contact_identities \
+                     WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $3",
+                )
+                .bind(&k.tenant_id)
+                .bind(&k.channel_id)
+                .bind(&k.user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                // A phone-keyed identity the platform now reports together with a
+                // platform user id, in the same payload, is the same person: re-key it.
+                if contact_id.is_none() {
+                    if let Some(phone) = k.phone.as_deref().filter(|p| *p != k.user_id) {
+                        contact_id = sqlx::query_scalar(
+                            "UPDATE contact_identities SET external_user_id = $4 \
+                             WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $3 AND phone = $3 \
+                             RETURNING contact_id",
+                        )
+                        .bind(&k.tenant_id)
+                        .bind(&k.channel_id)
+                        .bind(phone)
+                        .bind(&k.user_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    }
+                }
+                let contact_id = match contact_id {
+                    Some(id) => {
+                        sqlx::query(
+                            "UPDATE contact_identities SET phone = COALESCE($4, phone), \
+                             username = COALESCE($5, username), display_name = COALESCE($6, display_name) \
+                             WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $3",
+                        )
+                        .bind(&k.tenant_id)
+                        .bind(&k.channel_id)
+                        .bind(&k.user_id)
+                        .bind(&k.phone)
+                        .bind(&k.username)
+                        .bind(&k.name)
+                        .execute(&mut *tx)
+                        .await?;
+                        id
+                    }
+                    None => {
+                        let id = $crate::store::new_id();
+                        sqlx::query(
+                            "INSERT INTO contacts (id, tenant_id, display_name, created_at) VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(&id)
+                        .bind(&k.tenant_id)
+                        .bind(&k.name)
+                        .bind(k.now)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query(
+                            "INSERT INTO contact_identities (id, tenant_id, contact_id, channel_id, \
+                             external_user_id, phone, username, display_name, created_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                        )
+                        .bind($crate::store::new_id())
+                        .bind(&k.tenant_id)
+                        .bind(&id)
+                        .bind(&k.channel_id)
+                        .bind(&k.user_id)
+                        .bind(&k.phone)
+                        .bind(&k.username)
+                        .bind(&k.name)
+                        .bind(k.now)
+                        .execute(&mut *tx)
+                        .await?;
+                        id
+                    }
+                };
+                sqlx::query(
+                    "INSERT INTO conversations (id, tenant_id, channel_id, contact_id, external_chat_id, \
+                     last_message_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                     ON CONFLICT (channel_id, external_chat_id) DO NOTHING",
+                )
+                .bind($crate::store::new_id())
+                .bind(&k.tenant_id)
+                .bind(&k.channel_id)
+                .bind(&contact_id)
+                .bind(&k.chat)
+                .bind(k.now)
+                .execute(&mut *tx)
+                .await?;
+                let conversation = sqlx::query_as(
+                    "SELECT id, contact_id, status, disclosed_at, last_message_at FROM conversations \
+                     WHERE tenant_id = $1 AND channel_id = $2 AND external_chat_id = $3",
+                )
+                .bind(&k.tenant_id)
+                .bind(&k.channel_id)
+                .bind(&k.chat)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(conversation)
+            }
+
+            async fn outbound_exists(&self, channel_id: &str, external_id: &str) -> $crate::store::Result<bool> {
+                let found: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM outbox WHERE channel_id = $1 AND external_id = $2 LIMIT 1")
+                        .bind(channel_id)
+                        .bind(external_id)
+                        .fetch_optional(self.reader())
+                        .await?;
+                Ok(found.is_some())
+            }
+
+            async fn apply(&self, tenant_id: &str, effects: &[$crate::store::Effect]) -> $crate::store::Result<()> {
+                let mut tx = self.writer().begin().await?;
+                Self::apply_effects(&mut tx, tenant_id, effects).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn claim_outbox(
+                &self,
+                owner: &str,
+                now: i64,
+                lease_ms: i64,
+                limit: i64,
+            ) -> $crate::store::Result<Vec<$crate::store::OutboxItem>> {
+                let mut tx = self.writer().begin().await?;
+                Self::claim_prelude(&mut tx).await?;
+                let items = sqlx::query_as(concat!(
+                    "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, \
+                     attempts = attempts + 1, \
+                     possible_duplicate = CASE WHEN state = 'sending' THEN TRUE ELSE possible_duplicate END \
+                     WHERE id IN (\
+                     SELECT o.id FROM outbox o JOIN channels c ON c.id = o.channel_id \
+                     WHERE o.state IN ('pending', 'sending') AND o.next_attempt_at <= $3 \
+                     AND (o.state = 'pending' OR o.lease_until < $3) AND c.status = 'active' \
+                     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.conversation_id = o.conversation_id \
+                       AND p.state IN ('pending', 'sending') AND p.id < o.id) \
+                     ORDER BY o.next_attempt_at, o.id LIMIT $4",
+                    $lock_outbox,
+                    ") RETURNING id, tenant_id, channel_id, conversation_id, message_id, part, recipient, text, \
+                     reply_to, attempts, possible_duplicate"
+                ))
+                .bind(owner)
+                .bind(now + lease_ms)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(items)
+            }
+
+            async fn finish_send(
+                &self,
+                outbox_id: i64,
+                owner: &str,
+                outcome: &$crate::store::SendOutcome,
+            ) -> $crate::store::Result<()> {
+                use $crate::store::SendOutcome;
+                let mut tx = self.writer().begin().await?;
+                match outcome {
+                    SendOutcome::Sent { external_id, at } => {
+                        let row: Option<(String, String, i64, bool)> = sqlx::query_as(
+                            "UPDATE outbox SET state = 'sent', external_id = $3, sent_at = $4, text = '', \
+                             delivery = COALESCE(delivery, 'sent'), lease_owner = NULL, lease_until = NULL \
+                             WHERE id = $1 AND lease_owner = $2 AND state = 'sending' \
+                             RETURNING tenant_id, message_id, part, possible_duplicate",
+                        )
+                        .bind(outbox_id)
+                        .bind(owner)
+                        .bind(external_id)
+                        .bind(at)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some((tenant_id, message_id, part, possible_duplicate)) = row {
+                            sqlx::query(
+                                "UPDATE messages SET \
+                                 external_id = CASE WHEN $3 = 0 THEN $4 ELSE external_id END, \
+                                 possible_duplicate = (possible_duplicate OR $5), \
+                                 status = CASE WHEN status = 'queued' AND NOT EXISTS \
+                                   (SELECT 1 FROM outbox WHERE message_id = $2 AND state <> 'sent') \
+                                   THEN 'sent' ELSE status END \
+                                 WHERE tenant_id = $1 AND id = $2",
+                            )
+                            .bind(&tenant_id)
+                            .bind(&message_id)
+                            .bind(part)
+                            .bind(external_id)
+                            .bind(possible_duplicate)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                    SendOutcome::Retry { at, code, detail } => {
+                        sqlx::query(
+                            "UPDATE outbox SET state = 'pending', next_attempt_at = $3, error_code = $4, \
+                             error_detail = $5, lease_owner = NULL, lease_until = NULL \
+                             WHERE id = $1 AND lease_owner = $2 AND state = 'sending'",
+                        )
+                        .bind(outbox_id)
+                        .bind(owner)
+                        .bind(at)
+                        .bind(code)
+                        .bind(detail)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    SendOutcome::Failed { code, detail } => {
+                        let row: Option<(String, String)> = sqlx::query_as(
+                            "UPDATE outbox SET state = 'failed', error_code = $3, error_detail = $4, text = '', \
+                             lease_owner = NULL, lease_until = NULL \
+                             WHERE id = $1 AND lease_owner = $2 AND state = 'sending' \
+                             RETURNING tenant_id, message_id",
+                        )
+                        .bind(outbox_id)
+                        .bind(owner)
+                        .bind(code)
+                        .bind(detail)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some((tenant_id, message_id)) = row {
+                            sqlx::query(
+                                "UPDATE messages SET status = 'failed', error_code = $3, error_detail = $4 \
+                                 WHERE tenant_id = $1 AND id = $2",
+                            )
+                            .bind(&tenant_id)
+                            .bind(&message_id)
+                            .bind(code)
+                            .bind(detail)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                    SendOutcome::Parked { at } => {
+                        sqlx::query(
+                            "UPDATE outbox SET state = 'pending', next_attempt_at = $3, attempts = attempts - 1, \
+                             lease_owner = NULL, lease_until = NULL \
+                             WHERE id = $1 AND lease_owner = $2 AND state = 'sending'",
+                        )
+                        .bind(outbox_id)
+                        .bind(owner)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_conversations(
+                &self,
+                tenant_id: &str,
+                f: &$crate::store::ConversationFilter,
+            ) -> $crate::store::Result<Vec<$crate::store::ConversationRecord>> {
+                let (after_at, after_id) = match &f.after {
+                    Some((at, id)) => (Some(*at), Some(id.as_str())),
+                    None => (None, None),
+                };
+                Ok(sqlx::query_as(
+                    "SELECT c.id, c.channel_id, ch.platform, c.contact_id, c.external_chat_id, c.status, c.last_message_at, c.created_at \
+                     FROM conversations c JOIN channels ch ON ch.id = c.channel_id \
+                     WHERE c.tenant_id = $1 AND ($2 IS NULL OR ch.platform = $2) AND ($3 IS NULL OR c.status = $3) \
+                     AND ($4 IS NULL OR c.last_message_at < $4 OR (c.last_message_at = $4 AND c.id < $5)) \
+                     ORDER BY c.last_message_at DESC, c.id DESC LIMIT $6",
+                )
+                .bind(tenant_id)
+                .bind(&f.platform)
+                .bind(&f.status)
+                .bind(after_at)
+                .bind(after_id)
+                .bind(f.limit)
+                .fetch_all(self.reader())
+                .await?)
+            }
+
+            async fn conversation(
+                &self,
+                tenant_id: &str,
+                id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::ConversationRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT c.id, c.channel_id, ch.platform, c.contact_id, c.external_chat_id, c.status, c.last_message_at, c.created_at \
+                     FROM conversations c JOIN channels ch ON ch.id = c.channel_id \
+                     WHERE c.tenant_id = $1 AND c.id = $2",
+                )
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(self.reader())
+                .await?)
+            }
+
+            async fn messages(
+                &self,
+                tenant_id: &str,
+                conversation_id: &str,
+            ) -> $crate::store::Result<Vec<$crate::store::MessageRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, direction, author, kind, text, content, external_id, reply_to, status, error_code, \
+                     error_detail, produced_by, possible_duplicate, created_at \
+                     FROM messages WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY seq",
+                )
+                .bind(tenant_id)
+                .bind(conversation_id)
+                .fetch_all(self.reader())
+                .await?)
+            }
+
+            async fn unhandled(
+                &self,
+                tenant_id: &str,
+                limit: i64,
+            ) -> $crate::store::Result<Vec<$crate::store::UnhandledRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, channel_id, platform, reason, raw, received_at FROM unhandled_events \
+                     WHERE tenant_id = $1 ORDER BY received_at DESC, id DESC LIMIT $2",
+                )
+                .bind(tenant_id)
+                .bind(limit)
+                .fetch_all(self.reader())
+                .await?)
+            }
+
+            async fn add_document(&self, d: &$crate::store::NewDocument) -> $crate::store::Result<()> {
+                let mut tx = self.writer().begin().await?;
+                sqlx::query(
+                    "INSERT INTO knowledge_documents (id, tenant_id, title, url, text, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&d.id)
+                .bind(&d.tenant_id)
+                .bind(&d.title)
+                .bind(&d.url)
+                .bind(&d.text)
+                .bind(d.created_at)
+                .execute(&mut *tx)
+                .await?;
+                for (i, passage) in d.passages.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO knowledge_passages (tenant_id, document_id, ord, text) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&d.tenant_id)
+                    .bind(&d.id)
+                    .bind(i as i64)
+                    .bind(passage)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn search_passages(
+                &self,
+                tenant_id: &str,
+                terms: &[String],
+                limit: i64,
+            ) -> $crate::store::Result<Vec<$crate::store::Passage>> {
+                if terms.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Ok(sqlx::query_as(Self::SEARCH_SQL)
+                    .bind(Self::fts_query(terms))
+                    .bind(tenant_id)
+                    .bind(limit)
+                    .fetch_all(self.reader())
+                    .await?)
+            }
+        }
+    };
+}
+
+pub(crate) use shared_store;
+
+/// Order of delivery statuses; `failed` is terminal.
+pub(crate) fn status_rank(status: &str) -> i64 {
+    match status {
+        "sent" => 1,
+        "delivered" => 2,
+        "read" => 3,
+        _ => 4,
+    }
+}
+
+/// A message's status from its parts' (state, delivery): failed if any part failed,
+/// else the least advanced part's status.
+pub(crate) fn aggregate_status(parts: &[(String, Option<String>)]) -> &'static str {
+    let mut least = "read";
+    for (state, delivery) in parts {
+        let status = match (state.as_str(), delivery.as_deref()) {
+            (_, Some("failed")) | ("failed", _) => return "failed",
+            (_, Some("read")) => "read",
+            (_, Some("delivered")) => "delivered",
+            (_, Some(_)) | ("sent", None) => "sent",
+            _ => "queued",
+        };
+        if status_rank_or_queued(status) < status_rank_or_queued(least) {
+            least = status;
+        }
+    }
+    least
+}
+
+fn status_rank_or_queued(status: &str) -> i64 {
+    if status == "queued" {
+        0
+    } else {
+        status_rank(status)
+    }
+}

@@ -1,0 +1,9 @@
+//! Black-box tests of the gateway: real HTTP, real signatures, real SQLite (and
+//! PostgreSQL when `OMNIGATE_TEST_POSTGRES_URL` is set), fake platform APIs.
+
+mod admin;
+mod config;
+mod helpers;
+mod ingress;
+mod pipeline;
+mod store;

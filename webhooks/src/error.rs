@@ -1,0 +1,16 @@
+use thiserror::Error;
+
+/// Why a delivery was not accepted. Never carries the expected MAC.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error("signature header is missing")]
+    MissingSignature,
+    #[error("signature header is malformed")]
+    MalformedSignature,
+    #[error("signature does not match")]
+    BadSignature,
+    #[error("verify token does not match")]
+    BadVerifyToken,
+    #[error("handshake mode is not `subscribe`")]
+    BadMode,
+}
