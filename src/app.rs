@@ -58,10 +58,14 @@ impl App {
 
     /// Opens a channel's sealed credentials.
     pub fn credentials(&self, channel: &ChannelRecord) -> anyhow::Result<Credentials> {
-        let sealed = channel.credentials.as_deref().context("channel has no credentials")?;
-        let plain = self
-            .sealer
-            .open(&crypto::channel_context(&channel.tenant_id, &channel.id), sealed)?;
+        let sealed = channel
+            .credentials
+            .as_deref()
+            .context("channel has no credentials")?;
+        let plain = self.sealer.open(
+            &crypto::channel_context(&channel.tenant_id, &channel.id),
+            sealed,
+        )?;
         Ok(serde_json::from_slice(&plain)?)
     }
 
@@ -73,7 +77,9 @@ impl App {
         credentials: &Credentials,
     ) -> anyhow::Result<Vec<u8>> {
         let plain = serde_json::to_vec(credentials)?;
-        Ok(self.sealer.seal(&crypto::channel_context(tenant_id, channel_id), &plain)?)
+        Ok(self
+            .sealer
+            .seal(&crypto::channel_context(tenant_id, channel_id), &plain)?)
     }
 }
 
@@ -149,7 +155,10 @@ pub async fn run(
 
     let work_stop = CancellationToken::new();
     let worker = tokio::spawn(crate::pipeline::run_worker(app.clone(), work_stop.clone()));
-    let dispatcher = tokio::spawn(crate::outbound::run_dispatcher(app.clone(), work_stop.clone()));
+    let dispatcher = tokio::spawn(crate::outbound::run_dispatcher(
+        app.clone(),
+        work_stop.clone(),
+    ));
 
     tracing::info!(addr = %listener.local_addr()?, backend = app.store.backend(), "omnigate listening");
     let router = crate::http::router(app.clone());

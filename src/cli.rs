@@ -57,7 +57,9 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             println!("migrations applied ({})", store.backend());
             Ok(())
         }
-        Command::Tenant { command: TenantCommand::Create { name, domain, json } } => {
+        Command::Tenant {
+            command: TenantCommand::Create { name, domain, json },
+        } => {
             let store = crate::store::open(&config.database_url).await?;
             let created = crate::admin::tenants::create(store.as_ref(), &name, &domain).await?;
             if json {
@@ -66,7 +68,11 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                     serde_json::json!({"id": created.id, "api_key": created.api_key.expose_secret()})
                 );
             } else {
-                println!("tenant id: {}\napi key:   {}", created.id, created.api_key.expose_secret());
+                println!(
+                    "tenant id: {}\napi key:   {}",
+                    created.id,
+                    created.api_key.expose_secret()
+                );
                 println!("(the API key is shown only now; store it safely)");
             }
             Ok(())

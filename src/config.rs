@@ -175,7 +175,9 @@ impl Telegram {
 
 impl Default for Telegram {
     fn default() -> Self {
-        Self { api_url: Self::default_api_url() }
+        Self {
+            api_url: Self::default_api_url(),
+        }
     }
 }
 
@@ -194,7 +196,9 @@ impl Discord {
 
 impl Default for Discord {
     fn default() -> Self {
-        Self { api_url: Self::default_api_url() }
+        Self {
+            api_url: Self::default_api_url(),
+        }
     }
 }
 
@@ -217,7 +221,11 @@ pub struct Ai {
 
 impl Ai {
     fn default_providers() -> Vec<ProviderName> {
-        vec![ProviderName::Anthropic, ProviderName::OpenAi, ProviderName::Gemini]
+        vec![
+            ProviderName::Anthropic,
+            ProviderName::OpenAi,
+            ProviderName::Gemini,
+        ]
     }
     fn default_timeout_ms() -> u64 {
         20_000
@@ -266,7 +274,11 @@ impl Provider {
         Self::with_url("https://generativelanguage.googleapis.com")
     }
     fn with_url(url: &str) -> Self {
-        Self { base_url: url.into(), api_key: None, model: None }
+        Self {
+            base_url: url.into(),
+            api_key: None,
+            model: None,
+        }
     }
 }
 
@@ -354,11 +366,10 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(
-            Env::prefixed("OMNIGATE_")
-                .split("__")
-                .filter(|key| key != "config" && !key.as_str().starts_with("test_") && key != "log"),
-        );
+        figment =
+            figment.merge(Env::prefixed("OMNIGATE_").split("__").filter(|key| {
+                key != "config" && !key.as_str().starts_with("test_") && key != "log"
+            }));
         let config: Self = figment.extract().map_err(describe)?;
         config.validate()?;
         Ok(config)
@@ -366,7 +377,10 @@ impl Config {
 
     /// Loads defaults and then `toml`, ignoring the environment (tests, tools).
     pub fn from_toml_str(toml: &str) -> Result<Self, ConfigError> {
-        let config: Self = Self::defaults().merge(Toml::string(toml)).extract().map_err(describe)?;
+        let config: Self = Self::defaults()
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(describe)?;
         config.validate()?;
         Ok(config)
     }
@@ -396,7 +410,10 @@ impl Config {
         for (key, url) in [
             ("platforms.meta.graph_url", &self.platforms.meta.graph_url),
             ("platforms.slack.api_url", &self.platforms.slack.api_url),
-            ("platforms.telegram.api_url", &self.platforms.telegram.api_url),
+            (
+                "platforms.telegram.api_url",
+                &self.platforms.telegram.api_url,
+            ),
             ("platforms.discord.api_url", &self.platforms.discord.api_url),
             ("ai.openai.base_url", &self.ai.openai.base_url),
             ("ai.anthropic.base_url", &self.ai.anthropic.base_url),

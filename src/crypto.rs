@@ -37,7 +37,9 @@ pub enum CryptoError {
 
 impl Sealer {
     pub fn new(key: &[u8; 32]) -> Self {
-        Self { cipher: Aes256Gcm::new(key.into()) }
+        Self {
+            cipher: Aes256Gcm::new(key.into()),
+        }
     }
 
     /// Encrypts `plaintext` bound to `context` (tenant, kind and row id).
@@ -46,7 +48,13 @@ impl Sealer {
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let sealed = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: context.as_bytes() })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: context.as_bytes(),
+                },
+            )
             .map_err(|_| CryptoError::Seal)?;
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(&nonce);
@@ -61,7 +69,13 @@ impl Sealer {
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         self.cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: context.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: context.as_bytes(),
+                },
+            )
             .map_err(|_| CryptoError::Open)
     }
 }
@@ -110,8 +124,15 @@ pub struct NewApiKey {
 pub fn new_api_key() -> NewApiKey {
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
-    let key = format!("og_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
-    NewApiKey { hash: hash_api_key(&key), prefix: key[..8].to_string(), key: SecretString::from(key) }
+    let key = format!(
+        "og_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    NewApiKey {
+        hash: hash_api_key(&key),
+        prefix: key[..8].to_string(),
+        key: SecretString::from(key),
+    }
 }
 
 /// The stored form of an API key. Keys are high-entropy random strings, so a plain
@@ -139,7 +160,9 @@ mod tests {
         let sealed = sealer.seal(&ctx, b"EAAG-token").expect("seal");
         assert!(!sealed.windows(4).any(|w| w == b"EAAG"));
         assert_eq!(sealer.open(&ctx, &sealed).expect("open"), b"EAAG-token");
-        assert!(sealer.open(&channel_context("tenant-b", "chan-1"), &sealed).is_err());
+        assert!(sealer
+            .open(&channel_context("tenant-b", "chan-1"), &sealed)
+            .is_err());
         assert!(Sealer::new(&[8u8; 32]).open(&ctx, &sealed).is_err());
         assert!(sealer.open(&ctx, &sealed[..5]).is_err());
     }

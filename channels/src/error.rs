@@ -44,7 +44,9 @@ impl SendError {
     /// The platform's error code, for recording on the message.
     pub fn code(&self) -> Option<i64> {
         match self {
-            Self::Retryable { code, .. } | Self::Permanent { code, .. } | Self::Unauthorized { code, .. } => *code,
+            Self::Retryable { code, .. }
+            | Self::Permanent { code, .. }
+            | Self::Unauthorized { code, .. } => *code,
         }
     }
 }

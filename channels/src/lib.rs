@@ -32,6 +32,9 @@ pub trait Channel: Send + Sync {
     fn normalize(&self, body: webhooks::Verified<&[u8]>) -> Result<Normalized, NormalizeError>;
 
     /// Sends one text message (already split to [`Channel::text_limit`]).
-    async fn send(&self, credentials: &Credentials, reply: &OutboundReply)
-        -> Result<SendReceipt, SendError>;
+    async fn send(
+        &self,
+        credentials: &Credentials,
+        reply: &OutboundReply,
+    ) -> Result<SendReceipt, SendError>;
 }

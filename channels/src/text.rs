@@ -14,7 +14,10 @@ pub fn split(text: &str, limit: usize) -> Vec<String> {
             break;
         }
         // Byte offset just past the `limit`-th character.
-        let hard = rest.char_indices().nth(limit).map_or(rest.len(), |(i, _)| i);
+        let hard = rest
+            .char_indices()
+            .nth(limit)
+            .map_or(rest.len(), |(i, _)| i);
         let window = &rest[..hard];
         let cut = ["\n\n", "\n", ". ", "! ", "? ", " "]
             .iter()
@@ -58,7 +61,10 @@ mod tests {
     fn multibyte_text_is_split_on_char_boundaries() {
         let text = "é".repeat(10_000);
         let parts = split(&text, 4096);
-        assert_eq!(parts.iter().map(|p| p.chars().count()).collect::<Vec<_>>(), vec![4096, 4096, 1808]);
+        assert_eq!(
+            parts.iter().map(|p| p.chars().count()).collect::<Vec<_>>(),
+            vec![4096, 4096, 1808]
+        );
     }
 
     #[test]

@@ -51,28 +51,11 @@ fn fixture_json(name: &str) -> Value {
 
 fn normalize_fixture(name: &str) -> Normalized {
     let normalized = normalize_bytes(&fixture_bytes(name)).expect("fixture normalizes");
-    // Events travel through the gateway's durable inbox as JSON. Media content is
-    // skipped until the model's `kind` clash is fixed (see
-    // `media_content_survives_a_serde_roundtrip`).
-    if !normalized.events.iter().any(has_media) {
-        let json = serde_json::to_string(&normalized).expect("serializes");
-        let back: Normalized = serde_json::from_str(&json).expect("deserializes");
-        assert_eq!(back, normalized, "{name}: serde roundtrip");
-    }
+    // Events travel through the gateway's durable inbox as JSON.
+    let json = serde_json::to_string(&normalized).expect("serializes");
+    let back: Normalized = serde_json::from_str(&json).expect("deserializes");
+    assert_eq!(back, normalized, "{name}: serde roundtrip");
     normalized
-}
-
-fn has_media(event: &InboundEvent) -> bool {
-    matches!(
-        &event.body,
-        EventBody::Message(InboundMessage {
-            content: Content::Media(_),
-            ..
-        }) | EventBody::Edit(Edit {
-            content: Content::Media(_),
-            ..
-        })
-    )
 }
 
 /// The single event of a fixture that must produce exactly one event and nothing else.
@@ -1005,11 +988,9 @@ fn edit_to_media_maps_the_inner_message() {
     );
 }
 
-/// `Content` is tagged `"kind"` and `Media` has a field `kind`, so a media message
-/// serializes with the key twice and does not deserialize (the gateway's inbox does
-/// exactly this). Fails until `model.rs` renames one of the two.
+/// The gateway's inbox stores events as JSON and reads them back: media content (whose
+/// `kind` field sits inside the tagged `Content`) must survive the round trip.
 #[test]
-#[ignore = "model.rs bug: Content tag `kind` clashes with Media::kind"]
 fn media_content_survives_a_serde_roundtrip() {
     let normalized = normalize_bytes(&fixture_bytes("image.json")).expect("normalizes");
     let json = serde_json::to_string(&normalized.events[0]).expect("serializes");

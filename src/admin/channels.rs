@@ -29,11 +29,19 @@ struct CreateChannel {
     fields: serde_json::Map<String, Value>,
 }
 
-fn field(fields: &serde_json::Map<String, Value>, name: &str, required: bool) -> Result<Option<String>, AppError> {
+fn field(
+    fields: &serde_json::Map<String, Value>,
+    name: &str,
+    required: bool,
+) -> Result<Option<String>, AppError> {
     let value = match fields.get(name) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.trim()).filter(|s| !s.is_empty()).map(str::to_string),
-        Some(_) => return Err(AppError::Unprocessable(format!("`{name}` must be a string"))),
+        Some(_) => {
+            return Err(AppError::Unprocessable(format!(
+                "`{name}` must be a string"
+            )))
+        }
     };
     if required && value.is_none() {
         return Err(AppError::Unprocessable(format!("`{name}` is required")));
@@ -41,18 +49,31 @@ fn field(fields: &serde_json::Map<String, Value>, name: &str, required: bool) ->
     Ok(value)
 }
 
-fn credentials_for(kind: ChannelKind, fields: &serde_json::Map<String, Value>) -> Result<Credentials, AppError> {
+fn credentials_for(
+    kind: ChannelKind,
+    fields: &serde_json::Map<String, Value>,
+) -> Result<Credentials, AppError> {
     let required = |name: &str| field(fields, name, true).map(Option::unwrap_or_default);
     let optional = |name: &str| field(fields, name, false);
     match kind {
         ChannelKind::WhatsApp => {
-            let known = ["app_secret", "verify_token", "access_token", "phone_number_id", "waba_id"];
+            let known = [
+                "app_secret",
+                "verify_token",
+                "access_token",
+                "phone_number_id",
+                "waba_id",
+            ];
             if let Some(unknown) = fields.keys().find(|k| !known.contains(&k.as_str())) {
-                return Err(AppError::Unprocessable(format!("unknown field `{unknown}` for whatsapp")));
+                return Err(AppError::Unprocessable(format!(
+                    "unknown field `{unknown}` for whatsapp"
+                )));
             }
             let phone_number_id = required("phone_number_id")?;
             if !phone_number_id.chars().all(|c| c.is_ascii_digit()) {
-                return Err(AppError::Unprocessable("`phone_number_id` must be digits".into()));
+                return Err(AppError::Unprocessable(
+                    "`phone_number_id` must be digits".into(),
+                ));
             }
             Ok(Credentials::WhatsApp(WhatsAppCredentials {
                 phone_number_id,
@@ -62,14 +83,19 @@ fn credentials_for(kind: ChannelKind, fields: &serde_json::Map<String, Value>) -
                 verify_token: optional("verify_token")?.map(SecretString::from),
             }))
         }
-        other => Err(AppError::Unprocessable(format!("platform `{other}` is not supported yet"))),
+        other => Err(AppError::Unprocessable(format!(
+            "platform `{other}` is not supported yet"
+        ))),
     }
 }
 
 /// Where the platform should deliver this channel's webhooks.
 fn webhook_url(app: &App, channel: &ChannelRecord, own_secret: bool) -> String {
     if own_secret {
-        format!("{}/webhooks/{}/{}", app.public_url, channel.platform, channel.id)
+        format!(
+            "{}/webhooks/{}/{}",
+            app.public_url, channel.platform, channel.id
+        )
     } else {
         format!("{}/webhooks/meta", app.public_url)
     }
@@ -123,7 +149,10 @@ async fn create(
     ))
 }
 
-async fn list(State(app): State<App>, TenantAuth(tenant_id): TenantAuth) -> Result<Json<Value>, AppError> {
+async fn list(
+    State(app): State<App>,
+    TenantAuth(tenant_id): TenantAuth,
+) -> Result<Json<Value>, AppError> {
     let mut items = Vec::new();
     for channel in app.store.list_channels(&tenant_id).await? {
         let own_secret = app

@@ -16,7 +16,10 @@ use crate::store::{new_id, now_ms, ConversationFilter, ConversationRecord, Effec
 pub fn router() -> Router<App> {
     Router::new()
         .route("/api/v1/conversations", get(list))
-        .route("/api/v1/conversations/{id}/messages", get(messages).post(reply))
+        .route(
+            "/api/v1/conversations/{id}/messages",
+            get(messages).post(reply),
+        )
         .route("/api/v1/conversations/{id}/handoff", post(handoff))
         .route("/api/v1/conversations/{id}/release", post(release))
 }
@@ -30,12 +33,15 @@ struct ListQuery {
 }
 
 fn encode_cursor(c: &ConversationRecord) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}:{}", c.last_message_at, c.id))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{}:{}", c.last_message_at, c.id))
 }
 
 fn decode_cursor(cursor: &str) -> Result<(i64, String), AppError> {
     let bad = || AppError::BadRequest("invalid cursor".into());
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
     let (at, id) = raw.split_once(':').ok_or_else(bad)?;
     Ok((at.parse().map_err(|_| bad())?, id.to_string()))
@@ -60,16 +66,25 @@ async fn list(
 ) -> Result<Json<Value>, AppError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        return Err(AppError::Unprocessable("limit must be between 1 and 200".into()));
+        return Err(AppError::Unprocessable(
+            "limit must be between 1 and 200".into(),
+        ));
     }
     let filter = ConversationFilter {
         platform: q.platform.filter(|p| !p.is_empty()),
         status: q.status.filter(|s| !s.is_empty()),
-        after: q.cursor.as_deref().filter(|c| !c.is_empty()).map(decode_cursor).transpose()?,
+        after: q
+            .cursor
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .map(decode_cursor)
+            .transpose()?,
         limit,
     };
     let items = app.store.list_conversations(&tenant_id, &filter).await?;
-    let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(encode_cursor)).flatten();
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(encode_cursor))
+        .flatten();
     Ok(Json(json!({
         "items": items.iter().map(conversation_json).collect::<Vec<_>>(),
         "next_cursor": next_cursor,
@@ -77,7 +92,10 @@ async fn list(
 }
 
 async fn find(app: &App, tenant_id: &str, id: &str) -> Result<ConversationRecord, AppError> {
-    app.store.conversation(tenant_id, id).await?.ok_or(AppError::NotFound)
+    app.store
+        .conversation(tenant_id, id)
+        .await?
+        .ok_or(AppError::NotFound)
 }
 
 async fn messages(
@@ -160,18 +178,39 @@ async fn reply(
             },
             parts: channels::text::split(&text, limit),
         },
-        Effect::Touch { conversation_id: conversation.id.clone(), at: now, inbound: false },
-        Effect::SetConversationStatus { conversation_id: conversation.id, status: "human" },
+        Effect::Touch {
+            conversation_id: conversation.id.clone(),
+            at: now,
+            inbound: false,
+        },
+        Effect::SetConversationStatus {
+            conversation_id: conversation.id,
+            status: "human",
+        },
     ];
     app.store.apply(&tenant_id, &effects).await?;
     app.outbox_wake.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": message_id, "status": "queued"}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": message_id, "status": "queued"})),
+    ))
 }
 
-async fn set_status(app: &App, tenant_id: &str, id: &str, status: &'static str) -> Result<Json<Value>, AppError> {
+async fn set_status(
+    app: &App,
+    tenant_id: &str,
+    id: &str,
+    status: &'static str,
+) -> Result<Json<Value>, AppError> {
     let conversation = find(app, tenant_id, id).await?;
     app.store
-        .apply(tenant_id, &[Effect::SetConversationStatus { conversation_id: conversation.id.clone(), status }])
+        .apply(
+            tenant_id,
+            &[Effect::SetConversationStatus {
+                conversation_id: conversation.id.clone(),
+                status,
+            }],
+        )
         .await?;
     Ok(Json(json!({"id": conversation.id, "status": status})))
 }

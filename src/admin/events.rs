@@ -13,7 +13,10 @@ pub fn router() -> Router<App> {
     Router::new().route("/api/v1/events/unhandled", get(list))
 }
 
-async fn list(State(app): State<App>, TenantAuth(tenant_id): TenantAuth) -> Result<Json<Value>, AppError> {
+async fn list(
+    State(app): State<App>,
+    TenantAuth(tenant_id): TenantAuth,
+) -> Result<Json<Value>, AppError> {
     let items: Vec<Value> = app
         .store
         .unhandled(&tenant_id, 200)

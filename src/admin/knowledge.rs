@@ -41,7 +41,9 @@ async fn add(
         return Err(AppError::Unprocessable("`title` must not be empty".into()));
     }
     if body.text.len() > MAX_DOCUMENT {
-        return Err(AppError::Unprocessable(format!("`text` must be at most {MAX_DOCUMENT} bytes")));
+        return Err(AppError::Unprocessable(format!(
+            "`text` must be at most {MAX_DOCUMENT} bytes"
+        )));
     }
     if let Some(url) = &body.url {
         if reqwest::Url::parse(url).is_err() {
@@ -62,7 +64,10 @@ async fn add(
         created_at: now_ms(),
     };
     app.store.add_document(&doc).await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": doc.id, "passages": doc.passages.len()}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": doc.id, "passages": doc.passages.len()})),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -32,18 +32,28 @@ pub struct CreatedTenant {
 }
 
 /// Creates a tenant and its first API key.
-pub async fn create(store: &dyn Store, name: &str, domain: &str) -> Result<CreatedTenant, AppError> {
+pub async fn create(
+    store: &dyn Store,
+    name: &str,
+    domain: &str,
+) -> Result<CreatedTenant, AppError> {
     let name = name.trim();
     let domain = domain.trim().to_ascii_lowercase();
     if name.is_empty() || name.chars().count() > 200 {
-        return Err(AppError::Unprocessable("name must be 1 to 200 characters".into()));
+        return Err(AppError::Unprocessable(
+            "name must be 1 to 200 characters".into(),
+        ));
     }
     let domain_ok = !domain.is_empty()
         && domain.len() <= 253
         && domain.contains('.')
-        && domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
     if !domain_ok {
-        return Err(AppError::Unprocessable("domain must be a host name such as example.com".into()));
+        return Err(AppError::Unprocessable(
+            "domain must be a host name such as example.com".into(),
+        ));
     }
     let key = crypto::new_api_key();
     let tenant = NewTenant {
@@ -56,7 +66,10 @@ pub async fn create(store: &dyn Store, name: &str, domain: &str) -> Result<Creat
         created_at: now_ms(),
     };
     store.create_tenant(&tenant).await?;
-    Ok(CreatedTenant { id: tenant.id, api_key: key.key })
+    Ok(CreatedTenant {
+        id: tenant.id,
+        api_key: key.key,
+    })
 }
 
 async fn create_tenant(

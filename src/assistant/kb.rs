@@ -32,13 +32,26 @@ impl KbAnswerer {
 impl Assistant for KbAnswerer {
     async fn answer(&self, question: &Question<'_>) -> anyhow::Result<Answer> {
         let terms = terms(question.text);
-        let candidates = self.store.search_passages(question.tenant_id, &terms, 5).await?;
+        let candidates = self
+            .store
+            .search_passages(question.tenant_id, &terms, 5)
+            .await?;
         // The database ranks; a passage counts as an answer only if it covers enough
         // of what was asked.
-        let best = candidates.into_iter().find(|p| coverage(&terms, &p.text) >= 0.5);
+        let best = candidates
+            .into_iter()
+            .find(|p| coverage(&terms, &p.text) >= 0.5);
         Ok(match best {
-            Some(passage) => Answer { text: passage.text, produced_by: "kb".into(), handoff: false },
-            None => Answer { text: HANDOFF_TEXT.into(), produced_by: "kb".into(), handoff: true },
+            Some(passage) => Answer {
+                text: passage.text,
+                produced_by: "kb".into(),
+                handoff: false,
+            },
+            None => Answer {
+                text: HANDOFF_TEXT.into(),
+                produced_by: "kb".into(),
+                handoff: true,
+            },
         })
     }
 }
@@ -108,14 +121,20 @@ mod tests {
 
     #[test]
     fn terms_drop_noise_and_repeat() {
-        assert_eq!(terms("What are your opening hours? Hours!"), vec!["hours", "opening"]);
+        assert_eq!(
+            terms("What are your opening hours? Hours!"),
+            vec!["hours", "opening"]
+        );
         assert!(terms("hi ok").is_empty());
     }
 
     #[test]
     fn coverage_allows_word_endings() {
         let t = terms("shipping cost");
-        assert_eq!(coverage(&t, "We ship worldwide; shipping costs are 5 EUR."), 1.0);
+        assert_eq!(
+            coverage(&t, "We ship worldwide; shipping costs are 5 EUR."),
+            1.0
+        );
         assert_eq!(coverage(&t, "Returns are free."), 0.0);
     }
 

@@ -60,7 +60,10 @@ impl From<anyhow::Error> for AppError {
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
     matches!(
         e,
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
     )
 }
 
@@ -73,9 +76,10 @@ impl IntoResponse for AppError {
         let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
         let mut response = (status, body).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
         }
         response
     }

@@ -23,7 +23,10 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .merge(crate::inbound::router())
         .merge(crate::admin::router())
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 // The path only: query strings may carry verify tokens.

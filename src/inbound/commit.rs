@@ -35,7 +35,10 @@ impl Committer {
     /// Stores `batch` durably; returns once it is committed.
     pub async fn commit(&self, batch: IngressBatch) -> Result<IngressOutcome, CommitError> {
         let (reply, wait) = oneshot::channel();
-        self.tx.send((batch, reply)).await.map_err(|_| CommitError::Failed)?;
+        self.tx
+            .send((batch, reply))
+            .await
+            .map_err(|_| CommitError::Failed)?;
         wait.await.map_err(|_| CommitError::Failed)?
     }
 }
@@ -86,7 +89,10 @@ async fn commit_group(store: &dyn Store, group: Vec<(IngressBatch, Reply)>) -> b
             fresh
         }
         Err(e) if batches.len() == 1 => {
-            let _ = replies.into_iter().next().map(|r| r.send(Err(classify(&e))));
+            let _ = replies
+                .into_iter()
+                .next()
+                .map(|r| r.send(Err(classify(&e))));
             false
         }
         Err(_) => {
@@ -107,7 +113,9 @@ async fn commit_group(store: &dyn Store, group: Vec<(IngressBatch, Reply)>) -> b
 fn classify(e: &StoreError) -> CommitError {
     tracing::error!(error = %e, "ingress commit failed");
     match e {
-        StoreError::Database(db) if crate::http::error::is_unavailable(db) => CommitError::Unavailable,
+        StoreError::Database(db) if crate::http::error::is_unavailable(db) => {
+            CommitError::Unavailable
+        }
         _ => CommitError::Failed,
     }
 }

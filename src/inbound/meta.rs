@@ -18,7 +18,9 @@ use webhooks::meta::{self as verify, Subscription};
 use super::{CommitError, MAX_BODY};
 use crate::app::App;
 use crate::http::AppError;
-use crate::store::{new_id, now_ms, ChannelRecord, IngressBatch, NewEnvelope, NewInboxEvent, NewUnhandled};
+use crate::store::{
+    new_id, now_ms, ChannelRecord, IngressBatch, NewEnvelope, NewInboxEvent, NewUnhandled,
+};
 
 pub fn router() -> Router<App> {
     Router::new()
@@ -32,7 +34,10 @@ pub fn router() -> Router<App> {
 
 /// The platforms delivered through Meta's webhooks.
 fn is_meta(kind: ChannelKind) -> bool {
-    matches!(kind, ChannelKind::WhatsApp | ChannelKind::Messenger | ChannelKind::Instagram)
+    matches!(
+        kind,
+        ChannelKind::WhatsApp | ChannelKind::Messenger | ChannelKind::Instagram
+    )
 }
 
 async fn handshake_shared(State(app): State<App>, Query(query): Query<Subscription>) -> Response {
@@ -50,7 +55,10 @@ async fn handshake_channel(
     let expected = credentials
         .verify_token()
         .or(app.config.platforms.meta.verify_token.as_ref());
-    Ok(answer_handshake(expected.map(|t| t.expose_secret().as_bytes()), &query))
+    Ok(answer_handshake(
+        expected.map(|t| t.expose_secret().as_bytes()),
+        &query,
+    ))
 }
 
 fn answer_handshake(expected: Option<&[u8]>, query: &Subscription) -> Response {
@@ -65,7 +73,11 @@ fn answer_handshake(expected: Option<&[u8]>, query: &Subscription) -> Response {
     }
 }
 
-async fn find_channel(app: &App, platform: &str, channel_id: &str) -> Result<ChannelRecord, AppError> {
+async fn find_channel(
+    app: &App,
+    platform: &str,
+    channel_id: &str,
+) -> Result<ChannelRecord, AppError> {
     let kind: ChannelKind = platform.parse().map_err(|_| AppError::NotFound)?;
     if !is_meta(kind) {
         return Err(AppError::NotFound);
@@ -104,7 +116,13 @@ async fn receive_channel(
         Ok(normalized) => {
             let Normalized { events, unhandled } = normalized;
             for item in unhandled {
-                batch.unhandled.push(unhandled_row(Some(&channel), kind, &item.reason, &item.raw, received_at));
+                batch.unhandled.push(unhandled_row(
+                    Some(&channel),
+                    kind,
+                    &item.reason,
+                    &item.raw,
+                    received_at,
+                ));
             }
             for event in events {
                 if event.account_id == channel.account_id {
@@ -113,13 +131,21 @@ async fn receive_channel(
                     // Signed, but addressed to an account this channel does not own.
                     tracing::warn!(channel_id = %channel.id, "event for another account on a channel route");
                     let raw = serde_json::to_value(&event).unwrap_or_default();
-                    batch.unhandled.push(unhandled_row(Some(&channel), kind, "account_mismatch", &raw, received_at));
+                    batch.unhandled.push(unhandled_row(
+                        Some(&channel),
+                        kind,
+                        "account_mismatch",
+                        &raw,
+                        received_at,
+                    ));
                 }
             }
         }
         Err(e) => {
             tracing::warn!(channel_id = %channel.id, error = %e, "signed webhook could not be parsed");
-            batch.unhandled.push(unparseable_row(Some(&channel), kind, &body, received_at));
+            batch
+                .unhandled
+                .push(unparseable_row(Some(&channel), kind, &body, received_at));
         }
     }
     batch.envelopes.push(NewEnvelope {
@@ -138,7 +164,13 @@ async fn receive_shared(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let secret = app.config.platforms.meta.app_secret.as_ref().ok_or(AppError::Unauthorized)?;
+    let secret = app
+        .config
+        .platforms
+        .meta
+        .app_secret
+        .as_ref()
+        .ok_or(AppError::Unauthorized)?;
     let signature = headers.get(verify::SIGNATURE_HEADER).map(|v| v.as_bytes());
     let verified = verify::verify_signature(secret.expose_secret().as_bytes(), signature, &body)
         .map_err(|e| {
@@ -157,7 +189,13 @@ async fn receive_shared(
                     Some(channel) => push_event(&mut batch, &channel, kind, event, received_at),
                     None => {
                         let raw = serde_json::to_value(&event).unwrap_or_default();
-                        batch.unhandled.push(unhandled_row(None, kind, "unknown_account", &raw, received_at));
+                        batch.unhandled.push(unhandled_row(
+                            None,
+                            kind,
+                            "unknown_account",
+                            &raw,
+                            received_at,
+                        ));
                     }
                 }
             }
@@ -166,12 +204,20 @@ async fn receive_shared(
                     Some(account) => route(&app, &mut routes, kind, account).await?,
                     None => None,
                 };
-                batch.unhandled.push(unhandled_row(channel.as_ref(), kind, &item.reason, &item.raw, received_at));
+                batch.unhandled.push(unhandled_row(
+                    channel.as_ref(),
+                    kind,
+                    &item.reason,
+                    &item.raw,
+                    received_at,
+                ));
             }
         }
         Err(e) => {
             tracing::warn!(error = %e, "signed webhook on the shared Meta route could not be parsed");
-            batch.unhandled.push(unparseable_row(None, kind, &body, received_at));
+            batch
+                .unhandled
+                .push(unparseable_row(None, kind, &body, received_at));
         }
     }
     // The raw body belongs to a tenant only when everything in it does; a delivery
@@ -200,7 +246,10 @@ async fn route(
     if let Some(found) = routes.get(account_id) {
         return Ok(found.clone());
     }
-    let found = app.store.channel_by_account(kind.as_str(), account_id).await?;
+    let found = app
+        .store
+        .channel_by_account(kind.as_str(), account_id)
+        .await?;
     routes.insert(account_id.to_string(), found.clone());
     Ok(found)
 }
@@ -208,7 +257,11 @@ async fn route(
 async fn commit(app: &App, batch: IngressBatch) -> Result<Response, AppError> {
     match app.committer.commit(batch).await {
         Ok(outcome) => {
-            tracing::debug!(inserted = outcome.inserted, duplicates = outcome.duplicates, "webhook stored");
+            tracing::debug!(
+                inserted = outcome.inserted,
+                duplicates = outcome.duplicates,
+                "webhook stored"
+            );
             Ok(StatusCode::OK.into_response())
         }
         Err(CommitError::Unavailable) => Err(AppError::Unavailable),
@@ -226,11 +279,15 @@ fn push_event(
 ) {
     if let EventBody::Message(message) = &event.body {
         if let Content::Unsupported { reason, raw, .. } = &message.content {
-            batch.unhandled.push(unhandled_row(Some(channel), kind, reason, raw, received_at));
+            batch
+                .unhandled
+                .push(unhandled_row(Some(channel), kind, reason, raw, received_at));
         }
     }
     let conv_key = match event.chat() {
-        Some(chat) if !matches!(event.body, EventBody::Status(_)) => format!("{}:{chat}", channel.id),
+        Some(chat) if !matches!(event.body, EventBody::Status(_)) => {
+            format!("{}:{chat}", channel.id)
+        }
         // Statuses and account notices need no conversation order among messages.
         _ => format!("{}:{}:{}", channel.id, event.kind(), event.external_id),
     };
@@ -273,7 +330,12 @@ fn unhandled_row(
     }
 }
 
-fn unparseable_row(channel: Option<&ChannelRecord>, kind: ChannelKind, body: &[u8], received_at: i64) -> NewUnhandled {
+fn unparseable_row(
+    channel: Option<&ChannelRecord>,
+    kind: ChannelKind,
+    body: &[u8],
+    received_at: i64,
+) -> NewUnhandled {
     NewUnhandled {
         id: new_id(),
         tenant_id: channel.map(|c| c.tenant_id.clone()),

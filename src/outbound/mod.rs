@@ -32,7 +32,11 @@ pub async fn run_dispatcher(app: App, stop: CancellationToken) {
         let free = concurrency.saturating_sub(running.len());
         let mut claimed = 0;
         if free > 0 {
-            match app.store.claim_outbox(&owner, now_ms(), lease_ms, free as i64).await {
+            match app
+                .store
+                .claim_outbox(&owner, now_ms(), lease_ms, free as i64)
+                .await
+            {
                 Ok(items) => {
                     claimed = items.len();
                     for item in items {
@@ -77,11 +81,24 @@ async fn attempt(app: &App, item: &OutboxItem) -> SendOutcome {
     let now = now_ms();
     let channel = match app.store.channel(&item.channel_id).await {
         Ok(Some(channel)) => channel,
-        Ok(None) => return SendOutcome::Failed { code: None, detail: "channel deleted".into() },
+        Ok(None) => {
+            return SendOutcome::Failed {
+                code: None,
+                detail: "channel deleted".into(),
+            }
+        }
         Err(e) => return retry_at(item, None, None, format!("database: {e}")),
     };
-    let Some(channel_impl) = channel.platform.parse().ok().and_then(|kind| app.channel_impl(kind)) else {
-        return SendOutcome::Failed { code: None, detail: format!("platform {} not supported", channel.platform) };
+    let Some(channel_impl) = channel
+        .platform
+        .parse()
+        .ok()
+        .and_then(|kind| app.channel_impl(kind))
+    else {
+        return SendOutcome::Failed {
+            code: None,
+            detail: format!("platform {} not supported", channel.platform),
+        };
     };
     let credentials = match app.credentials(&channel) {
         Ok(credentials) => credentials,
@@ -90,10 +107,21 @@ async fn attempt(app: &App, item: &OutboxItem) -> SendOutcome {
             return SendOutcome::Parked { at: now + PARK_MS };
         }
     };
-    let reply = OutboundReply { to: item.recipient.clone(), text: item.text.clone(), reply_to: item.reply_to.clone() };
+    let reply = OutboundReply {
+        to: item.recipient.clone(),
+        text: item.text.clone(),
+        reply_to: item.reply_to.clone(),
+    };
     match channel_impl.send(&credentials, &reply).await {
-        Ok(receipt) => SendOutcome::Sent { external_id: receipt.external_id, at: now_ms() },
-        Err(SendError::Retryable { retry_after, code, detail }) => {
+        Ok(receipt) => SendOutcome::Sent {
+            external_id: receipt.external_id,
+            at: now_ms(),
+        },
+        Err(SendError::Retryable {
+            retry_after,
+            code,
+            detail,
+        }) => {
             if item.attempts >= app.config.worker.max_send_attempts {
                 return SendOutcome::Failed {
                     code,
@@ -103,7 +131,12 @@ async fn attempt(app: &App, item: &OutboxItem) -> SendOutcome {
             let wait = retry_after.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
             retry_at(item, wait, code, detail)
         }
-        Err(SendError::Permanent { code, detail, outside_window, .. }) => SendOutcome::Failed {
+        Err(SendError::Permanent {
+            code,
+            detail,
+            outside_window,
+            ..
+        }) => SendOutcome::Failed {
             code,
             detail: if outside_window {
                 format!("outside the platform's messaging window: {detail}")
@@ -113,23 +146,43 @@ async fn attempt(app: &App, item: &OutboxItem) -> SendOutcome {
         },
         Err(SendError::Unauthorized { code, .. }) => {
             tracing::warn!(channel_id = %channel.id, code = ?code, "channel credentials rejected; pausing its sends");
-            let note = format!("credentials rejected by the platform (code {}); re-authorize the channel", code.unwrap_or_default());
-            if let Err(e) = app.store.set_channel_status(&channel.id, "needs_reauth", Some(&note)).await {
+            let note = format!(
+                "credentials rejected by the platform (code {}); re-authorize the channel",
+                code.unwrap_or_default()
+            );
+            if let Err(e) = app
+                .store
+                .set_channel_status(&channel.id, "needs_reauth", Some(&note))
+                .await
+            {
                 tracing::error!(channel_id = %channel.id, error = %e, "could not mark channel");
             }
-            SendOutcome::Parked { at: now_ms() + PARK_MS }
+            SendOutcome::Parked {
+                at: now_ms() + PARK_MS,
+            }
         }
     }
 }
 
 /// When the platform said when to come back (`Retry-After`), then; otherwise
 /// exponential backoff (1 s, 2 s, 4 s ... capped at 5 min) with jitter.
-fn retry_at(item: &OutboxItem, retry_after_ms: Option<i64>, code: Option<i64>, detail: String) -> SendOutcome {
+fn retry_at(
+    item: &OutboxItem,
+    retry_after_ms: Option<i64>,
+    code: Option<i64>,
+    detail: String,
+) -> SendOutcome {
     let wait = retry_after_ms.unwrap_or_else(|| backoff_ms(item.attempts));
-    SendOutcome::Retry { at: now_ms() + wait, code, detail }
+    SendOutcome::Retry {
+        at: now_ms() + wait,
+        code,
+        detail,
+    }
 }
 
 fn backoff_ms(attempts: i64) -> i64 {
-    let base = 1000i64.saturating_mul(1 << (attempts.clamp(1, 16) - 1)).min(BACKOFF_CAP_MS);
+    let base = 1000i64
+        .saturating_mul(1 << (attempts.clamp(1, 16) - 1))
+        .min(BACKOFF_CAP_MS);
     rand::thread_rng().gen_range(base / 2..=base)
 }

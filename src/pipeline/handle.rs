@@ -4,7 +4,9 @@ use channels::{Content, EventBody, InboundEvent, InboundMessage, Participant};
 
 use crate::app::App;
 use crate::assistant::Question;
-use crate::store::{new_id, now_ms, Completion, ConversationKey, ConversationRef, Effect, InboxItem, NewMessage};
+use crate::store::{
+    new_id, now_ms, Completion, ConversationKey, ConversationRef, Effect, InboxItem, NewMessage,
+};
 
 /// Disclosure given on the first assistant message and after 30 idle days.
 pub const DISCLOSURE: &str =
@@ -19,11 +21,18 @@ pub async fn handle(app: App, owner: String, item: InboxItem) {
     match process(&app, &owner, item).await {
         Ok(Step::Done(completion)) => match app.store.complete_inbox(&completion).await {
             Ok(true) => {
-                if completion.effects.iter().any(|e| matches!(e, Effect::EnqueueReply { .. })) {
+                if completion
+                    .effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::EnqueueReply { .. }))
+                {
                     app.outbox_wake.notify_one();
                 }
             }
-            Ok(false) => tracing::warn!(inbox_id = id, "lease lost before completion; another worker has it"),
+            Ok(false) => tracing::warn!(
+                inbox_id = id,
+                "lease lost before completion; another worker has it"
+            ),
             Err(e) => {
                 tracing::error!(inbox_id = id, error = %e, "completing inbox event failed");
                 retry(&app, id, &owner, attempts, "complete_failed").await;
@@ -31,7 +40,11 @@ pub async fn handle(app: App, owner: String, item: InboxItem) {
         },
         Ok(Step::Later(note)) => retry(&app, id, &owner, attempts, note).await,
         Err(e) => {
-            tracing::error!(inbox_id = id, error = format!("{e:#}"), "inbox event failed");
+            tracing::error!(
+                inbox_id = id,
+                error = format!("{e:#}"),
+                "inbox event failed"
+            );
             retry(&app, id, &owner, attempts, "error").await;
         }
     }
@@ -44,7 +57,11 @@ enum Step {
 
 async fn retry(app: &App, id: i64, owner: &str, attempts: i64, note: &str) {
     let delay = 1000i64.saturating_mul(1 << attempts.clamp(0, 8));
-    if let Err(e) = app.store.retry_inbox(id, owner, now_ms() + delay, note).await {
+    if let Err(e) = app
+        .store
+        .retry_inbox(id, owner, now_ms() + delay, note)
+        .await
+    {
         tracing::error!(inbox_id = id, error = %e, "could not reschedule inbox event; its lease will expire");
     }
 }
@@ -69,9 +86,17 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
     match event.body {
         EventBody::Message(message) => {
             let conversation = resolve(app, &item, &message.chat, &message.sender, now).await?;
-            Ok(answer(app, &item, conversation, message, event.external_id, platform_ts, now)
-                .await
-                .map(|(outcome, effects)| done(outcome, effects))?)
+            Ok(answer(
+                app,
+                &item,
+                conversation,
+                message,
+                event.external_id,
+                platform_ts,
+                now,
+            )
+            .await
+            .map(|(outcome, effects)| done(outcome, effects))?)
         }
         EventBody::Reaction(reaction) => {
             let conversation = resolve(app, &item, &reaction.chat, &reaction.sender, now).await?;
@@ -84,8 +109,15 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
             Ok(done(
                 "stored",
                 vec![
-                    Effect::InsertMessage { conversation_id: conversation.id.clone(), message },
-                    Effect::Touch { conversation_id: conversation.id, at: now, inbound: true },
+                    Effect::InsertMessage {
+                        conversation_id: conversation.id.clone(),
+                        message,
+                    },
+                    Effect::Touch {
+                        conversation_id: conversation.id,
+                        at: now,
+                        inbound: true,
+                    },
                 ],
             ))
         }
@@ -106,11 +138,18 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
             let conversation = resolve(app, &item, &delete.chat, &delete.sender, now).await?;
             Ok(done(
                 "deleted",
-                vec![Effect::DeleteMessage { conversation_id: conversation.id, target: delete.target }],
+                vec![Effect::DeleteMessage {
+                    conversation_id: conversation.id,
+                    target: delete.target,
+                }],
             ))
         }
         EventBody::Status(status) => {
-            if !app.store.outbound_exists(&item.channel_id, &status.message_id).await? {
+            if !app
+                .store
+                .outbound_exists(&item.channel_id, &status.message_id)
+                .await?
+            {
                 // The send may not be recorded yet; after a few tries it is not ours.
                 return Ok(if item.attempts < STATUS_RETRIES {
                     Step::Later("status_before_send")
@@ -141,7 +180,10 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
             );
             Ok(done(
                 "account_error",
-                vec![Effect::ChannelNotice { channel_id: item.channel_id.clone(), detail }],
+                vec![Effect::ChannelNotice {
+                    channel_id: item.channel_id.clone(),
+                    detail,
+                }],
             ))
         }
     }
@@ -209,8 +251,15 @@ async fn answer(
         ..inbound(external_id, platform_ts, now)
     };
     let mut effects = vec![
-        Effect::InsertMessage { conversation_id: conversation.id.clone(), message: record },
-        Effect::Touch { conversation_id: conversation.id.clone(), at: now, inbound: true },
+        Effect::InsertMessage {
+            conversation_id: conversation.id.clone(),
+            message: record,
+        },
+        Effect::Touch {
+            conversation_id: conversation.id.clone(),
+            at: now,
+            inbound: true,
+        },
     ];
     if conversation.status != "bot" {
         return Ok(("handed_off", effects));
@@ -220,12 +269,20 @@ async fn answer(
     };
     let answer = app
         .assistant
-        .answer(&Question { tenant_id: &item.tenant_id, conversation_id: &conversation.id, text: &text })
+        .answer(&Question {
+            tenant_id: &item.tenant_id,
+            conversation_id: &conversation.id,
+            text: &text,
+        })
         .await?;
     let disclose = conversation
         .disclosed_at
         .is_none_or(|_| now - conversation.last_message_at > DISCLOSURE_IDLE_MS);
-    let body = if disclose { format!("{DISCLOSURE}\n\n{}", answer.text) } else { answer.text.clone() };
+    let body = if disclose {
+        format!("{DISCLOSURE}\n\n{}", answer.text)
+    } else {
+        answer.text.clone()
+    };
     let limit = item
         .platform
         .parse()
@@ -254,10 +311,16 @@ async fn answer(
         parts: channels::text::split(&body, limit),
     });
     if disclose {
-        effects.push(Effect::MarkDisclosed { conversation_id: conversation.id.clone(), at: now });
+        effects.push(Effect::MarkDisclosed {
+            conversation_id: conversation.id.clone(),
+            at: now,
+        });
     }
     if answer.handoff {
-        effects.push(Effect::SetConversationStatus { conversation_id: conversation.id, status: "human" });
+        effects.push(Effect::SetConversationStatus {
+            conversation_id: conversation.id,
+            status: "human",
+        });
         return Ok(("handed_off", effects));
     }
     Ok(("replied", effects))

@@ -24,7 +24,11 @@ pub async fn run_worker(app: App, stop: CancellationToken) {
         let free = concurrency.saturating_sub(running.len());
         let mut claimed = 0;
         if free > 0 {
-            match app.store.claim_inbox(&owner, now_ms(), lease_ms, free as i64).await {
+            match app
+                .store
+                .claim_inbox(&owner, now_ms(), lease_ms, free as i64)
+                .await
+            {
                 Ok(items) => {
                     claimed = items.len();
                     for item in items {

@@ -69,10 +69,17 @@ pub trait Store: Send + Sync + 'static {
     /// Ingress and dispatcher look-up by internal id (platform callers carry no tenant).
     async fn channel(&self, channel_id: &str) -> Result<Option<ChannelRecord>>;
     /// Ingress routing of the shared Meta route by the account an entry is addressed to.
-    async fn channel_by_account(&self, platform: &str, account_id: &str)
-        -> Result<Option<ChannelRecord>>;
-    async fn set_channel_status(&self, channel_id: &str, status: &str, detail: Option<&str>)
-        -> Result<()>;
+    async fn channel_by_account(
+        &self,
+        platform: &str,
+        account_id: &str,
+    ) -> Result<Option<ChannelRecord>>;
+    async fn set_channel_status(
+        &self,
+        channel_id: &str,
+        status: &str,
+        detail: Option<&str>,
+    ) -> Result<()>;
 
     // -- ingress -----------------------------------------------------------------------
     /// Writes several requests' worth of envelopes, inbox events and unhandled items in
@@ -82,14 +89,24 @@ pub trait Store: Send + Sync + 'static {
     // -- worker ------------------------------------------------------------------------
     /// Leases up to `limit` ready inbox events, at most one per conversation key, the
     /// earliest (platform time) first.
-    async fn claim_inbox(&self, owner: &str, now: i64, lease_ms: i64, limit: i64)
-        -> Result<Vec<InboxItem>>;
+    async fn claim_inbox(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<InboxItem>>;
     /// Marks a leased event done and applies its effects, atomically. `false` if the
     /// lease was lost (nothing is applied then).
     async fn complete_inbox(&self, done: &Completion) -> Result<bool>;
     /// Returns a leased event to the queue, to be tried again at `available_at`.
-    async fn retry_inbox(&self, inbox_id: i64, owner: &str, available_at: i64, note: &str)
-        -> Result<()>;
+    async fn retry_inbox(
+        &self,
+        inbox_id: i64,
+        owner: &str,
+        available_at: i64,
+        note: &str,
+    ) -> Result<()>;
     /// Finds or creates the contact, identity and conversation a participant writes in.
     async fn resolve_conversation(&self, key: &ConversationKey) -> Result<ConversationRef>;
     /// Whether an outbound part with this platform id exists on the channel.
@@ -98,13 +115,21 @@ pub trait Store: Send + Sync + 'static {
     async fn apply(&self, tenant_id: &str, effects: &[Effect]) -> Result<()>;
 
     // -- dispatcher --------------------------------------------------------------------
-    async fn claim_outbox(&self, owner: &str, now: i64, lease_ms: i64, limit: i64)
-        -> Result<Vec<OutboxItem>>;
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem>>;
     async fn finish_send(&self, outbox_id: i64, owner: &str, outcome: &SendOutcome) -> Result<()>;
 
     // -- admin views ---------------------------------------------------------------------
-    async fn list_conversations(&self, tenant_id: &str, filter: &ConversationFilter)
-        -> Result<Vec<ConversationRecord>>;
+    async fn list_conversations(
+        &self,
+        tenant_id: &str,
+        filter: &ConversationFilter,
+    ) -> Result<Vec<ConversationRecord>>;
     async fn conversation(&self, tenant_id: &str, id: &str) -> Result<Option<ConversationRecord>>;
     async fn messages(&self, tenant_id: &str, conversation_id: &str) -> Result<Vec<MessageRecord>>;
     async fn unhandled(&self, tenant_id: &str, limit: i64) -> Result<Vec<UnhandledRecord>>;
@@ -112,6 +137,10 @@ pub trait Store: Send + Sync + 'static {
     // -- knowledge -----------------------------------------------------------------------
     async fn add_document(&self, doc: &NewDocument) -> Result<()>;
     /// Passages matching any of `terms`, best first (FTS5 / tsvector ranking).
-    async fn search_passages(&self, tenant_id: &str, terms: &[String], limit: i64)
-        -> Result<Vec<Passage>>;
+    async fn search_passages(
+        &self,
+        tenant_id: &str,
+        terms: &[String],
+        limit: i64,
+    ) -> Result<Vec<Passage>>;
 }

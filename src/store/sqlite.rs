@@ -70,4 +70,10 @@ impl SqliteStore {
     }
 }
 
-shared_store!(SqliteStore, Sqlite, backend = "sqlite", lock_inbox = "", lock_outbox = "");
+shared_store!(
+    SqliteStore,
+    Sqlite,
+    backend = "sqlite",
+    lock_inbox = "",
+    lock_outbox = ""
+);

@@ -149,7 +149,10 @@ pub struct NewMessage {
 pub enum Effect {
     /// Records a message; a message with the same external id in the conversation is
     /// kept as it is.
-    InsertMessage { conversation_id: String, message: NewMessage },
+    InsertMessage {
+        conversation_id: String,
+        message: NewMessage,
+    },
     /// Records an outbound message and queues its parts for sending.
     EnqueueReply {
         conversation_id: String,
@@ -158,9 +161,18 @@ pub enum Effect {
         message: NewMessage,
         parts: Vec<String>,
     },
-    EditMessage { conversation_id: String, target: String, text: Option<String>, content: Option<String>, at: i64 },
+    EditMessage {
+        conversation_id: String,
+        target: String,
+        text: Option<String>,
+        content: Option<String>,
+        at: i64,
+    },
     /// Removes the text and content of a message the customer deleted.
-    DeleteMessage { conversation_id: String, target: String },
+    DeleteMessage {
+        conversation_id: String,
+        target: String,
+    },
     ApplyStatus {
         channel_id: String,
         external_id: String,
@@ -168,10 +180,23 @@ pub enum Effect {
         error_code: Option<i64>,
         error_detail: Option<String>,
     },
-    Touch { conversation_id: String, at: i64, inbound: bool },
-    SetConversationStatus { conversation_id: String, status: &'static str },
-    MarkDisclosed { conversation_id: String, at: i64 },
-    ChannelNotice { channel_id: String, detail: String },
+    Touch {
+        conversation_id: String,
+        at: i64,
+        inbound: bool,
+    },
+    SetConversationStatus {
+        conversation_id: String,
+        status: &'static str,
+    },
+    MarkDisclosed {
+        conversation_id: String,
+        at: i64,
+    },
+    ChannelNotice {
+        channel_id: String,
+        detail: String,
+    },
 }
 
 /// The end of one inbox event's processing.
@@ -202,12 +227,24 @@ pub struct OutboxItem {
 
 #[derive(Debug, Clone)]
 pub enum SendOutcome {
-    Sent { external_id: String, at: i64 },
-    Retry { at: i64, code: Option<i64>, detail: String },
-    Failed { code: Option<i64>, detail: String },
+    Sent {
+        external_id: String,
+        at: i64,
+    },
+    Retry {
+        at: i64,
+        code: Option<i64>,
+        detail: String,
+    },
+    Failed {
+        code: Option<i64>,
+        detail: String,
+    },
     /// The channel cannot send now (credentials need re-authorization); the part
     /// waits without spending an attempt.
-    Parked { at: i64 },
+    Parked {
+        at: i64,
+    },
 }
 
 #[derive(Debug, Clone, Default)]

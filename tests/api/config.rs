@@ -59,13 +59,19 @@ allow_private_targets = true
 fn unknown_keys_and_bad_values_name_the_key() {
     let cases = [
         ("lisen = \"x\"", "lisen"),
-        ("[platforms.meta]\ngraph_ur = \"x\"", "platforms.meta.graph_ur"),
+        (
+            "[platforms.meta]\ngraph_ur = \"x\"",
+            "platforms.meta.graph_ur",
+        ),
         ("listen = \"not an address\"", "listen"),
         ("database_url = \"mysql://x\"", "database_url"),
         ("master_key = \"c2hvcnQ=\"", "master_key"),
         ("[ai]\nproviders = [\"openai\", \"llama\"]", "llama"),
         ("[ai]\ntimeout_ms = \"soon\"", "ai.timeout_ms"),
-        ("[platforms.meta]\ngraph_url = \"not a url\"", "platforms.meta.graph_url"),
+        (
+            "[platforms.meta]\ngraph_url = \"not a url\"",
+            "platforms.meta.graph_url",
+        ),
     ];
     for (toml, key) in cases {
         let err = Config::from_toml_str(toml).expect_err(toml).to_string();

@@ -31,7 +31,10 @@ pub enum Backend {
 impl Backend {
     /// The Postgres backend when the suite is asked to run on it.
     pub fn postgres() -> Option<Self> {
-        std::env::var("OMNIGATE_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty()).map(Self::Postgres)
+        std::env::var("OMNIGATE_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(Self::Postgres)
     }
 }
 
@@ -70,17 +73,30 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let url = format!("sqlite://{}", dir.path().join("omnigate.db").display());
-                Self { url, _dir: Some(dir), pg_drop: None }
+                Self {
+                    url,
+                    _dir: Some(dir),
+                    pg_drop: None,
+                }
             }
             Backend::Postgres(admin_url) => {
                 use sqlx::Connection;
                 let name = format!("og_test_{}", uuid_simple());
-                let mut conn = sqlx::PgConnection::connect(admin_url).await.expect("connect to postgres");
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+                let mut conn = sqlx::PgConnection::connect(admin_url)
+                    .await
+                    .expect("connect to postgres");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create database");
                 let _ = conn.close().await;
                 let mut url = reqwest::Url::parse(admin_url).expect("postgres url");
                 url.set_path(&format!("/{name}"));
-                Self { url: url.to_string(), _dir: None, pg_drop: Some((admin_url.clone(), name)) }
+                Self {
+                    url: url.to_string(),
+                    _dir: None,
+                    pg_drop: Some((admin_url.clone(), name)),
+                }
             }
         }
     }
@@ -88,14 +104,23 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((admin_url, name)) = self.pg_drop.take() else { return };
+        let Some((admin_url, name)) = self.pg_drop.take() else {
+            return;
+        };
         // Drop runs outside async context: use a private runtime on a plain thread.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async move {
                 use sqlx::Connection;
                 if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
                 }
             });
         })
@@ -140,7 +165,9 @@ pub struct FakeGraph {
 
 impl FakeGraph {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake graph");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake graph");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let state = Arc::new(Mutex::new(GraphState::default()));
         let router = Router::new()
@@ -163,7 +190,10 @@ impl FakeGraph {
 
     /// Requests answered 200 (messages the platform accepted).
     pub fn delivered(&self) -> Vec<GraphRequest> {
-        self.requests().into_iter().filter(|r| r.answered == 200).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.answered == 200)
+            .collect()
     }
 }
 
@@ -174,23 +204,38 @@ async fn graph_send(
     body: Json<Value>,
 ) -> Response {
     let mut state = state.lock().expect("lock");
-    let scripted = if state.script.is_empty() { None } else { Some(state.script.remove(0)) };
+    let scripted = if state.script.is_empty() {
+        None
+    } else {
+        Some(state.script.remove(0))
+    };
     let (status, extra, reply) = match scripted {
         Some(s) => (s.status, s.headers, s.body),
         None => {
             state.sent += 1;
             let to = body.0.get("to").cloned().unwrap_or(Value::Null);
             let id = format!("wamid.out.{}", state.sent);
-            (200, vec![], json!({"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}], "messages": [{"id": id}]}))
+            (
+                200,
+                vec![],
+                json!({"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}], "messages": [{"id": id}]}),
+            )
         }
     };
     state.requests.push(GraphRequest {
         path: format!("/{version}/{phone}/messages"),
-        authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         body: body.0,
         answered: status,
     });
-    let mut response = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), Json(reply)).into_response();
+    let mut response = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        Json(reply),
+    )
+        .into_response();
     for (name, value) in extra {
         if let Ok(v) = value.parse() {
             response.headers_mut().insert(name, v);
@@ -223,7 +268,9 @@ impl TestApp {
 
     pub async fn start(db: TestDb, graph: FakeGraph, extra_toml: &str) -> Self {
         init_logs();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let toml = format!(
             r#"
@@ -258,7 +305,11 @@ lease_ms = 5000
             handle: Some(handle),
         };
         wait_until("gateway ready", || async {
-            app.http.get(format!("{}/readyz", app.url)).send().await.is_ok_and(|r| r.status() == 200)
+            app.http
+                .get(format!("{}/readyz", app.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
         })
         .await;
         app
@@ -270,7 +321,14 @@ lease_ms = 5000
         if let Some(handle) = self.handle.take() {
             handle.await.expect("join").expect("gateway exits cleanly");
         }
-        let db = std::mem::replace(&mut self.db, TestDb { url: String::new(), _dir: None, pg_drop: None });
+        let db = std::mem::replace(
+            &mut self.db,
+            TestDb {
+                url: String::new(),
+                _dir: None,
+                pg_drop: None,
+            },
+        );
         (db, self.graph.clone())
     }
 
@@ -292,7 +350,12 @@ lease_ms = 5000
     }
 
     /// Connects a WhatsApp number with its own app secret; returns the channel id.
-    pub async fn create_whatsapp(&self, tenant: &Tenant, phone_number_id: &str, app_secret: Option<&str>) -> String {
+    pub async fn create_whatsapp(
+        &self,
+        tenant: &Tenant,
+        phone_number_id: &str,
+        app_secret: Option<&str>,
+    ) -> String {
         let mut body = json!({
             "platform": "whatsapp",
             "phone_number_id": phone_number_id,
@@ -303,7 +366,12 @@ lease_ms = 5000
         if let Some(secret) = app_secret {
             body["app_secret"] = json!(secret);
         }
-        let res = self.api(tenant).post(format!("{}/api/v1/channels", self.url)).json(&body).build().expect("req");
+        let res = self
+            .api(tenant)
+            .post(format!("{}/api/v1/channels", self.url))
+            .json(&body)
+            .build()
+            .expect("req");
         let res = self.http.execute(res).await.expect("create channel");
         assert_eq!(res.status(), 201, "{:?}", res.text().await);
         let body: Value = res.json().await.expect("json");
@@ -312,12 +380,16 @@ lease_ms = 5000
 
     /// A request builder authenticated as `tenant`.
     pub fn api(&self, tenant: &Tenant) -> AuthedClient<'_> {
-        AuthedClient { http: &self.http, key: tenant.key.clone() }
+        AuthedClient {
+            http: &self.http,
+            key: tenant.key.clone(),
+        }
     }
 
     /// POSTs a Meta-signed delivery to a channel's own route.
     pub async fn deliver(&self, channel_id: &str, secret: &str, body: &str) -> u16 {
-        self.post_signed(&format!("/webhooks/whatsapp/{channel_id}"), secret, body).await
+        self.post_signed(&format!("/webhooks/whatsapp/{channel_id}"), secret, body)
+            .await
     }
 
     pub async fn post_signed(&self, path: &str, secret: &str, body: &str) -> u16 {
@@ -347,14 +419,20 @@ lease_ms = 5000
     }
 
     pub async fn conversations(&self, tenant: &Tenant) -> Vec<Value> {
-        let (status, body) = self.get_json(tenant, "/api/v1/conversations?limit=200").await;
+        let (status, body) = self
+            .get_json(tenant, "/api/v1/conversations?limit=200")
+            .await;
         assert_eq!(status, 200);
         body["items"].as_array().cloned().unwrap_or_default()
     }
 
     pub async fn messages(&self, tenant: &Tenant, conversation_id: &str) -> Vec<Value> {
-        let (status, body) =
-            self.get_json(tenant, &format!("/api/v1/conversations/{conversation_id}/messages")).await;
+        let (status, body) = self
+            .get_json(
+                tenant,
+                &format!("/api/v1/conversations/{conversation_id}/messages"),
+            )
+            .await;
         assert_eq!(status, 200);
         body["items"].as_array().cloned().unwrap_or_default()
     }
@@ -429,7 +507,10 @@ where
 
 fn init_logs() {
     if std::env::var("TEST_LOG").is_ok() {
-        let _ = tracing_subscriber::fmt().with_env_filter("info,omnigate=debug").with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,omnigate=debug")
+            .with_test_writer()
+            .try_init();
     }
 }
 
@@ -460,7 +541,13 @@ pub fn wa_texts(phone_number_id: &str, messages: &[(&str, &str, &str)]) -> Strin
 }
 
 /// A delivery holding one status of an outbound message.
-pub fn wa_status(phone_number_id: &str, wamid: &str, status: &str, recipient: &str, error_code: Option<i64>) -> String {
+pub fn wa_status(
+    phone_number_id: &str,
+    wamid: &str,
+    status: &str,
+    recipient: &str,
+    error_code: Option<i64>,
+) -> String {
     let mut st = json!({"id": wamid, "status": status, "timestamp": "1750030073", "recipient_id": recipient});
     if let Some(code) = error_code {
         st["errors"] = json!([{"code": code, "title": "Failure", "message": "Failure", "error_data": {"details": "details"}}]);

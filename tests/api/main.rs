@@ -2,8 +2,11 @@
 //! PostgreSQL when `OMNIGATE_TEST_POSTGRES_URL` is set), fake platform APIs.
 
 mod admin;
+mod cli;
 mod config;
+mod crash;
 mod helpers;
 mod ingress;
 mod pipeline;
+mod process;
 mod store;

@@ -27,10 +27,17 @@ struct Fixture {
 
 async fn fixture(backend: Backend) -> Fixture {
     let db = TestDb::create(&backend).await;
-    let store = open(&DatabaseUrl::new(db.url.clone())).await.expect("open store");
+    let store = open(&DatabaseUrl::new(db.url.clone()))
+        .await
+        .expect("open store");
     let tenant = tenant(store.as_ref(), "t").await;
     let channel = channel(store.as_ref(), &tenant, "900").await;
-    Fixture { store, _db: db, tenant, channel }
+    Fixture {
+        store,
+        _db: db,
+        tenant,
+        channel,
+    }
 }
 
 async fn tenant(store: &dyn Store, name: &str) -> String {
@@ -81,7 +88,10 @@ fn event(f: &Fixture, external_id: &str, conv_key: &str, platform_ts: i64) -> Ne
 }
 
 fn batch(events: Vec<NewInboxEvent>) -> IngressBatch {
-    IngressBatch { events, ..Default::default() }
+    IngressBatch {
+        events,
+        ..Default::default()
+    }
 }
 
 async fn ingress_dedupes_on_channel_and_platform_id(backend: Backend) {
@@ -89,19 +99,51 @@ async fn ingress_dedupes_on_channel_and_platform_id(backend: Backend) {
     let outcomes = f
         .store
         .commit_ingress(&[
-            batch(vec![event(&f, "wamid.1", "k1", 1), event(&f, "wamid.2", "k1", 2)]),
-            batch(vec![event(&f, "wamid.2", "k1", 2), event(&f, "wamid.3", "k2", 1)]),
+            batch(vec![
+                event(&f, "wamid.1", "k1", 1),
+                event(&f, "wamid.2", "k1", 2),
+            ]),
+            batch(vec![
+                event(&f, "wamid.2", "k1", 2),
+                event(&f, "wamid.3", "k2", 1),
+            ]),
         ])
         .await
         .expect("commit");
-    assert_eq!(outcomes, vec![IngressOutcome { inserted: 2, duplicates: 0 }, IngressOutcome { inserted: 1, duplicates: 1 }]);
-    let again = f.store.commit_ingress(&[batch(vec![event(&f, "wamid.1", "k1", 1)])]).await.expect("commit");
-    assert_eq!(again, vec![IngressOutcome { inserted: 0, duplicates: 1 }]);
+    assert_eq!(
+        outcomes,
+        vec![
+            IngressOutcome {
+                inserted: 2,
+                duplicates: 0
+            },
+            IngressOutcome {
+                inserted: 1,
+                duplicates: 1
+            }
+        ]
+    );
+    let again = f
+        .store
+        .commit_ingress(&[batch(vec![event(&f, "wamid.1", "k1", 1)])])
+        .await
+        .expect("commit");
+    assert_eq!(
+        again,
+        vec![IngressOutcome {
+            inserted: 0,
+            duplicates: 1
+        }]
+    );
     // The same platform id on another channel is another event.
     let other = channel(f.store.as_ref(), &f.tenant, "901").await;
     let mut e = event(&f, "wamid.1", "k9", 1);
     e.channel_id = other;
-    let outcome = f.store.commit_ingress(&[batch(vec![e])]).await.expect("commit");
+    let outcome = f
+        .store
+        .commit_ingress(&[batch(vec![e])])
+        .await
+        .expect("commit");
     assert_eq!(outcome[0].inserted, 1);
 }
 
@@ -118,13 +160,29 @@ async fn claims_follow_platform_order_one_per_conversation(backend: Backend) {
         .await
         .expect("commit");
     let now = now_ms();
-    let first = f.store.claim_inbox("w", now, 60_000, 10).await.expect("claim");
+    let first = f
+        .store
+        .claim_inbox("w", now, 60_000, 10)
+        .await
+        .expect("claim");
     let mut ids: Vec<_> = first.iter().map(|i| i.external_id.clone()).collect();
     ids.sort();
-    assert_eq!(ids, ["a1", "b1"], "one event per conversation, the earliest");
-    assert!(f.store.claim_inbox("w", now, 60_000, 10).await.expect("claim").is_empty());
+    assert_eq!(
+        ids,
+        ["a1", "b1"],
+        "one event per conversation, the earliest"
+    );
+    assert!(f
+        .store
+        .claim_inbox("w", now, 60_000, 10)
+        .await
+        .expect("claim")
+        .is_empty());
     let mut order = vec!["a1".to_string()];
-    let mut current = first.into_iter().find(|i| i.external_id == "a1").expect("a1");
+    let mut current = first
+        .into_iter()
+        .find(|i| i.external_id == "a1")
+        .expect("a1");
     for _ in 0..2 {
         let done = Completion {
             inbox_id: current.id,
@@ -135,7 +193,11 @@ async fn claims_follow_platform_order_one_per_conversation(backend: Backend) {
             effects: vec![],
         };
         assert!(f.store.complete_inbox(&done).await.expect("complete"));
-        let next = f.store.claim_inbox("w", now, 60_000, 10).await.expect("claim");
+        let next = f
+            .store
+            .claim_inbox("w", now, 60_000, 10)
+            .await
+            .expect("claim");
         assert_eq!(next.len(), 1);
         order.push(next[0].external_id.clone());
         current = next.into_iter().next().expect("next");
@@ -145,21 +207,56 @@ async fn claims_follow_platform_order_one_per_conversation(backend: Backend) {
 
 async fn expired_lease_is_reclaimed_and_the_old_owner_cannot_complete(backend: Backend) {
     let f = fixture(backend).await;
-    f.store.commit_ingress(&[batch(vec![event(&f, "x1", "X", 1)])]).await.expect("commit");
+    f.store
+        .commit_ingress(&[batch(vec![event(&f, "x1", "X", 1)])])
+        .await
+        .expect("commit");
     let now = now_ms();
-    let claimed = f.store.claim_inbox("old", now, 1_000, 1).await.expect("claim");
+    let claimed = f
+        .store
+        .claim_inbox("old", now, 1_000, 1)
+        .await
+        .expect("claim");
     assert_eq!(claimed.len(), 1);
     // Still leased: nobody else gets it.
-    assert!(f.store.claim_inbox("new", now + 500, 1_000, 1).await.expect("claim").is_empty());
+    assert!(f
+        .store
+        .claim_inbox("new", now + 500, 1_000, 1)
+        .await
+        .expect("claim")
+        .is_empty());
     // After expiry another worker takes it over.
-    let reclaimed = f.store.claim_inbox("new", now + 1_001, 1_000, 1).await.expect("claim");
+    let reclaimed = f
+        .store
+        .claim_inbox("new", now + 1_001, 1_000, 1)
+        .await
+        .expect("claim");
     assert_eq!(reclaimed.len(), 1);
     assert_eq!(reclaimed[0].attempts, 2);
-    let by_old = Completion { inbox_id: claimed[0].id, owner: "old".into(), tenant_id: f.tenant.clone(), outcome: "late".into(), now, effects: vec![] };
-    assert!(!f.store.complete_inbox(&by_old).await.expect("complete"), "a lost lease cannot complete");
-    let by_new = Completion { owner: "new".into(), outcome: "ok".into(), ..by_old };
+    let by_old = Completion {
+        inbox_id: claimed[0].id,
+        owner: "old".into(),
+        tenant_id: f.tenant.clone(),
+        outcome: "late".into(),
+        now,
+        effects: vec![],
+    };
+    assert!(
+        !f.store.complete_inbox(&by_old).await.expect("complete"),
+        "a lost lease cannot complete"
+    );
+    let by_new = Completion {
+        owner: "new".into(),
+        outcome: "ok".into(),
+        ..by_old
+    };
     assert!(f.store.complete_inbox(&by_new).await.expect("complete"));
-    assert!(f.store.claim_inbox("any", now + 10_000, 1_000, 1).await.expect("claim").is_empty());
+    assert!(f
+        .store
+        .claim_inbox("any", now + 10_000, 1_000, 1)
+        .await
+        .expect("claim")
+        .is_empty());
 }
 
 async fn conversation_with_reply(f: &Fixture, chat: &str) -> String {
@@ -211,42 +308,133 @@ async fn reclaimed_send_is_flagged_as_possible_duplicate(backend: Backend) {
     let f = fixture(backend).await;
     let conversation = conversation_with_reply(&f, "15550001").await;
     let now = now_ms();
-    let first = f.store.claim_outbox("d1", now, 1_000, 10).await.expect("claim");
+    let first = f
+        .store
+        .claim_outbox("d1", now, 1_000, 10)
+        .await
+        .expect("claim");
     assert_eq!(first.len(), 1, "parts of one conversation go one at a time");
     assert_eq!((first[0].part, first[0].possible_duplicate), (0, false));
     // The sender died mid-call: the part comes back, flagged.
-    let again = f.store.claim_outbox("d2", now + 1_001, 1_000, 10).await.expect("claim");
+    let again = f
+        .store
+        .claim_outbox("d2", now + 1_001, 1_000, 10)
+        .await
+        .expect("claim");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, first[0].id);
     assert!(again[0].possible_duplicate);
-    f.store.finish_send(again[0].id, "d1", &SendOutcome::Sent { external_id: "late".into(), at: now }).await.expect("stale");
-    f.store.finish_send(again[0].id, "d2", &SendOutcome::Sent { external_id: "wamid.a".into(), at: now }).await.expect("finish");
-    let second = f.store.claim_outbox("d2", now + 1_002, 1_000, 10).await.expect("claim");
+    f.store
+        .finish_send(
+            again[0].id,
+            "d1",
+            &SendOutcome::Sent {
+                external_id: "late".into(),
+                at: now,
+            },
+        )
+        .await
+        .expect("stale");
+    f.store
+        .finish_send(
+            again[0].id,
+            "d2",
+            &SendOutcome::Sent {
+                external_id: "wamid.a".into(),
+                at: now,
+            },
+        )
+        .await
+        .expect("finish");
+    let second = f
+        .store
+        .claim_outbox("d2", now + 1_002, 1_000, 10)
+        .await
+        .expect("claim");
     assert_eq!((second.len(), second[0].part), (1, 1));
-    f.store.finish_send(second[0].id, "d2", &SendOutcome::Sent { external_id: "wamid.b".into(), at: now }).await.expect("finish");
-    let messages = f.store.messages(&f.tenant, &conversation).await.expect("messages");
+    f.store
+        .finish_send(
+            second[0].id,
+            "d2",
+            &SendOutcome::Sent {
+                external_id: "wamid.b".into(),
+                at: now,
+            },
+        )
+        .await
+        .expect("finish");
+    let messages = f
+        .store
+        .messages(&f.tenant, &conversation)
+        .await
+        .expect("messages");
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].status, "sent");
     assert_eq!(messages[0].external_id.as_deref(), Some("wamid.a"));
     assert!(messages[0].possible_duplicate);
-    assert!(f.store.outbound_exists(&f.channel, "wamid.b").await.expect("exists"));
+    assert!(f
+        .store
+        .outbound_exists(&f.channel, "wamid.b")
+        .await
+        .expect("exists"));
 }
 
 async fn reads_are_scoped_by_tenant(backend: Backend) {
     let f = fixture(backend).await;
     let conversation = conversation_with_reply(&f, "15550002").await;
     let other = tenant(f.store.as_ref(), "other").await;
-    assert!(f.store.conversation(&other, &conversation).await.expect("get").is_none());
-    assert!(f.store.messages(&other, &conversation).await.expect("get").is_empty());
-    assert!(f.store.list_conversations(&other, &ConversationFilter { limit: 10, ..Default::default() }).await.expect("list").is_empty());
-    assert!(f.store.list_channels(&other).await.expect("list").is_empty());
-    assert!(!f.store.delete_channel(&other, &f.channel).await.expect("delete"));
+    assert!(f
+        .store
+        .conversation(&other, &conversation)
+        .await
+        .expect("get")
+        .is_none());
+    assert!(f
+        .store
+        .messages(&other, &conversation)
+        .await
+        .expect("get")
+        .is_empty());
+    assert!(f
+        .store
+        .list_conversations(
+            &other,
+            &ConversationFilter {
+                limit: 10,
+                ..Default::default()
+            }
+        )
+        .await
+        .expect("list")
+        .is_empty());
+    assert!(f
+        .store
+        .list_channels(&other)
+        .await
+        .expect("list")
+        .is_empty());
+    assert!(!f
+        .store
+        .delete_channel(&other, &f.channel)
+        .await
+        .expect("delete"));
     // Effects carrying another tenant's id change nothing.
     f.store
-        .apply(&other, &[Effect::SetConversationStatus { conversation_id: conversation.clone(), status: "human" }])
+        .apply(
+            &other,
+            &[Effect::SetConversationStatus {
+                conversation_id: conversation.clone(),
+                status: "human",
+            }],
+        )
         .await
         .expect("apply");
-    let mine = f.store.conversation(&f.tenant, &conversation).await.expect("get").expect("exists");
+    let mine = f
+        .store
+        .conversation(&f.tenant, &conversation)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(mine.status, "bot");
 }
 
@@ -261,17 +449,49 @@ async fn full_text_search_ranks_and_scopes(backend: Backend) {
         passages: vec![text.into()],
         created_at: now_ms(),
     };
-    f.store.add_document(&doc(&f.tenant, "Returns are accepted within thirty days of delivery.")).await.expect("add");
-    f.store.add_document(&doc(&f.tenant, "Shipping is free for orders over fifty euros; shipping takes three days.")).await.expect("add");
+    f.store
+        .add_document(&doc(
+            &f.tenant,
+            "Returns are accepted within thirty days of delivery.",
+        ))
+        .await
+        .expect("add");
+    f.store
+        .add_document(&doc(
+            &f.tenant,
+            "Shipping is free for orders over fifty euros; shipping takes three days.",
+        ))
+        .await
+        .expect("add");
     let other = tenant(f.store.as_ref(), "other").await;
-    f.store.add_document(&doc(&other, "Shipping secrets of the other tenant.")).await.expect("add");
+    f.store
+        .add_document(&doc(&other, "Shipping secrets of the other tenant."))
+        .await
+        .expect("add");
     let terms = vec!["shipping".to_string(), "days".to_string()];
-    let found = f.store.search_passages(&f.tenant, &terms, 5).await.expect("search");
+    let found = f
+        .store
+        .search_passages(&f.tenant, &terms, 5)
+        .await
+        .expect("search");
     assert_eq!(found.len(), 2);
-    assert!(found[0].text.starts_with("Shipping is free"), "{:?}", found[0]);
+    assert!(
+        found[0].text.starts_with("Shipping is free"),
+        "{:?}",
+        found[0]
+    );
     assert!(found.iter().all(|p| !p.text.contains("other tenant")));
     // Stemming: "returned" finds "Returns".
-    let stemmed = f.store.search_passages(&f.tenant, &["returned".to_string()], 5).await.expect("search");
+    let stemmed = f
+        .store
+        .search_passages(&f.tenant, &["returned".to_string()], 5)
+        .await
+        .expect("search");
     assert_eq!(stemmed.len(), 1);
-    assert!(f.store.search_passages(&f.tenant, &[], 5).await.expect("search").is_empty());
+    assert!(f
+        .store
+        .search_passages(&f.tenant, &[], 5)
+        .await
+        .expect("search")
+        .is_empty());
 }

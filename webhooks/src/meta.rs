@@ -146,9 +146,18 @@ mod tests {
             (None, VerifyError::MissingSignature),
             (Some(b""), VerifyError::MalformedSignature),
             (Some(b"sha256="), VerifyError::MalformedSignature),
-            (Some(&EXPECTED.as_bytes()[..EXPECTED.len() - 2]), VerifyError::MalformedSignature),
-            (Some(b"sha1=d5d7f49f0d885952eb72058522faacbd716c0230"), VerifyError::MalformedSignature),
-            (Some("sha256=zz".repeat(1).as_bytes()), VerifyError::MalformedSignature),
+            (
+                Some(&EXPECTED.as_bytes()[..EXPECTED.len() - 2]),
+                VerifyError::MalformedSignature,
+            ),
+            (
+                Some(b"sha1=d5d7f49f0d885952eb72058522faacbd716c0230"),
+                VerifyError::MalformedSignature,
+            ),
+            (
+                Some("sha256=zz".repeat(1).as_bytes()),
+                VerifyError::MalformedSignature,
+            ),
             (Some(flipped.as_bytes()), VerifyError::BadSignature),
             (Some(&[0xff, 0xfe, 0x00]), VerifyError::MalformedSignature),
         ];
@@ -175,13 +184,22 @@ mod tests {
             verify_token: Some(token.into()),
             challenge: Some("1158201444".into()),
         };
-        assert_eq!(verify_subscription(b"tok", &q("subscribe", "tok")), Ok("1158201444"));
+        assert_eq!(
+            verify_subscription(b"tok", &q("subscribe", "tok")),
+            Ok("1158201444")
+        );
         assert_eq!(
             verify_subscription(b"tok", &q("subscribe", "tok2")),
             Err(VerifyError::BadVerifyToken)
         );
-        assert_eq!(verify_subscription(b"tok", &q("unsubscribe", "tok")), Err(VerifyError::BadMode));
-        assert_eq!(verify_subscription(b"", &q("subscribe", "")), Err(VerifyError::BadVerifyToken));
+        assert_eq!(
+            verify_subscription(b"tok", &q("unsubscribe", "tok")),
+            Err(VerifyError::BadMode)
+        );
+        assert_eq!(
+            verify_subscription(b"", &q("subscribe", "")),
+            Err(VerifyError::BadVerifyToken)
+        );
         assert_eq!(
             verify_subscription(b"tok", &Subscription::default()),
             Err(VerifyError::BadMode)
@@ -190,7 +208,11 @@ mod tests {
 
     #[test]
     fn sign_then_verify_roundtrip() {
-        for (secret, body) in [(&b"k"[..], &b""[..]), (b"\x00\xff", b"{}"), (SECRET, BODY.as_bytes())] {
+        for (secret, body) in [
+            (&b"k"[..], &b""[..]),
+            (b"\x00\xff", b"{}"),
+            (SECRET, BODY.as_bytes()),
+        ] {
             let sig = sign(secret, body);
             assert!(verify_signature(secret, Some(sig.as_bytes()), body).is_ok());
         }

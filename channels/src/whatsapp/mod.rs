@@ -1,5 +1,5 @@
-//! WhatsApp Cloud API channel: webhook deliveries in ([`normalize`]), text replies
-//! out ([`client`]).
+//! WhatsApp Cloud API channel: webhook deliveries in (`normalize`), text replies
+//! out (`client`).
 //!
 //! The gateway verifies `X-Hub-Signature-256` (see `webhooks::meta`), hands the raw
 //! body to [`Channel::normalize`], stores the events, and later calls

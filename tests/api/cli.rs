@@ -1,0 +1,180 @@
+//! The binary's command line: config errors, environment overrides, tenant creation,
+//! start with no configuration, clean exit on SIGTERM.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::process::{binary, free_port, Gateway};
+
+fn omnigate(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(dir);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OMNIGATE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn bad_config_is_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:1\"\n[platforms.meta]\napp_secrett = \"x\"\n",
+    )
+    .expect("write");
+    let out = omnigate(dir.path())
+        .args(["migrate", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("platforms.meta.app_secrett"), "{stderr}");
+
+    let out = omnigate(dir.path())
+        .arg("migrate")
+        .env("OMNIGATE_LISTEN", "nowhere")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("listen") && stderr.trim().lines().count() == 1,
+        "{stderr}"
+    );
+
+    let out = omnigate(dir.path())
+        .arg("migrate")
+        .env("OMNIGATE_PLATFORMS__META__GRAPH_URL", "::")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("platforms.meta.graph_url"), "{stderr}");
+
+    let out = omnigate(dir.path())
+        .arg("migrate")
+        .env("OMNIGATE_NOT_A_KEY", "1")
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not_a_key"));
+
+    let out = omnigate(dir.path())
+        .arg("migrate")
+        .env("OMNIGATE_DATABASE_URL", "postgres://127.0.0.1:1/x")
+        .output()
+        .expect("run");
+    assert!(
+        !out.status.success(),
+        "postgres without master_key is refused before connecting"
+    );
+}
+
+#[test]
+fn tenant_create_prints_id_and_key_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let out = omnigate(dir.path())
+        .args([
+            "tenant",
+            "create",
+            "Acme",
+            "--domain",
+            "acme.example.com",
+            "--json",
+        ])
+        .env("OMNIGATE_DATABASE_URL", &url)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let key = created["api_key"].as_str().expect("key");
+    assert!(key.starts_with("og_") && created["id"].is_string());
+    // Only the hash is stored.
+    let db = std::fs::read(dir.path().join("t.db")).expect("db");
+    let wal = std::fs::read(dir.path().join("t.db-wal")).unwrap_or_default();
+    assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()));
+    assert!(!wal.windows(key.len()).any(|w| w == key.as_bytes()));
+}
+
+#[tokio::test]
+async fn serve_with_no_config_runs_on_sqlite_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let log = dir.path().join("serve.log");
+    let child = omnigate(dir.path())
+        .args(["serve", "--log-format", "json"])
+        .env("OMNIGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let mut gateway = Gateway {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    crate::helpers::wait_until("healthz", || async {
+        http.get(format!("{}/healthz", gateway.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(dir.path().join("omnigate.db").exists());
+    let key_file = dir.path().join("omnigate.db.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_file)
+            .expect("key file")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let status = gateway.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let logs = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(
+        logs.matches("generated one beside the database").count(),
+        1,
+        "{logs}"
+    );
+    // Started again, it reuses the key and does not warn again.
+    let port = free_port();
+    let child = omnigate(dir.path())
+        .args(["serve", "--log-format", "json"])
+        .env("OMNIGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .expect("log"),
+        )
+        .spawn()
+        .expect("spawn");
+    let mut gateway = Gateway {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    crate::helpers::wait_until("healthz again", || async {
+        http.get(format!("{}/healthz", gateway.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(gateway.terminate().success());
+    let logs = std::fs::read_to_string(&log).expect("log");
+    assert_eq!(logs.matches("generated one beside the database").count(), 1);
+}
