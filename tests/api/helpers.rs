@@ -29,12 +29,19 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The Postgres backend when the suite is asked to run on it.
+    /// The Postgres backend when the suite is asked to run on it. With
+    /// `OMNIGATE_TEST_REQUIRE_POSTGRES=1` (CI) a missing URL fails the test instead
+    /// of skipping the Postgres case.
     pub fn postgres() -> Option<Self> {
-        std::env::var("OMNIGATE_TEST_POSTGRES_URL")
+        let url = std::env::var("OMNIGATE_TEST_POSTGRES_URL")
             .ok()
-            .filter(|u| !u.is_empty())
-            .map(Self::Postgres)
+            .filter(|u| !u.is_empty());
+        let required = std::env::var("OMNIGATE_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+        assert!(
+            url.is_some() || !required,
+            "OMNIGATE_TEST_REQUIRE_POSTGRES=1 but OMNIGATE_TEST_POSTGRES_URL is unset"
+        );
+        url.map(Self::Postgres)
     }
 }
 

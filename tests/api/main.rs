@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Black-box tests of the gateway: real HTTP, real signatures, real SQLite (and
 //! PostgreSQL when `OMNIGATE_TEST_POSTGRES_URL` is set), fake platform APIs.
 
