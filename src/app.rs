@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use channels::{Channel, ChannelKind, Credentials};
@@ -36,7 +36,19 @@ pub struct Inner {
     pub outbox_wake: Arc<Notify>,
     pub public_url: String,
     draining: AtomicBool,
+    channel_cache: Mutex<HashMap<String, (Instant, Arc<ResolvedChannel>)>>,
 }
+
+/// A channel with its credentials opened.
+pub struct ResolvedChannel {
+    pub record: ChannelRecord,
+    pub credentials: Credentials,
+}
+
+/// How long an opened channel is reused before it is read again. Bounds how long
+/// another instance keeps using a channel deleted elsewhere; this instance forgets
+/// it at once.
+const CHANNEL_CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl std::ops::Deref for App {
     type Target = Inner;
@@ -54,6 +66,42 @@ impl App {
     /// The channel implementation for a platform, if omnigate supports it yet.
     pub fn channel_impl(&self, kind: ChannelKind) -> Option<&Arc<dyn Channel>> {
         self.channels.get(&kind)
+    }
+
+    /// A live channel with its credentials opened, from a short-lived cache (webhooks
+    /// and sends look channels up on every request).
+    pub async fn resolved_channel(
+        &self,
+        channel_id: &str,
+    ) -> anyhow::Result<Option<Arc<ResolvedChannel>>> {
+        if let Ok(cache) = self.channel_cache.lock() {
+            if let Some((at, channel)) = cache.get(channel_id) {
+                if at.elapsed() < CHANNEL_CACHE_TTL {
+                    return Ok(Some(channel.clone()));
+                }
+            }
+        }
+        let Some(record) = self.store.channel(channel_id).await? else {
+            self.forget_channel(channel_id);
+            return Ok(None);
+        };
+        let credentials = self.credentials(&record)?;
+        let resolved = Arc::new(ResolvedChannel {
+            record,
+            credentials,
+        });
+        if let Ok(mut cache) = self.channel_cache.lock() {
+            cache.retain(|_, (at, _)| at.elapsed() < CHANNEL_CACHE_TTL);
+            cache.insert(channel_id.to_string(), (Instant::now(), resolved.clone()));
+        }
+        Ok(Some(resolved))
+    }
+
+    /// Drops a channel from the cache (after it was deleted or changed).
+    pub fn forget_channel(&self, channel_id: &str) {
+        if let Ok(mut cache) = self.channel_cache.lock() {
+            cache.remove(channel_id);
+        }
     }
 
     /// Opens a channel's sealed credentials.
@@ -149,6 +197,7 @@ pub async fn run(
             outbox_wake: Arc::new(Notify::new()),
             public_url,
             draining: AtomicBool::new(false),
+            channel_cache: Mutex::new(HashMap::new()),
             config,
         }),
     };

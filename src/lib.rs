@@ -13,6 +13,7 @@ pub mod http;
 pub mod inbound;
 pub mod outbound;
 pub mod pipeline;
+pub mod queue;
 pub mod store;
 pub mod telemetry;
 

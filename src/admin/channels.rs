@@ -178,6 +178,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
     if app.store.delete_channel(&tenant_id, &id).await? {
+        app.forget_channel(&id);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::NotFound)

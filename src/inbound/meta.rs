@@ -4,6 +4,7 @@
 //! channel by the account id inside it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -16,7 +17,7 @@ use secrecy::ExposeSecret;
 use webhooks::meta::{self as verify, Subscription};
 
 use super::{CommitError, MAX_BODY};
-use crate::app::App;
+use crate::app::{App, ResolvedChannel};
 use crate::http::AppError;
 use crate::store::{
     new_id, now_ms, ChannelRecord, IngressBatch, NewEnvelope, NewInboxEvent, NewUnhandled,
@@ -51,10 +52,11 @@ async fn handshake_channel(
     Query(query): Query<Subscription>,
 ) -> Result<Response, AppError> {
     let channel = find_channel(&app, &platform, &channel_id).await?;
-    let credentials = app.credentials(&channel)?;
-    let expected = credentials
-        .verify_token()
-        .or(app.config.platforms.meta.verify_token.as_ref());
+    let expected =
+        channel
+            .credentials
+            .verify_token()
+            .or(app.config.platforms.meta.verify_token.as_ref());
     Ok(answer_handshake(
         expected.map(|t| t.expose_secret().as_bytes()),
         &query,
@@ -77,13 +79,13 @@ async fn find_channel(
     app: &App,
     platform: &str,
     channel_id: &str,
-) -> Result<ChannelRecord, AppError> {
+) -> Result<Arc<ResolvedChannel>, AppError> {
     let kind: ChannelKind = platform.parse().map_err(|_| AppError::NotFound)?;
     if !is_meta(kind) {
         return Err(AppError::NotFound);
     }
-    match app.store.channel(channel_id).await? {
-        Some(channel) if channel.platform == kind.as_str() => Ok(channel),
+    match app.resolved_channel(channel_id).await? {
+        Some(channel) if channel.record.platform == kind.as_str() => Ok(channel),
         _ => Err(AppError::NotFound),
     }
 }
@@ -96,9 +98,10 @@ async fn receive_channel(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let channel = find_channel(&app, &platform, &channel_id).await?;
-    let credentials = app.credentials(&channel)?;
-    let secret = credentials
+    let resolved = find_channel(&app, &platform, &channel_id).await?;
+    let channel = &resolved.record;
+    let secret = resolved
+        .credentials
         .signing_secret()
         .or(app.config.platforms.meta.app_secret.as_ref())
         .ok_or(AppError::Unauthorized)?;
@@ -117,7 +120,7 @@ async fn receive_channel(
             let Normalized { events, unhandled } = normalized;
             for item in unhandled {
                 batch.unhandled.push(unhandled_row(
-                    Some(&channel),
+                    Some(channel),
                     kind,
                     &item.reason,
                     &item.raw,
@@ -126,13 +129,13 @@ async fn receive_channel(
             }
             for event in events {
                 if event.account_id == channel.account_id {
-                    push_event(&mut batch, &channel, kind, event, received_at);
+                    push_event(&mut batch, channel, kind, event, received_at);
                 } else {
                     // Signed, but addressed to an account this channel does not own.
                     tracing::warn!(channel_id = %channel.id, "event for another account on a channel route");
                     let raw = serde_json::to_value(&event).unwrap_or_default();
                     batch.unhandled.push(unhandled_row(
-                        Some(&channel),
+                        Some(channel),
                         kind,
                         "account_mismatch",
                         &raw,
@@ -145,7 +148,7 @@ async fn receive_channel(
             tracing::warn!(channel_id = %channel.id, error = %e, "signed webhook could not be parsed");
             batch
                 .unhandled
-                .push(unparseable_row(Some(&channel), kind, &body, received_at));
+                .push(unparseable_row(Some(channel), kind, &body, received_at));
         }
     }
     batch.envelopes.push(NewEnvelope {
@@ -336,13 +339,6 @@ fn unparseable_row(
     body: &[u8],
     received_at: i64,
 ) -> NewUnhandled {
-    NewUnhandled {
-        id: new_id(),
-        tenant_id: channel.map(|c| c.tenant_id.clone()),
-        channel_id: channel.map(|c| c.id.clone()),
-        platform: kind.as_str().into(),
-        reason: "unparseable".into(),
-        raw: String::from_utf8_lossy(body).into_owned(),
-        received_at,
-    }
+    let raw = serde_json::Value::String(String::from_utf8_lossy(body).into_owned());
+    unhandled_row(channel, kind, "unparseable", &raw, received_at)
 }

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use channels::{OutboundReply, SendError};
 use rand::Rng;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -24,43 +23,29 @@ const BACKOFF_CAP_MS: i64 = 5 * 60_000;
 
 pub async fn run_dispatcher(app: App, stop: CancellationToken) {
     let owner = format!("dispatcher-{}", new_id());
-    let concurrency = app.config.worker.concurrency;
     let lease_ms = app.config.worker.lease_ms as i64;
-    let poll = Duration::from_millis(app.config.worker.poll_ms);
-    let mut running = JoinSet::new();
-    loop {
-        let free = concurrency.saturating_sub(running.len());
-        let mut claimed = 0;
-        if free > 0 {
-            match app
-                .store
+    let claim = |free: usize| {
+        let (app, owner) = (app.clone(), owner.clone());
+        async move {
+            app.store
                 .claim_outbox(&owner, now_ms(), lease_ms, free as i64)
                 .await
-            {
-                Ok(items) => {
-                    claimed = items.len();
-                    for item in items {
-                        running.spawn(send(app.clone(), owner.clone(), item));
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "outbox claim failed"),
-            }
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "outbox claim failed");
+                    Vec::new()
+                })
         }
-        if claimed > 0 && claimed == free {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = running.join_next() => {}
-            }
-            continue;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = app.outbox_wake.notified() => {}
-            Some(_) = running.join_next(), if !running.is_empty() => {}
-            _ = tokio::time::sleep(poll) => {}
-        }
-    }
-    while running.join_next().await.is_some() {}
+    };
+    let handle = |item| send(app.clone(), owner.clone(), item);
+    crate::queue::run(
+        stop,
+        &app.outbox_wake,
+        app.config.worker.concurrency,
+        Duration::from_millis(app.config.worker.poll_ms),
+        claim,
+        handle,
+    )
+    .await;
 }
 
 async fn send(app: App, owner: String, item: OutboxItem) {
@@ -79,16 +64,21 @@ async fn send(app: App, owner: String, item: OutboxItem) {
 
 async fn attempt(app: &App, item: &OutboxItem) -> SendOutcome {
     let now = now_ms();
-    let channel = match app.store.channel(&item.channel_id).await {
-        Ok(Some(channel)) => channel,
+    let resolved = match app.resolved_channel(&item.channel_id).await {
+        Ok(Some(resolved)) => resolved,
         Ok(None) => {
             return SendOutcome::Failed {
                 code: None,
                 detail: "channel deleted".into(),
             }
         }
-        Err(e) => return retry_at(item, None, None, format!("database: {e}")),
+        Err(e) => {
+            // The database is away, or the credentials cannot be opened (wrong key).
+            tracing::error!(channel_id = %item.channel_id, error = %e, "channel unavailable for sending");
+            return SendOutcome::Parked { at: now + PARK_MS };
+        }
     };
+    let (channel, credentials) = (&resolved.record, &resolved.credentials);
     let Some(channel_impl) = channel
         .platform
         .parse()
@@ -100,19 +90,12 @@ async fn attempt(app: &App, item: &OutboxItem) -> SendOutcome {
             detail: format!("platform {} not supported", channel.platform),
         };
     };
-    let credentials = match app.credentials(&channel) {
-        Ok(credentials) => credentials,
-        Err(e) => {
-            tracing::error!(channel_id = %channel.id, error = %e, "channel credentials cannot be opened");
-            return SendOutcome::Parked { at: now + PARK_MS };
-        }
-    };
     let reply = OutboundReply {
         to: item.recipient.clone(),
         text: item.text.clone(),
         reply_to: item.reply_to.clone(),
     };
-    match channel_impl.send(&credentials, &reply).await {
+    match channel_impl.send(credentials, &reply).await {
         Ok(receipt) => SendOutcome::Sent {
             external_id: receipt.external_id,
             at: now_ms(),

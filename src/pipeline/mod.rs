@@ -7,7 +7,6 @@ mod handle;
 
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -16,42 +15,27 @@ use crate::store::{new_id, now_ms};
 /// Runs until `stop`, then lets in-flight events finish.
 pub async fn run_worker(app: App, stop: CancellationToken) {
     let owner = format!("worker-{}", new_id());
-    let concurrency = app.config.worker.concurrency;
     let lease_ms = app.config.worker.lease_ms as i64;
-    let poll = Duration::from_millis(app.config.worker.poll_ms);
-    let mut running = JoinSet::new();
-    loop {
-        let free = concurrency.saturating_sub(running.len());
-        let mut claimed = 0;
-        if free > 0 {
-            match app
-                .store
+    let claim = |free: usize| {
+        let (app, owner) = (app.clone(), owner.clone());
+        async move {
+            app.store
                 .claim_inbox(&owner, now_ms(), lease_ms, free as i64)
                 .await
-            {
-                Ok(items) => {
-                    claimed = items.len();
-                    for item in items {
-                        running.spawn(handle::handle(app.clone(), owner.clone(), item));
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "inbox claim failed"),
-            }
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "inbox claim failed");
+                    Vec::new()
+                })
         }
-        if claimed > 0 && claimed == free {
-            // Possibly more ready: look again as soon as a slot frees.
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = running.join_next() => {}
-            }
-            continue;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = app.inbox_wake.notified() => {}
-            Some(_) = running.join_next(), if !running.is_empty() => {}
-            _ = tokio::time::sleep(poll) => {}
-        }
-    }
-    while running.join_next().await.is_some() {}
+    };
+    let handle = |item| handle::handle(app.clone(), owner.clone(), item);
+    crate::queue::run(
+        stop,
+        &app.inbox_wake,
+        app.config.worker.concurrency,
+        Duration::from_millis(app.config.worker.poll_ms),
+        claim,
+        handle,
+    )
+    .await;
 }

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgPool, Postgres, Transaction};
 
 use super::shared::shared_store;
 
@@ -44,6 +45,21 @@ impl PgStore {
 
     fn reader(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Relaxed transactions commit with `synchronous_commit = off`: they do not wait
+    /// for the WAL flush, which the next durable commit performs for them.
+    async fn begin_write(
+        conn: &mut PoolConnection<Postgres>,
+        durable: bool,
+    ) -> Result<Transaction<'_, Postgres>, sqlx::Error> {
+        let mut tx = conn.begin().await?;
+        if !durable {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
     }
 
     async fn claim_prelude(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {

@@ -6,8 +6,12 @@
 
 /// Implements [`Store`](super::Store) for `$store`, whose database is `$db`.
 ///
-/// The backend must provide `writer()`/`reader()` pools, `MIGRATOR`, `search_sql()`,
-/// `fts_query()` and `claim_prelude()`; `$lock_inbox`/`$lock_outbox` are appended to the
+/// The backend must provide `writer()`/`reader()` pools, `MIGRATOR`, `SEARCH_SQL`,
+/// `fts_query()`, `claim_prelude()` and `begin_write(conn, durable)`, which starts a
+/// write transaction whose commit is flushed to disk before it returns (`durable`:
+/// acknowledgements, sends about to happen, admin changes) or may be flushed with the
+/// next durable commit (the worker's own bookkeeping, which a lost commit only makes
+/// it redo); `$lock_inbox`/`$lock_outbox` are appended to the
 /// claim sub-selects (row locking clauses).
 macro_rules! shared_store {
     ($store:ty, $db:ty, backend = $backend:literal, lock_inbox = $lock_inbox:literal, lock_outbox = $lock_outbox:literal) => {
@@ -219,7 +223,8 @@ macro_rules! shared_store {
             }
 
             async fn create_tenant(&self, t: &$crate::store::NewTenant) -> $crate::store::Result<()> {
-                let mut tx = self.writer().begin().await?;
+                let mut conn = self.writer().acquire().await?;
+                let mut tx = Self::begin_write(&mut conn, true).await?;
                 sqlx::query("INSERT INTO tenants (id, name, domain, created_at) VALUES ($1, $2, $3, $4)")
                     .bind(&t.id)
                     .bind(&t.name)
@@ -249,6 +254,8 @@ macro_rules! shared_store {
             }
 
             async fn create_channel(&self, c: &$crate::store::NewChannel) -> $crate::store::Result<()> {
+                let mut conn = self.writer().acquire().await?;
+                let mut tx = Self::begin_write(&mut conn, true).await?;
                 let result = sqlx::query(
                     "INSERT INTO channels (id, tenant_id, platform, account_id, credentials, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
@@ -259,10 +266,10 @@ macro_rules! shared_store {
                 .bind(&c.account_id)
                 .bind(&c.credentials)
                 .bind(c.created_at)
-                .execute(self.writer())
+                .execute(&mut *tx)
                 .await;
                 match result {
-                    Ok(_) => Ok(()),
+                    Ok(_) => Ok(tx.commit().await?),
                     Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
                         Err($crate::store::StoreError::Conflict("a channel for this account already exists"))
                     }
@@ -281,6 +288,8 @@ macro_rules! shared_store {
             }
 
             async fn delete_channel(&self, tenant_id: &str, channel_id: &str) -> $crate::store::Result<bool> {
+                let mut conn = self.writer().acquire().await?;
+                let mut tx = Self::begin_write(&mut conn, true).await?;
                 let done = sqlx::query(
                     "UPDATE channels SET credentials = NULL, status = 'deleted', deleted_at = $3 \
                      WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
@@ -288,8 +297,9 @@ macro_rules! shared_store {
                 .bind(tenant_id)
                 .bind(channel_id)
                 .bind($crate::store::now_ms())
-                .execute(self.writer())
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(done.rows_affected() == 1)
             }
 
@@ -324,12 +334,15 @@ macro_rules! shared_store {
                 status: &str,
                 detail: Option<&str>,
             ) -> $crate::store::Result<()> {
+                let mut conn = self.writer().acquire().await?;
+                let mut tx = Self::begin_write(&mut conn, true).await?;
                 sqlx::query("UPDATE channels SET status = $2, status_detail = $3 WHERE id = $1 AND deleted_at IS NULL")
                     .bind(channel_id)
                     .bind(status)
                     .bind(detail)
-                    .execute(self.writer())
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -337,7 +350,8 @@ macro_rules! shared_store {
                 &self,
                 batches: &[$crate::store::IngressBatch],
             ) -> $crate::store::Result<Vec<$crate::store::IngressOutcome>> {
-                let mut tx = self.writer().begin().await?;
+                let mut conn = self.writer().acquire().await?;
+                let mut tx = Self::begin_write(&mut conn, true).await?;
                 let mut outcomes = Vec::with_capacity(batches.len());
                 for batch in batches {
                     for e in &batch.envelopes {
@@ -406,7 +420,8 @@ macro_rules! shared_store {
                 lease_ms: i64,
                 limit: i64,
             ) -> $crate::store::Result<Vec<$crate::store::InboxItem>> {
-                let mut tx = self.writer().begin().await?;
+                let mut conn = self.writer().acquire().await?;
+                let mut tx = Self::begin_write(&mut conn, false).await?;
                 Self::claim_prelude(&mut tx).await?;
                 let items = sqlx::query_as(concat!(
                     "UPDATE inbox_events SET state = 'processing', lease_owner = $1, lease_until = $2, \
@@ -433,7 +448,8 @@ macro_rules! shared_store {
             }
 
             async fn complete_inbox(&self, done: &$crate::store::Completion) -> $crate::store::Result<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut conn = self.writer().acquire().await?;
+                let mut tx = Self::begin_write(&mut conn, false).await?;
                 let marked = sqlx::query(
                     "UPDATE inbox_events SET state = 'done', payload = NULL, outcome = $3, done_at = $4, \
                      lease_owner = NULL, lease_until = NULL \
@@ -461,6 +477,8 @@ macro_rules! shared_store {
                 available_at: i64,
                 note: &str,
             ) -> $crate::store::Result<()> {
+                let mut conn = self.writer().acquire().await?;
+                let mut tx = Self::begin_write(&mut conn, false).await?;
                 sqlx::query(
                     "UPDATE inbox_events SET state = 'pending', available_at = $3, outcome = $4, \
                      lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
@@ -469,8 +487,9 @@ macro_rules! shared_store {
                 .bind(owner)
                 .bind(available_at)
                 .bind(note)
-                .execute(self.writer())
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -478,7 +497,8 @@ macro_rules! shared_store {
                 &self,
                 k: &$crate::store::ConversationKey,
             ) -> $crate::store::Result<$crate::store::ConversationRef> {
-                let mut tx = self.writer().begin().await?;
+                let mut conn = self.writer().acquire().await?;
+                let mut tx = Self::begin_write(&mut conn, false).await?;
                 let mut contact_id: Option<String> = sqlx::query_scalar(
                     "SELECT contact_id FROM contact_identities \
                      WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $3",
@@ -589,7 +609,8 @@ macro_rules! shared_store {
             }
 
             async fn apply(&self, tenant_id: &str, effects: &[$crate::store::Effect]) -> $crate::store::Result<()> {
-                let mut tx = self.writer().begin().await?;
+                let mut conn = self.writer().acquire().await?;
+                let mut tx = Self::begin_write(&mut conn, true).await?;
                 Self::apply_effects(&mut tx, tenant_id, effects).await?;
                 tx.commit().await?;
                 Ok(())
@@ -602,7 +623,8 @@ macro_rules! shared_store {
                 lease_ms: i64,
                 limit: i64,
             ) -> $crate::store::Result<Vec<$crate::store::OutboxItem>> {
-                let mut tx = self.writer().begin().await?;
+                let mut conn = self.writer().acquire().await?;
+                let mut tx = Self::begin_write(&mut conn, true).await?;
                 Self::claim_prelude(&mut tx).await?;
                 let items = sqlx::query_as(concat!(
                     "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, \
@@ -636,7 +658,8 @@ macro_rules! shared_store {
                 outcome: &$crate::store::SendOutcome,
             ) -> $crate::store::Result<()> {
                 use $crate::store::SendOutcome;
-                let mut tx = self.writer().begin().await?;
+                let mut conn = self.writer().acquire().await?;
+                let mut tx = Self::begin_write(&mut conn, false).await?;
                 match outcome {
                     SendOutcome::Sent { external_id, at } => {
                         let row: Option<(String, String, i64, bool)> = sqlx::query_as(
@@ -801,7 +824,8 @@ macro_rules! shared_store {
             }
 
             async fn add_document(&self, d: &$crate::store::NewDocument) -> $crate::store::Result<()> {
-                let mut tx = self.writer().begin().await?;
+                let mut conn = self.writer().acquire().await?;
+                let mut tx = Self::begin_write(&mut conn, true).await?;
                 sqlx::query(
                     "INSERT INTO knowledge_documents (id, tenant_id, title, url, text, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)",

@@ -5,8 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 
 use super::shared::shared_store;
 
@@ -28,8 +29,7 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: an acknowledged webhook survives power loss too; group commit
-            // keeps the fsync count down.
+            // Each write transaction sets its own level (see `begin_write`).
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
@@ -53,6 +53,23 @@ impl SqliteStore {
 
     fn reader(&self) -> &SqlitePool {
         &self.reader
+    }
+
+    /// Durable commits run with `synchronous = FULL` (the WAL is fsynced at commit,
+    /// which also covers every earlier relaxed commit); relaxed ones with `NORMAL`
+    /// (safe against a process crash, flushed by the next FULL commit). The level
+    /// cannot change inside a transaction, so it is set just before `BEGIN`.
+    async fn begin_write(
+        conn: &mut PoolConnection<Sqlite>,
+        durable: bool,
+    ) -> Result<Transaction<'_, Sqlite>, sqlx::Error> {
+        let level = if durable {
+            "PRAGMA synchronous = FULL"
+        } else {
+            "PRAGMA synchronous = NORMAL"
+        };
+        sqlx::query(level).execute(&mut **conn).await?;
+        conn.begin().await
     }
 
     /// SQLite has one writer; the claim needs no extra lock.

@@ -435,3 +435,85 @@ async fn messages_of_one_conversation_are_answered_in_order(backend: Backend) {
         "{sent:?}"
     );
 }
+
+on_both_backends!(identities_follow_platform_ids_and_never_merge_silently);
+
+async fn identities_follow_platform_ids_and_never_merge_silently(backend: Backend) {
+    let (app, tenant, channel) = setup(backend).await;
+    let delivery = |contact: Value, from: Option<&str>, wamid: &str| {
+        let mut message = json!({"id": wamid, "timestamp": "1750000000", "type": "text", "text": {"body": "hello"}});
+        if let Some(from) = from {
+            message["from"] = json!(from);
+        }
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "w", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "1001"},
+            "contacts": [contact], "messages": [message]}}]}]})
+        .to_string()
+    };
+    // A phone-number user, then the same user with a business-scoped user id added,
+    // then only the business-scoped id (phone withheld), then someone else.
+    let steps = [
+        delivery(
+            json!({"profile": {"name": "Ana"}, "wa_id": "16505551234"}),
+            Some("16505551234"),
+            "wamid.I1",
+        ),
+        delivery(
+            json!({"profile": {"name": "Ana"}, "wa_id": "16505551234", "user_id": "US.134912086553"}),
+            Some("16505551234"),
+            "wamid.I2",
+        ),
+        delivery(
+            json!({"profile": {"name": "Ana"}, "user_id": "US.134912086553"}),
+            None,
+            "wamid.I3",
+        ),
+        delivery(
+            json!({"profile": {"name": "Ana"}, "wa_id": "16505559999"}),
+            Some("16505559999"),
+            "wamid.I4",
+        ),
+    ];
+    // One after another, as the person wrote them.
+    for (i, body) in steps.iter().enumerate() {
+        assert_eq!(app.deliver(&channel, "chan-secret", body).await, 200);
+        wait_until("message stored", || async {
+            app.all_messages(&tenant).await.iter().filter(|m| m["direction"] == "inbound").count() == i + 1
+        })
+        .await;
+    }
+    let conversations = app.conversations(&tenant).await;
+    let contact_of = |wamid: &str| {
+        let app = &app;
+        let tenant = &tenant;
+        let conversations = conversations.clone();
+        let wamid = wamid.to_string();
+        async move {
+            for c in conversations {
+                let id = c["id"].as_str().unwrap_or_default().to_string();
+                if app
+                    .messages(tenant, &id)
+                    .await
+                    .iter()
+                    .any(|m| m["external_id"] == wamid.as_str())
+                {
+                    return c["contact_id"].as_str().unwrap_or_default().to_string();
+                }
+            }
+            panic!("{wamid} not stored");
+        }
+    };
+    let (c1, c2, c3, c4) = (
+        contact_of("wamid.I1").await,
+        contact_of("wamid.I2").await,
+        contact_of("wamid.I3").await,
+        contact_of("wamid.I4").await,
+    );
+    assert_eq!(c1, c2, "the platform linked the two ids in one payload");
+    assert_eq!(
+        c2, c3,
+        "the business-scoped id alone still finds the person"
+    );
+    assert_ne!(c1, c4, "a different person is a different contact");
+}
