@@ -142,6 +142,11 @@ async fn start_gateway(
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
     let base = format!("http://127.0.0.1:{port}");
+    // Owned from here on, so an error below still stops the process.
+    let mut server = Server {
+        child,
+        url: String::new(),
+    };
     wait_ready(&format!("{base}/healthz")).await?;
     let http = reqwest::Client::new();
     let tenant: Value = http
@@ -161,11 +166,11 @@ async fn start_gateway(
         .await?
         .json()
         .await?;
-    let url = channel["webhook_url"]
+    server.url = channel["webhook_url"]
         .as_str()
         .context("webhook url")?
         .to_string();
-    Ok(Server { child, url })
+    Ok(server)
 }
 
 fn payload(seq: u64) -> String {
@@ -262,30 +267,30 @@ async fn committed_events(database_url: &str) -> anyhow::Result<i64> {
     Ok(count)
 }
 
+/// Drops and creates the scratch database; returns its URL.
+async fn recreate_postgres(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    let mut url = reqwest::Url::parse(admin_url)?;
+    url.set_path(&format!("/{name}"));
+    Ok(url.to_string())
+}
+
 async fn bench(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let graph = fake_graph().await?;
     let duration = Duration::from_secs(args.duration);
-    let mut databases = vec![(
-        "sqlite",
-        format!("sqlite://{}", dir.path().join("bench.db").display()),
-    )];
-    let mut scratch = None;
-    if let Some(admin_url) = &args.postgres {
-        use sqlx::Connection;
-        let name = format!("og_bench_{}", std::process::id());
-        let mut conn = sqlx::PgConnection::connect(admin_url).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-            .execute(&mut conn)
-            .await?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await?;
-        let mut url = reqwest::Url::parse(admin_url)?;
-        url.set_path(&format!("/{name}"));
-        databases.push(("postgres", url.to_string()));
-        scratch = Some((admin_url.clone(), name));
+    let mut backends = vec!["sqlite"];
+    if args.postgres.is_some() {
+        backends.push("postgres");
     }
+    let scratch = format!("og_bench_{}", std::process::id());
 
     println!(
         "| target | backend | concurrency | requests/s | p50 ms | p99 ms | errors | vs bare |"
@@ -303,12 +308,19 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .await?;
         drop(bare);
         row("bare axum", "-", concurrency, &reference, reference.rps);
-        for (backend, database_url) in &databases {
-            let gateway = start_gateway(&args.gateway, database_url, &graph, dir.path()).await?;
-            let before = committed_events(database_url).await?;
-            let seq = Arc::new(AtomicU64::new((concurrency as u64) << 40));
+        for &backend in &backends {
+            // A fresh database for every run.
+            let database_url = match (backend, &args.postgres) {
+                ("postgres", Some(admin_url)) => recreate_postgres(admin_url, &scratch).await?,
+                _ => format!(
+                    "sqlite://{}",
+                    dir.path().join(format!("bench-{concurrency}.db")).display()
+                ),
+            };
+            let gateway = start_gateway(&args.gateway, &database_url, &graph, dir.path()).await?;
+            let seq = Arc::new(AtomicU64::new(0));
             let measured = load(&gateway.url, concurrency, duration, seq).await?;
-            let committed = committed_events(database_url).await? - before;
+            let committed = committed_events(&database_url).await?;
             drop(gateway);
             row("omnigate", backend, concurrency, &measured, reference.rps);
             if committed != measured.requests as i64 {
@@ -325,10 +337,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         "every acknowledged event committed: {}",
         if all_committed { "yes" } else { "NO" }
     );
-    if let Some((admin_url, name)) = scratch {
+    if let Some(admin_url) = &args.postgres {
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&admin_url).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
             .execute(&mut conn)
             .await?;
     }

@@ -115,7 +115,7 @@ CREATE TABLE inbox_events (
     UNIQUE (channel_id, external_id)
 );
 CREATE INDEX inbox_open ON inbox_events(conv_key, platform_ts, id) WHERE state <> 'done';
-CREATE INDEX inbox_ready ON inbox_events(available_at, platform_ts, id) WHERE state <> 'done';
+CREATE INDEX inbox_queue ON inbox_events(id) WHERE state <> 'done';
 CREATE INDEX inbox_tenant ON inbox_events(tenant_id, received_at);
 
 CREATE TABLE outbox (

@@ -87,8 +87,8 @@ pub trait Store: Send + Sync + 'static {
     async fn commit_ingress(&self, batches: &[IngressBatch]) -> Result<Vec<IngressOutcome>>;
 
     // -- worker ------------------------------------------------------------------------
-    /// Leases up to `limit` ready inbox events, at most one per conversation key, the
-    /// earliest (platform time) first.
+    /// Leases up to `limit` ready inbox events, oldest first and at most one per
+    /// conversation key: the key's earliest open event in platform-time order.
     async fn claim_inbox(
         &self,
         owner: &str,

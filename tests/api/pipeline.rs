@@ -479,7 +479,12 @@ async fn identities_follow_platform_ids_and_never_merge_silently(backend: Backen
     for (i, body) in steps.iter().enumerate() {
         assert_eq!(app.deliver(&channel, "chan-secret", body).await, 200);
         wait_until("message stored", || async {
-            app.all_messages(&tenant).await.iter().filter(|m| m["direction"] == "inbound").count() == i + 1
+            app.all_messages(&tenant)
+                .await
+                .iter()
+                .filter(|m| m["direction"] == "inbound")
+                .count()
+                == i + 1
         })
         .await;
     }
