@@ -7,6 +7,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool, Postgres, Transaction};
 
+use tokio::sync::MutexGuard;
+
 use super::shared::shared_store;
 
 pub struct PgStore {
@@ -45,6 +47,14 @@ impl PgStore {
 
     fn reader(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Postgres has many writers; nobody needs to queue.
+    async fn write_connection(
+        &self,
+        _urgent: bool,
+    ) -> Result<(Option<MutexGuard<'_, ()>>, PoolConnection<Postgres>), sqlx::Error> {
+        Ok((None, self.pool.acquire().await?))
     }
 
     /// Relaxed transactions commit with `synchronous_commit = off`: they do not wait

@@ -6,7 +6,9 @@
 
 /// Implements [`Store`](super::Store) for `$store`, whose database is `$db`.
 ///
-/// The backend must provide `writer()`/`reader()` pools, `MIGRATOR`, `SEARCH_SQL`,
+/// The backend must provide `writer()`/`reader()` pools, `write_connection(urgent)`
+/// (a writer connection; background work passes `false` and may be made to queue
+/// behind urgent writers such as webhook acknowledgements), `MIGRATOR`, `SEARCH_SQL`,
 /// `fts_query()`, `claim_prelude()` and `begin_write(conn, durable)`, which starts a
 /// write transaction whose commit is flushed to disk before it returns (`durable`:
 /// acknowledgements, sends about to happen, admin changes) or may be flushed with the
@@ -223,7 +225,7 @@ macro_rules! shared_store {
             }
 
             async fn create_tenant(&self, t: &$crate::store::NewTenant) -> $crate::store::Result<()> {
-                let mut conn = self.writer().acquire().await?;
+                let (_gate, mut conn) = self.write_connection(true).await?;
                 let mut tx = Self::begin_write(&mut conn, true).await?;
                 sqlx::query("INSERT INTO tenants (id, name, domain, created_at) VALUES ($1, $2, $3, $4)")
                     .bind(&t.id)
@@ -254,7 +256,7 @@ macro_rules! shared_store {
             }
 
             async fn create_channel(&self, c: &$crate::store::NewChannel) -> $crate::store::Result<()> {
-                let mut conn = self.writer().acquire().await?;
+                let (_gate, mut conn) = self.write_connection(true).await?;
                 let mut tx = Self::begin_write(&mut conn, true).await?;
                 let result = sqlx::query(
                     "INSERT INTO channels (id, tenant_id, platform, account_id, credentials, created_at) \
@@ -288,7 +290,7 @@ macro_rules! shared_store {
             }
 
             async fn delete_channel(&self, tenant_id: &str, channel_id: &str) -> $crate::store::Result<bool> {
-                let mut conn = self.writer().acquire().await?;
+                let (_gate, mut conn) = self.write_connection(true).await?;
                 let mut tx = Self::begin_write(&mut conn, true).await?;
                 let done = sqlx::query(
                     "UPDATE channels SET credentials = NULL, status = 'deleted', deleted_at = $3 \
@@ -334,7 +336,7 @@ macro_rules! shared_store {
                 status: &str,
                 detail: Option<&str>,
             ) -> $crate::store::Result<()> {
-                let mut conn = self.writer().acquire().await?;
+                let (_gate, mut conn) = self.write_connection(true).await?;
                 let mut tx = Self::begin_write(&mut conn, true).await?;
                 sqlx::query("UPDATE channels SET status = $2, status_detail = $3 WHERE id = $1 AND deleted_at IS NULL")
                     .bind(channel_id)
@@ -350,7 +352,7 @@ macro_rules! shared_store {
                 &self,
                 batches: &[$crate::store::IngressBatch],
             ) -> $crate::store::Result<Vec<$crate::store::IngressOutcome>> {
-                let mut conn = self.writer().acquire().await?;
+                let (_gate, mut conn) = self.write_connection(true).await?;
                 let mut tx = Self::begin_write(&mut conn, true).await?;
                 // Multi-row statements: a group of hundreds of requests is a handful
                 // of statements, not hundreds.
@@ -438,7 +440,7 @@ macro_rules! shared_store {
                 lease_ms: i64,
                 limit: i64,
             ) -> $crate::store::Result<Vec<$crate::store::InboxItem>> {
-                let mut conn = self.writer().acquire().await?;
+                let (_gate, mut conn) = self.write_connection(false).await?;
                 let mut tx = Self::begin_write(&mut conn, false).await?;
                 Self::claim_prelude(&mut tx).await?;
                 let items = sqlx::query_as(concat!(
@@ -466,7 +468,7 @@ macro_rules! shared_store {
             }
 
             async fn complete_inbox(&self, done: &$crate::store::Completion) -> $crate::store::Result<bool> {
-                let mut conn = self.writer().acquire().await?;
+                let (_gate, mut conn) = self.write_connection(false).await?;
                 let mut tx = Self::begin_write(&mut conn, false).await?;
                 let marked = sqlx::query(
                     "UPDATE inbox_events SET state = 'done', payload = NULL, outcome = $3, done_at = $4, \
@@ -495,7 +497,7 @@ macro_rules! shared_store {
                 available_at: i64,
                 note: &str,
             ) -> $crate::store::Result<()> {
-                let mut conn = self.writer().acquire().await?;
+                let (_gate, mut conn) = self.write_connection(false).await?;
                 let mut tx = Self::begin_write(&mut conn, false).await?;
                 sqlx::query(
                     "UPDATE inbox_events SET state = 'pending', available_at = $3, outcome = $4, \
@@ -515,7 +517,28 @@ macro_rules! shared_store {
                 &self,
                 k: &$crate::store::ConversationKey,
             ) -> $crate::store::Result<$crate::store::ConversationRef> {
-                let mut conn = self.writer().acquire().await?;
+                // Usually everything exists and nothing changed: a read, no write.
+                let known: Option<$crate::store::ConversationRef> = sqlx::query_as(
+                    "SELECT c.id, c.contact_id, c.status, c.disclosed_at, c.last_message_at \
+                     FROM conversations c JOIN contact_identities i \
+                       ON i.contact_id = c.contact_id AND i.channel_id = c.channel_id \
+                     WHERE c.tenant_id = $1 AND c.channel_id = $2 AND c.external_chat_id = $3 \
+                     AND i.external_user_id = $4 AND ($5 IS NULL OR i.phone = $5) \
+                     AND ($6 IS NULL OR i.username = $6) AND ($7 IS NULL OR i.display_name = $7)",
+                )
+                .bind(&k.tenant_id)
+                .bind(&k.channel_id)
+                .bind(&k.chat)
+                .bind(&k.user_id)
+                .bind(&k.phone)
+                .bind(&k.username)
+                .bind(&k.name)
+                .fetch_optional(self.reader())
+                .await?;
+                if let Some(known) = known {
+                    return Ok(known);
+                }
+                let (_gate, mut conn) = self.write_connection(false).await?;
                 let mut tx = Self::begin_write(&mut conn, false).await?;
                 let mut contact_id: Option<String> = sqlx::query_scalar(
                     "SELECT contact_id FROM contact_identities \
@@ -627,7 +650,7 @@ macro_rules! shared_store {
             }
 
             async fn apply(&self, tenant_id: &str, effects: &[$crate::store::Effect]) -> $crate::store::Result<()> {
-                let mut conn = self.writer().acquire().await?;
+                let (_gate, mut conn) = self.write_connection(true).await?;
                 let mut tx = Self::begin_write(&mut conn, true).await?;
                 Self::apply_effects(&mut tx, tenant_id, effects).await?;
                 tx.commit().await?;
@@ -641,7 +664,7 @@ macro_rules! shared_store {
                 lease_ms: i64,
                 limit: i64,
             ) -> $crate::store::Result<Vec<$crate::store::OutboxItem>> {
-                let mut conn = self.writer().acquire().await?;
+                let (_gate, mut conn) = self.write_connection(false).await?;
                 let mut tx = Self::begin_write(&mut conn, true).await?;
                 Self::claim_prelude(&mut tx).await?;
                 let items = sqlx::query_as(concat!(
@@ -676,7 +699,7 @@ macro_rules! shared_store {
                 outcome: &$crate::store::SendOutcome,
             ) -> $crate::store::Result<()> {
                 use $crate::store::SendOutcome;
-                let mut conn = self.writer().acquire().await?;
+                let (_gate, mut conn) = self.write_connection(false).await?;
                 let mut tx = Self::begin_write(&mut conn, false).await?;
                 match outcome {
                     SendOutcome::Sent { external_id, at } => {
@@ -842,7 +865,7 @@ macro_rules! shared_store {
             }
 
             async fn add_document(&self, d: &$crate::store::NewDocument) -> $crate::store::Result<()> {
-                let mut conn = self.writer().acquire().await?;
+                let (_gate, mut conn) = self.write_connection(true).await?;
                 let mut tx = Self::begin_write(&mut conn, true).await?;
                 sqlx::query(
                     "INSERT INTO knowledge_documents (id, tenant_id, title, url, text, created_at) \

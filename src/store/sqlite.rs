@@ -9,12 +9,29 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 
+use tokio::sync::{Mutex, MutexGuard};
+use tokio_util::sync::CancellationToken;
+
 use super::shared::shared_store;
 
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Background writers (worker, dispatcher) pass through here one at a time, so
+    /// an acknowledgement waiting for the single writer connection queues behind at
+    /// most one of them instead of all.
+    background: Mutex<()>,
+    checkpointer: CancellationToken,
 }
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpointer.cancel();
+    }
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 impl SqliteStore {
     const MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -34,17 +51,26 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .pragma("secure_delete", "ON");
+        // Checkpoints run beside the writer (below), not inside its commits, so an
+        // acknowledgement never waits for the database file to be synced.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;
-        Ok(Self { writer, reader })
+        let checkpointer = CancellationToken::new();
+        tokio::spawn(checkpoint(reader.clone(), checkpointer.clone()));
+        Ok(Self {
+            writer,
+            reader,
+            background: Mutex::new(()),
+            checkpointer,
+        })
     }
 
     fn writer(&self) -> &SqlitePool {
@@ -53,6 +79,18 @@ impl SqliteStore {
 
     fn reader(&self) -> &SqlitePool {
         &self.reader
+    }
+
+    async fn write_connection(
+        &self,
+        urgent: bool,
+    ) -> Result<(Option<MutexGuard<'_, ()>>, PoolConnection<Sqlite>), sqlx::Error> {
+        let gate = if urgent {
+            None
+        } else {
+            Some(self.background.lock().await)
+        };
+        Ok((gate, self.writer.acquire().await?))
     }
 
     /// Durable commits run with `synchronous = FULL` (the WAL is fsynced at commit,
@@ -84,6 +122,23 @@ impl SqliteStore {
             .map(|t| format!("\"{t}\""))
             .collect::<Vec<_>>()
             .join(" OR ")
+    }
+}
+
+/// Copies committed WAL frames into the database file in the background (PASSIVE:
+/// never blocks the writer or readers).
+async fn checkpoint(pool: SqlitePool, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
     }
 }
 
