@@ -92,7 +92,6 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_conversation ON messages(conversation_id, seq);
 CREATE UNIQUE INDEX messages_external ON messages(conversation_id, direction, external_id);
-CREATE INDEX messages_tenant_time ON messages(tenant_id, created_at);
 
 CREATE TABLE inbox_events (
     id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -116,7 +115,6 @@ CREATE TABLE inbox_events (
 );
 CREATE INDEX inbox_open ON inbox_events(conv_key, platform_ts, id) WHERE state <> 'done';
 CREATE INDEX inbox_queue ON inbox_events(id) WHERE state <> 'done';
-CREATE INDEX inbox_tenant ON inbox_events(tenant_id, received_at);
 
 CREATE TABLE outbox (
     id                  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -155,7 +153,6 @@ CREATE TABLE raw_envelopes (
     received_at  BIGINT NOT NULL
 );
 CREATE INDEX raw_envelopes_time ON raw_envelopes(received_at);
-CREATE INDEX raw_envelopes_tenant ON raw_envelopes(tenant_id, received_at);
 
 CREATE TABLE unhandled_events (
     id           TEXT PRIMARY KEY,
