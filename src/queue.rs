@@ -14,6 +14,7 @@ pub async fn run<T, C, CF, H, HF>(
     stop: CancellationToken,
     wake: &Notify,
     concurrency: usize,
+    min_claim: usize,
     poll: Duration,
     mut claim: C,
     handle: H,
@@ -27,7 +28,9 @@ pub async fn run<T, C, CF, H, HF>(
     loop {
         let free = concurrency.saturating_sub(running.len());
         let mut claimed = 0;
-        if free > 0 {
+        // Claim when idle or when at least `min_claim` slots are free, so that under
+        // load one claim (a write) takes a batch rather than a single item.
+        if free > 0 && (running.is_empty() || free >= min_claim) {
             let items = claim(free).await;
             claimed = items.len();
             for item in items {

@@ -41,6 +41,7 @@ pub async fn run_dispatcher(app: App, stop: CancellationToken) {
         stop,
         &app.outbox_wake,
         app.config.worker.concurrency,
+        (app.config.worker.concurrency / 2).max(1),
         Duration::from_millis(app.config.worker.poll_ms),
         claim,
         handle,

@@ -33,6 +33,7 @@ pub async fn run_worker(app: App, stop: CancellationToken) {
         stop,
         &app.inbox_wake,
         app.config.worker.concurrency,
+        1,
         Duration::from_millis(app.config.worker.poll_ms),
         claim,
         handle,
