@@ -366,10 +366,12 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment =
-            figment.merge(Env::prefixed("OMNIGATE_").split("__").filter(|key| {
-                key != "config" && !key.as_str().starts_with("test_") && key != "log"
-            }));
+        // Not configuration: the config file path itself and the test suite's switches.
+        // Keys keep the environment's case, so compare lowercased.
+        figment = figment.merge(Env::prefixed("OMNIGATE_").split("__").filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            key != "config" && !key.starts_with("test_")
+        }));
         let config: Self = figment.extract().map_err(describe)?;
         config.validate()?;
         Ok(config)
@@ -455,12 +457,11 @@ pub fn decode_master_key(key: &SecretString) -> Option<[u8; 32]> {
 fn describe(err: figment::Error) -> ConfigError {
     use figment::error::Kind;
     let path = err.path.join(".");
-    let join = |field: &str| {
-        if path.is_empty() {
-            field.to_string()
-        } else {
-            format!("{path}.{field}")
-        }
+    // figment's path sometimes already ends with the field it reports.
+    let join = |field: &str| match err.path.last() {
+        None => field.to_string(),
+        Some(last) if last == field => path.clone(),
+        Some(_) => format!("{path}.{field}"),
     };
     let line = match &err.kind {
         Kind::UnknownField(field, _) => format!("config: unknown key `{}`", join(field)),

@@ -62,7 +62,25 @@ fn bad_config_is_one_line_naming_the_key() {
         .env("OMNIGATE_NOT_A_KEY", "1")
         .output()
         .expect("run");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not_a_key"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown key `not_a_key`"), "{stderr}");
+
+    // The test suite's own switches are not configuration.
+    let out = omnigate(dir.path())
+        .arg("migrate")
+        .env("OMNIGATE_TEST_REQUIRE_POSTGRES", "1")
+        .env("OMNIGATE_TEST_POSTGRES_URL", "postgres://127.0.0.1:1/x")
+        .env(
+            "OMNIGATE_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("m.db").display()),
+        )
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = omnigate(dir.path())
         .arg("migrate")
