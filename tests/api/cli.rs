@@ -124,19 +124,23 @@ fn tenant_create_prints_id_and_key_once() {
     assert!(!wal.windows(key.len()).any(|w| w == key.as_bytes()));
 }
 
-#[tokio::test]
-async fn serve_with_no_config_runs_on_sqlite_and_exits_cleanly_on_sigterm() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// `omnigate serve` with no configuration but the listen address, in `dir`, logging
+/// (appending) to `log`; returns once `/healthz` answers.
+async fn serve_bare(dir: &std::path::Path, log: &std::path::Path) -> Gateway {
     let port = free_port();
-    let log = dir.path().join("serve.log");
-    let child = omnigate(dir.path())
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    let child = omnigate(dir)
         .args(["serve", "--log-format", "json"])
         .env("OMNIGATE_LISTEN", format!("127.0.0.1:{port}"))
         .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
+        .stderr(log)
         .spawn()
         .expect("spawn");
-    let mut gateway = Gateway {
+    let gateway = Gateway {
         child,
         url: format!("http://127.0.0.1:{port}"),
     };
@@ -148,51 +152,30 @@ async fn serve_with_no_config_runs_on_sqlite_and_exits_cleanly_on_sigterm() {
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
+    gateway
+}
+
+#[tokio::test]
+async fn serve_with_no_config_runs_on_sqlite_and_exits_cleanly_on_sigterm() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("serve.log");
+    let mut gateway = serve_bare(dir.path(), &log).await;
     assert!(dir.path().join("omnigate.db").exists());
     let key_file = dir.path().join("omnigate.db.key");
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&key_file)
-            .expect("key file")
-            .permissions()
-            .mode()
-            & 0o777,
-        0o600
-    );
+    let mode = std::fs::metadata(&key_file)
+        .expect("key file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     let status = gateway.terminate();
     assert!(status.success(), "exit status {status:?}");
+    let warning = "generated one beside the database";
     let logs = std::fs::read_to_string(&log).expect("log");
-    assert_eq!(
-        logs.matches("generated one beside the database").count(),
-        1,
-        "{logs}"
-    );
+    assert_eq!(logs.matches(warning).count(), 1, "{logs}");
     // Started again, it reuses the key and does not warn again.
-    let port = free_port();
-    let child = omnigate(dir.path())
-        .args(["serve", "--log-format", "json"])
-        .env("OMNIGATE_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&log)
-                .expect("log"),
-        )
-        .spawn()
-        .expect("spawn");
-    let mut gateway = Gateway {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    crate::helpers::wait_until("healthz again", || async {
-        http.get(format!("{}/healthz", gateway.url))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
+    let mut gateway = serve_bare(dir.path(), &log).await;
     assert!(gateway.terminate().success());
     let logs = std::fs::read_to_string(&log).expect("log");
-    assert_eq!(logs.matches("generated one beside the database").count(), 1);
+    assert_eq!(logs.matches(warning).count(), 1);
 }
