@@ -9,6 +9,7 @@
 mod postgres;
 mod shared;
 mod sqlite;
+mod turns;
 mod types;
 
 use std::sync::Arc;

@@ -7,9 +7,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool, Postgres, Transaction};
 
-use tokio::sync::MutexGuard;
-
 use super::shared::shared_store;
+use super::turns::Turn;
 
 pub struct PgStore {
     pool: PgPool,
@@ -53,8 +52,8 @@ impl PgStore {
     async fn write_connection(
         &self,
         _urgent: bool,
-    ) -> Result<(Option<MutexGuard<'_, ()>>, PoolConnection<Postgres>), sqlx::Error> {
-        Ok((None, self.pool.acquire().await?))
+    ) -> Result<(Turn<'_>, PoolConnection<Postgres>), sqlx::Error> {
+        Ok((Turn::Free, self.pool.acquire().await?))
     }
 
     /// Relaxed transactions commit with `synchronous_commit = off`: they do not wait

@@ -9,18 +9,16 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 
-use tokio::sync::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use super::shared::shared_store;
+use super::turns::{Turn, Turns};
 
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// Background writers (worker, dispatcher) pass through here one at a time, so
-    /// an acknowledgement waiting for the single writer connection queues behind at
-    /// most one of them instead of all.
-    background: Mutex<()>,
+    /// Orders turns on the single writer connection (acknowledgements first).
+    turns: Turns,
     checkpointer: CancellationToken,
 }
 
@@ -68,7 +66,7 @@ impl SqliteStore {
         Ok(Self {
             writer,
             reader,
-            background: Mutex::new(()),
+            turns: Turns::default(),
             checkpointer,
         })
     }
@@ -84,13 +82,13 @@ impl SqliteStore {
     async fn write_connection(
         &self,
         urgent: bool,
-    ) -> Result<(Option<MutexGuard<'_, ()>>, PoolConnection<Sqlite>), sqlx::Error> {
-        let gate = if urgent {
-            None
+    ) -> Result<(Turn<'_>, PoolConnection<Sqlite>), sqlx::Error> {
+        let turn = if urgent {
+            self.turns.urgent()
         } else {
-            Some(self.background.lock().await)
+            self.turns.background().await
         };
-        Ok((gate, self.writer.acquire().await?))
+        Ok((turn, self.writer.acquire().await?))
     }
 
     /// Durable commits run with `synchronous = FULL` (the WAL is fsynced at commit,
