@@ -13,6 +13,10 @@ use crate::store::{IngressBatch, IngressOutcome, Store, StoreError};
 
 /// Requests waiting to be committed together, at most.
 const MAX_GROUP: usize = 256;
+/// A group at least this large means requests keep coming.
+const BUSY_GROUP: usize = 4;
+/// How long the writer is kept for the next group after a busy commit.
+const NEXT_GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
 
 type Reply = oneshot::Sender<Result<IngressOutcome, CommitError>>;
 
@@ -67,7 +71,14 @@ pub fn spawn_committer(
                     Err(_) => break,
                 }
             }
-            if commit_group(store.as_ref(), group).await {
+            // A group of several means load: the next one forms right after this
+            // commit answers them; keep the writer for it.
+            let busy = group.len() >= BUSY_GROUP;
+            let fresh = commit_group(store.as_ref(), group).await;
+            if busy {
+                store.expect_ingress(NEXT_GROUP_WINDOW);
+            }
+            if fresh {
                 wake.notify_one();
             }
         }

@@ -83,6 +83,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
 
     // -- ingress -----------------------------------------------------------------------
+    /// Tells the store more acknowledgement writes are about to come (the committer,
+    /// under load), so background writers should not take the writer for `window`.
+    fn expect_ingress(&self, window: std::time::Duration);
+
     /// Writes several requests' worth of envelopes, inbox events and unhandled items in
     /// one transaction (group commit). Inbox events dedupe on (channel, external id).
     async fn commit_ingress(&self, batches: &[IngressBatch]) -> Result<Vec<IngressOutcome>>;

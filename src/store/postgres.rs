@@ -48,6 +48,9 @@ impl PgStore {
         &self.pool
     }
 
+    /// Postgres has many writers; nobody needs to queue or reserve.
+    fn reserve_writer(&self, _window: Duration) {}
+
     /// Postgres has many writers; nobody needs to queue.
     async fn write_connection(
         &self,
@@ -58,10 +61,11 @@ impl PgStore {
 
     /// Relaxed transactions commit with `synchronous_commit = off`: they do not wait
     /// for the WAL flush, which the next durable commit performs for them.
-    async fn begin_write(
-        conn: &mut PoolConnection<Postgres>,
+    async fn begin_write<'c>(
+        &self,
+        conn: &'c mut PoolConnection<Postgres>,
         durable: bool,
-    ) -> Result<Transaction<'_, Postgres>, sqlx::Error> {
+    ) -> Result<Transaction<'c, Postgres>, sqlx::Error> {
         let mut tx = conn.begin().await?;
         if !durable {
             sqlx::query("SET LOCAL synchronous_commit = off")

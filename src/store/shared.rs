@@ -226,7 +226,7 @@ macro_rules! shared_store {
 
             async fn create_tenant(&self, t: &$crate::store::NewTenant) -> $crate::store::Result<()> {
                 let (_gate, mut conn) = self.write_connection(true).await?;
-                let mut tx = Self::begin_write(&mut conn, true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
                 sqlx::query("INSERT INTO tenants (id, name, domain, created_at) VALUES ($1, $2, $3, $4)")
                     .bind(&t.id)
                     .bind(&t.name)
@@ -257,7 +257,7 @@ macro_rules! shared_store {
 
             async fn create_channel(&self, c: &$crate::store::NewChannel) -> $crate::store::Result<()> {
                 let (_gate, mut conn) = self.write_connection(true).await?;
-                let mut tx = Self::begin_write(&mut conn, true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
                 let result = sqlx::query(
                     "INSERT INTO channels (id, tenant_id, platform, account_id, credentials, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
@@ -291,7 +291,7 @@ macro_rules! shared_store {
 
             async fn delete_channel(&self, tenant_id: &str, channel_id: &str) -> $crate::store::Result<bool> {
                 let (_gate, mut conn) = self.write_connection(true).await?;
-                let mut tx = Self::begin_write(&mut conn, true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
                 let done = sqlx::query(
                     "UPDATE channels SET credentials = NULL, status = 'deleted', deleted_at = $3 \
                      WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
@@ -337,7 +337,7 @@ macro_rules! shared_store {
                 detail: Option<&str>,
             ) -> $crate::store::Result<()> {
                 let (_gate, mut conn) = self.write_connection(true).await?;
-                let mut tx = Self::begin_write(&mut conn, true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
                 sqlx::query("UPDATE channels SET status = $2, status_detail = $3 WHERE id = $1 AND deleted_at IS NULL")
                     .bind(channel_id)
                     .bind(status)
@@ -348,12 +348,16 @@ macro_rules! shared_store {
                 Ok(())
             }
 
+            fn expect_ingress(&self, window: std::time::Duration) {
+                self.reserve_writer(window);
+            }
+
             async fn commit_ingress(
                 &self,
                 batches: &[$crate::store::IngressBatch],
             ) -> $crate::store::Result<Vec<$crate::store::IngressOutcome>> {
                 let (_gate, mut conn) = self.write_connection(true).await?;
-                let mut tx = Self::begin_write(&mut conn, true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
                 // Multi-row statements: a group of hundreds of requests is a handful
                 // of statements, not hundreds.
                 let envelopes: Vec<_> = batches.iter().flat_map(|b| &b.envelopes).collect();
@@ -441,7 +445,7 @@ macro_rules! shared_store {
                 limit: i64,
             ) -> $crate::store::Result<Vec<$crate::store::InboxItem>> {
                 let (_gate, mut conn) = self.write_connection(false).await?;
-                let mut tx = Self::begin_write(&mut conn, false).await?;
+                let mut tx = self.begin_write(&mut conn, false).await?;
                 Self::claim_prelude(&mut tx).await?;
                 let items = sqlx::query_as(concat!(
                     "UPDATE inbox_events SET state = 'processing', lease_owner = $1, lease_until = $2, \
@@ -469,7 +473,7 @@ macro_rules! shared_store {
 
             async fn complete_inbox(&self, done: &$crate::store::Completion) -> $crate::store::Result<bool> {
                 let (_gate, mut conn) = self.write_connection(false).await?;
-                let mut tx = Self::begin_write(&mut conn, false).await?;
+                let mut tx = self.begin_write(&mut conn, false).await?;
                 let marked = sqlx::query(
                     "UPDATE inbox_events SET state = 'done', payload = NULL, outcome = $3, done_at = $4, \
                      lease_owner = NULL, lease_until = NULL \
@@ -498,7 +502,7 @@ macro_rules! shared_store {
                 note: &str,
             ) -> $crate::store::Result<()> {
                 let (_gate, mut conn) = self.write_connection(false).await?;
-                let mut tx = Self::begin_write(&mut conn, false).await?;
+                let mut tx = self.begin_write(&mut conn, false).await?;
                 sqlx::query(
                     "UPDATE inbox_events SET state = 'pending', available_at = $3, outcome = $4, \
                      lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2",
@@ -539,7 +543,7 @@ macro_rules! shared_store {
                     return Ok(known);
                 }
                 let (_gate, mut conn) = self.write_connection(false).await?;
-                let mut tx = Self::begin_write(&mut conn, false).await?;
+                let mut tx = self.begin_write(&mut conn, false).await?;
                 let mut contact_id: Option<String> = sqlx::query_scalar(
                     "SELECT contact_id FROM contact_identities \
                      WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $3",
@@ -651,7 +655,7 @@ macro_rules! shared_store {
 
             async fn apply(&self, tenant_id: &str, effects: &[$crate::store::Effect]) -> $crate::store::Result<()> {
                 let (_gate, mut conn) = self.write_connection(true).await?;
-                let mut tx = Self::begin_write(&mut conn, true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
                 Self::apply_effects(&mut tx, tenant_id, effects).await?;
                 tx.commit().await?;
                 Ok(())
@@ -665,7 +669,7 @@ macro_rules! shared_store {
                 limit: i64,
             ) -> $crate::store::Result<Vec<$crate::store::OutboxItem>> {
                 let (_gate, mut conn) = self.write_connection(false).await?;
-                let mut tx = Self::begin_write(&mut conn, true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
                 Self::claim_prelude(&mut tx).await?;
                 let items = sqlx::query_as(concat!(
                     "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, \
@@ -700,7 +704,7 @@ macro_rules! shared_store {
             ) -> $crate::store::Result<()> {
                 use $crate::store::SendOutcome;
                 let (_gate, mut conn) = self.write_connection(false).await?;
-                let mut tx = Self::begin_write(&mut conn, false).await?;
+                let mut tx = self.begin_write(&mut conn, false).await?;
                 match outcome {
                     SendOutcome::Sent { external_id, at } => {
                         let row: Option<(String, String, i64, bool)> = sqlx::query_as(
@@ -866,7 +870,7 @@ macro_rules! shared_store {
 
             async fn add_document(&self, d: &$crate::store::NewDocument) -> $crate::store::Result<()> {
                 let (_gate, mut conn) = self.write_connection(true).await?;
-                let mut tx = Self::begin_write(&mut conn, true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
                 sqlx::query(
                     "INSERT INTO knowledge_documents (id, tenant_id, title, url, text, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)",

@@ -2,6 +2,7 @@
 //! writes queue in-process instead of failing with SQLITE_BUSY) and a few readers.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -19,6 +20,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Orders turns on the single writer connection (acknowledgements first).
     turns: Turns,
+    /// Whether the writer connection runs `synchronous = FULL` now.
+    writer_full: AtomicBool,
     checkpointer: CancellationToken,
 }
 
@@ -51,13 +54,16 @@ impl SqliteStore {
             .pragma("secure_delete", "ON");
         // Checkpoints run beside the writer (below), not inside its commits, so an
         // acknowledgement never waits for the database file to be synced.
+        // A local file cannot drop its connection: skip the ping before each use.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;
@@ -67,6 +73,7 @@ impl SqliteStore {
             writer,
             reader,
             turns: Turns::default(),
+            writer_full: AtomicBool::new(true),
             checkpointer,
         })
     }
@@ -77,6 +84,10 @@ impl SqliteStore {
 
     fn reader(&self) -> &SqlitePool {
         &self.reader
+    }
+
+    fn reserve_writer(&self, window: Duration) {
+        self.turns.reserve(window);
     }
 
     async fn write_connection(
@@ -95,16 +106,27 @@ impl SqliteStore {
     /// which also covers every earlier relaxed commit); relaxed ones with `NORMAL`
     /// (safe against a process crash, flushed by the next FULL commit). The level
     /// cannot change inside a transaction, so it is set just before `BEGIN`.
-    async fn begin_write(
-        conn: &mut PoolConnection<Sqlite>,
+    /// There is one writer connection, so the level it has is tracked here and set
+    /// only when it changes (a reopened connection starts at FULL, which is safe).
+    async fn begin_write<'c>(
+        &self,
+        conn: &'c mut PoolConnection<Sqlite>,
         durable: bool,
-    ) -> Result<Transaction<'_, Sqlite>, sqlx::Error> {
-        let level = if durable {
-            "PRAGMA synchronous = FULL"
-        } else {
-            "PRAGMA synchronous = NORMAL"
-        };
-        sqlx::query(level).execute(&mut **conn).await?;
+    ) -> Result<Transaction<'c, Sqlite>, sqlx::Error> {
+        if self.writer_full.load(Ordering::Acquire) != durable {
+            let level = if durable {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            // Mark FULL before switching down: a failed switch must never leave the
+            // record saying FULL while the connection runs NORMAL.
+            if !durable {
+                self.writer_full.store(true, Ordering::Release);
+            }
+            sqlx::query(level).execute(&mut **conn).await?;
+            self.writer_full.store(durable, Ordering::Release);
+        }
         conn.begin().await
     }
 
