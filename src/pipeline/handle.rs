@@ -14,10 +14,14 @@ pub const DISCLOSURE: &str =
 const DISCLOSURE_IDLE_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 /// Statuses that arrive before their send is recorded are retried this many times.
 const STATUS_RETRIES: i64 = 8;
+/// An event that keeps failing is given up after this many attempts (about half an
+/// hour of backoff), instead of being retried forever.
+const MAX_ATTEMPTS: i64 = 12;
 
 pub async fn handle(app: App, owner: String, item: InboxItem) {
     let id = item.id;
     let attempts = item.attempts;
+    let tenant_id = item.tenant_id.clone();
     match process(&app, &owner, item).await {
         Ok(Step::Done(completion)) => match app.store.complete_inbox(&completion).await {
             Ok(true) => {
@@ -42,10 +46,27 @@ pub async fn handle(app: App, owner: String, item: InboxItem) {
         Err(e) => {
             tracing::error!(
                 inbox_id = id,
+                attempts,
                 error = format!("{e:#}"),
                 "inbox event failed"
             );
-            retry(&app, id, &owner, attempts, "error").await;
+            if attempts < MAX_ATTEMPTS {
+                retry(&app, id, &owner, attempts, "error").await;
+                return;
+            }
+            // A poison event: stop retrying. Its outcome records the failure; the raw
+            // delivery stays in the envelope table for inspection.
+            let failed = Completion {
+                inbox_id: id,
+                owner,
+                tenant_id,
+                outcome: "failed:error".into(),
+                now: now_ms(),
+                effects: vec![],
+            };
+            if let Err(e) = app.store.complete_inbox(&failed).await {
+                tracing::error!(inbox_id = id, error = %e, "could not give up on inbox event");
+            }
         }
     }
 }
@@ -81,7 +102,15 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
     let Some(payload) = item.payload.as_deref() else {
         return Ok(done("skipped:no_payload", vec![]));
     };
-    let event: InboundEvent = serde_json::from_str(payload)?;
+    // serde's message may quote the payload (customer text): keep only its position.
+    let event: InboundEvent = serde_json::from_str(payload).map_err(|e| {
+        anyhow::anyhow!(
+            "stored event unreadable ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    })?;
     let platform_ts = (event.timestamp > 0).then(|| event.timestamp * 1000);
     match event.body {
         EventBody::Message(message) => {
