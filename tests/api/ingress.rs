@@ -12,6 +12,7 @@ on_both_backends!(
     redelivery_changes_nothing,
     oversized_body_is_413,
     unparseable_and_unknown_payloads_are_kept,
+    hostile_signed_bodies_are_kept_without_harm,
     shared_route_routes_by_phone_number_id,
     entry_for_another_account_on_a_channel_route_is_not_processed,
 );
@@ -311,6 +312,50 @@ async fn unparseable_and_unknown_payloads_are_kept(backend: Backend) {
         .find(|i| i["reason"] == "unparseable")
         .expect("kept")["raw"];
     assert_eq!(raw, &json!("this is not json {"));
+}
+
+async fn hostile_signed_bodies_are_kept_without_harm(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tenant = app.create_tenant("Acme").await;
+    let channel = app
+        .create_whatsapp(&tenant, "1001", Some("chan-secret"))
+        .await;
+    // Nested 100,000 deep (serde_json stops at 128, no stack overflow), nested 200
+    // deep inside a real envelope, and bytes that are not UTF-8.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_in_entry = format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{}{}]}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let mut not_utf8 = br#"{"object":"whatsapp_business_account","entry":[""#.to_vec();
+    not_utf8.extend_from_slice(&[0xff, 0xfe, 0xfd]);
+    not_utf8.extend_from_slice(br#""]}"#);
+    let url = format!("{}/webhooks/whatsapp/{channel}", app.url);
+    for body in [deep.into_bytes(), deep_in_entry.into_bytes(), not_utf8] {
+        let signature = webhooks::meta::sign(b"chan-secret", &body);
+        let res = app
+            .http
+            .post(&url)
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(res.status(), 200);
+    }
+    let (_, body) = app.get_json(&tenant, "/api/v1/events/unhandled").await;
+    let items = body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 3, "{items:?}");
+    assert!(items.iter().all(|i| i["reason"] == "unparseable"));
+    assert!(app.conversations(&tenant).await.is_empty());
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
 }
 
 async fn shared_route_routes_by_phone_number_id(backend: Backend) {
