@@ -10,20 +10,38 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// How one queue is worked.
+pub struct Queue<'a> {
+    /// For logs.
+    pub name: &'static str,
+    /// Notified when new items may be ready.
+    pub wake: &'a Notify,
+    /// Items handled at once.
+    pub concurrency: usize,
+    /// While items run, claim again only once this many slots are free.
+    pub min_claim: usize,
+    /// Longest sleep when nothing wakes the loop.
+    pub poll: Duration,
+}
+
 pub async fn run<T, C, CF, H, HF>(
+    queue: Queue<'_>,
     stop: CancellationToken,
-    wake: &Notify,
-    concurrency: usize,
-    min_claim: usize,
-    poll: Duration,
     mut claim: C,
     handle: H,
 ) where
     C: FnMut(usize) -> CF,
-    CF: Future<Output = Vec<T>>,
+    CF: Future<Output = Result<Vec<T>, crate::store::StoreError>>,
     H: Fn(T) -> HF,
     HF: Future<Output = ()> + Send + 'static,
 {
+    let Queue {
+        name,
+        wake,
+        concurrency,
+        min_claim,
+        poll,
+    } = queue;
     let mut running = JoinSet::new();
     loop {
         let free = concurrency.saturating_sub(running.len());
@@ -31,7 +49,10 @@ pub async fn run<T, C, CF, H, HF>(
         // Claim when idle or when at least `min_claim` slots are free, so that under
         // load one claim (a write) takes a batch rather than a single item.
         if free > 0 && (running.is_empty() || free >= min_claim) {
-            let items = claim(free).await;
+            let items = claim(free).await.unwrap_or_else(|e| {
+                tracing::error!(queue = name, error = %e, "claim failed");
+                Vec::new()
+            });
             claimed = items.len();
             for item in items {
                 running.spawn(handle(item));

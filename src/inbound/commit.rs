@@ -18,16 +18,12 @@ const BUSY_GROUP: usize = 4;
 /// How long the writer is kept for the next group after a busy commit.
 const NEXT_GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
 
-type Reply = oneshot::Sender<Result<IngressOutcome, CommitError>>;
+type Reply = oneshot::Sender<Result<IngressOutcome, CommitFailed>>;
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CommitError {
-    /// The database connection is gone: answer 503 so the platform retries.
-    #[error("database unavailable")]
-    Unavailable,
-    #[error("commit failed")]
-    Failed,
-}
+/// The events were not stored (the cause is logged where it happened).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("ingress commit failed")]
+pub struct CommitFailed;
 
 /// Handle used by request handlers.
 #[derive(Clone)]
@@ -37,13 +33,13 @@ pub struct Committer {
 
 impl Committer {
     /// Stores `batch` durably; returns once it is committed.
-    pub async fn commit(&self, batch: IngressBatch) -> Result<IngressOutcome, CommitError> {
+    pub async fn commit(&self, batch: IngressBatch) -> Result<IngressOutcome, CommitFailed> {
         let (reply, wait) = oneshot::channel();
         self.tx
             .send((batch, reply))
             .await
-            .map_err(|_| CommitError::Failed)?;
-        wait.await.map_err(|_| CommitError::Failed)?
+            .map_err(|_| CommitFailed)?;
+        wait.await.map_err(|_| CommitFailed)?
     }
 }
 
@@ -103,7 +99,7 @@ async fn commit_group(store: &dyn Store, group: Vec<(IngressBatch, Reply)>) -> b
             let _ = replies
                 .into_iter()
                 .next()
-                .map(|r| r.send(Err(classify(&e))));
+                .map(|r| r.send(Err(log_failure(&e))));
             false
         }
         Err(_) => {
@@ -114,19 +110,14 @@ async fn commit_group(store: &dyn Store, group: Vec<(IngressBatch, Reply)>) -> b
                     .await
                     .map(|mut o| o.pop().unwrap_or_default());
                 fresh |= result.as_ref().is_ok_and(|o| o.inserted > 0);
-                let _ = reply.send(result.map_err(|e| classify(&e)));
+                let _ = reply.send(result.map_err(|e| log_failure(&e)));
             }
             fresh
         }
     }
 }
 
-fn classify(e: &StoreError) -> CommitError {
+fn log_failure(e: &StoreError) -> CommitFailed {
     tracing::error!(error = %e, "ingress commit failed");
-    match e {
-        StoreError::Database(db) if crate::http::error::is_unavailable(db) => {
-            CommitError::Unavailable
-        }
-        _ => CommitError::Failed,
-    }
+    CommitFailed
 }

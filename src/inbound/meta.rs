@@ -16,7 +16,7 @@ use channels::{ChannelKind, Content, EventBody, InboundEvent, Normalized};
 use secrecy::ExposeSecret;
 use webhooks::meta::{self as verify, Subscription};
 
-use super::{CommitError, MAX_BODY};
+use super::{CommitFailed, MAX_BODY};
 use crate::app::{App, ResolvedChannel};
 use crate::http::AppError;
 use crate::store::{
@@ -51,7 +51,7 @@ async fn handshake_channel(
     Path((platform, channel_id)): Path<(String, String)>,
     Query(query): Query<Subscription>,
 ) -> Result<Response, AppError> {
-    let channel = find_channel(&app, &platform, &channel_id).await?;
+    let (_, channel) = find_channel(&app, &platform, &channel_id).await?;
     let expected =
         channel
             .credentials
@@ -79,13 +79,13 @@ async fn find_channel(
     app: &App,
     platform: &str,
     channel_id: &str,
-) -> Result<Arc<ResolvedChannel>, AppError> {
+) -> Result<(ChannelKind, Arc<ResolvedChannel>), AppError> {
     let kind: ChannelKind = platform.parse().map_err(|_| AppError::NotFound)?;
     if !is_meta(kind) {
         return Err(AppError::NotFound);
     }
     match app.resolved_channel(channel_id).await? {
-        Some(channel) if channel.record.platform == kind.as_str() => Ok(channel),
+        Some(channel) if channel.record.platform == kind.as_str() => Ok((kind, channel)),
         _ => Err(AppError::NotFound),
     }
 }
@@ -98,7 +98,7 @@ async fn receive_channel(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let resolved = find_channel(&app, &platform, &channel_id).await?;
+    let (kind, resolved) = find_channel(&app, &platform, &channel_id).await?;
     let channel = &resolved.record;
     let secret = resolved
         .credentials
@@ -111,7 +111,6 @@ async fn receive_channel(
             tracing::warn!(channel_id = %channel.id, reason = %e, "rejected webhook");
             AppError::Unauthorized
         })?;
-    let kind: ChannelKind = platform.parse().map_err(|_| AppError::NotFound)?;
     let channel_impl = app.channel_impl(kind).ok_or(AppError::NotFound)?;
     let received_at = now_ms();
     let mut batch = IngressBatch::default();
@@ -267,8 +266,8 @@ async fn commit(app: &App, batch: IngressBatch) -> Result<Response, AppError> {
             );
             Ok(StatusCode::OK.into_response())
         }
-        Err(CommitError::Unavailable) => Err(AppError::Unavailable),
-        Err(CommitError::Failed) => Err(AppError::Unavailable),
+        // Not stored: 503 so the platform delivers it again.
+        Err(CommitFailed) => Err(AppError::Unavailable),
     }
 }
 

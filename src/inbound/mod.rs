@@ -8,7 +8,7 @@ mod meta;
 
 use axum::Router;
 
-pub use commit::{spawn_committer, CommitError, Committer};
+pub use commit::{spawn_committer, CommitFailed, Committer};
 
 use crate::app::App;
 

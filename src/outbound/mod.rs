@@ -14,6 +14,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::queue::Queue;
 use crate::store::{new_id, now_ms, OutboxItem, SendOutcome};
 
 /// How long a paused channel's parts wait before they are looked at again.
@@ -30,23 +31,17 @@ pub async fn run_dispatcher(app: App, stop: CancellationToken) {
             app.store
                 .claim_outbox(&owner, now_ms(), lease_ms, free as i64)
                 .await
-                .unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "outbox claim failed");
-                    Vec::new()
-                })
         }
     };
     let handle = |item| send(app.clone(), owner.clone(), item);
-    crate::queue::run(
-        stop,
-        &app.outbox_wake,
-        app.config.worker.concurrency,
-        (app.config.worker.concurrency / 2).max(1),
-        Duration::from_millis(app.config.worker.poll_ms),
-        claim,
-        handle,
-    )
-    .await;
+    let queue = Queue {
+        name: "outbox",
+        wake: &app.outbox_wake,
+        concurrency: app.config.worker.concurrency,
+        min_claim: (app.config.worker.concurrency / 2).max(1),
+        poll: Duration::from_millis(app.config.worker.poll_ms),
+    };
+    crate::queue::run(queue, stop, claim, handle).await;
 }
 
 async fn send(app: App, owner: String, item: OutboxItem) {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::queue::Queue;
 use crate::store::{new_id, now_ms};
 
 /// Runs until `stop`, then lets in-flight events finish.
@@ -22,21 +23,15 @@ pub async fn run_worker(app: App, stop: CancellationToken) {
             app.store
                 .claim_inbox(&owner, now_ms(), lease_ms, free as i64)
                 .await
-                .unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "inbox claim failed");
-                    Vec::new()
-                })
         }
     };
     let handle = |item| handle::handle(app.clone(), owner.clone(), item);
-    crate::queue::run(
-        stop,
-        &app.inbox_wake,
-        app.config.worker.concurrency,
-        1,
-        Duration::from_millis(app.config.worker.poll_ms),
-        claim,
-        handle,
-    )
-    .await;
+    let queue = Queue {
+        name: "inbox",
+        wake: &app.inbox_wake,
+        concurrency: app.config.worker.concurrency,
+        min_claim: 1,
+        poll: Duration::from_millis(app.config.worker.poll_ms),
+    };
+    crate::queue::run(queue, stop, claim, handle).await;
 }

@@ -128,31 +128,11 @@ fn tenant_create_prints_id_and_key_once() {
 /// (appending) to `log`; returns once `/healthz` answers.
 async fn serve_bare(dir: &std::path::Path, log: &std::path::Path) -> Gateway {
     let port = free_port();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log");
-    let child = omnigate(dir)
-        .args(["serve", "--log-format", "json"])
-        .env("OMNIGATE_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn");
-    let gateway = Gateway {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    crate::helpers::wait_until("healthz", || async {
-        http.get(format!("{}/healthz", gateway.url))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-    })
-    .await;
-    gateway
+    let mut command = omnigate(dir);
+    command
+        .arg("serve")
+        .env("OMNIGATE_LISTEN", format!("127.0.0.1:{port}"));
+    Gateway::launch(command, port, log, "/healthz").await
 }
 
 #[tokio::test]

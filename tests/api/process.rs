@@ -23,16 +23,24 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(config: &Path, port: u16, log: &Path) -> Self {
+        let mut command = Command::new(binary());
+        command
+            .args(["serve", "--config"])
+            .arg(config)
+            .env_remove("OMNIGATE_TEST_POSTGRES_URL");
+        Self::launch(command, port, log, "/readyz").await
+    }
+
+    /// Runs `command` (an `omnigate serve` listening on `port`) with JSON logs
+    /// appended to `log`, and waits until `path` answers 200.
+    pub async fn launch(mut command: Command, port: u16, log: &Path, path: &str) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("log file");
-        let child = Command::new(binary())
-            .args(["serve", "--config"])
-            .arg(config)
+        let child = command
             .args(["--log-format", "json"])
-            .env_remove("OMNIGATE_TEST_POSTGRES_URL")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -42,8 +50,8 @@ impl Gateway {
             url: format!("http://127.0.0.1:{port}"),
         };
         let http = reqwest::Client::new();
-        crate::helpers::wait_until("gateway process ready", || async {
-            http.get(format!("{}/readyz", gateway.url))
+        crate::helpers::wait_until(path, || async {
+            http.get(format!("{}{path}", gateway.url))
                 .send()
                 .await
                 .is_ok_and(|r| r.status() == 200)
