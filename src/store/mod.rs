@@ -89,7 +89,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes several requests' worth of envelopes, inbox events and unhandled items in
     /// one transaction (group commit). Inbox events dedupe on (channel, external id).
+    /// The commit may not be on disk yet when this returns: acknowledge only after a
+    /// later [`Store::sync_ingress`] succeeded.
     async fn commit_ingress(&self, batches: &[IngressBatch]) -> Result<Vec<IngressOutcome>>;
+
+    /// Makes every commit that returned before this call durable. Where commits are
+    /// durable by themselves (Postgres) this does nothing; on SQLite it flushes the
+    /// WAL, so the next group's inserts run while the previous group's flush waits on
+    /// the disk.
+    async fn sync_ingress(&self) -> Result<()>;
 
     // -- worker ------------------------------------------------------------------------
     /// Leases up to `limit` ready inbox events, oldest first and at most one per

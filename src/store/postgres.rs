@@ -51,6 +51,13 @@ impl PgStore {
     /// Postgres has many writers; nobody needs to queue or reserve.
     fn reserve_writer(&self, _window: Duration) {}
 
+    /// Postgres commits ingress with `synchronous_commit` on: durable at commit.
+    const INGRESS_DURABLE_AT_COMMIT: bool = true;
+
+    async fn sync_wal(&self) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
     /// Postgres has many writers; nobody needs to queue.
     async fn write_connection(
         &self,
