@@ -7,6 +7,7 @@
 //! claims), which are named as such.
 
 mod postgres;
+mod privacy;
 mod shared;
 mod sqlite;
 mod turns;
@@ -17,6 +18,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use postgres::PgStore;
+// -- privacy (audit log, erasure) --------------------------------------------------
+pub use privacy::{AuditHead, AuditRecord, ContactRef, ErasureCounts, PrivacyStore};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -50,7 +53,7 @@ pub async fn open(url: &DatabaseUrl) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: PrivacyStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     async fn migrate(&self) -> Result<()>;

@@ -7,6 +7,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool, Postgres, Transaction};
 
+use super::privacy::privacy_store;
 use super::shared::shared_store;
 use super::turns::Turn;
 
@@ -102,4 +103,13 @@ shared_store!(
     backend = "postgres",
     lock_inbox = " FOR UPDATE OF e SKIP LOCKED",
     lock_outbox = " FOR UPDATE OF o SKIP LOCKED"
+);
+
+// -- privacy: audit log and erasure ----------------------------------------------
+privacy_store!(
+    PgStore,
+    Postgres,
+    find = "strpos",
+    envelope_names = "position(convert_to($2, 'UTF8') in body) > 0",
+    after_erase = ""
 );

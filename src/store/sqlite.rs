@@ -14,6 +14,7 @@ use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 
 use tokio_util::sync::CancellationToken;
 
+use super::privacy::privacy_store;
 use super::shared::shared_store;
 use super::turns::{Turn, Turns};
 
@@ -220,6 +221,15 @@ shared_store!(
     backend = "sqlite",
     lock_inbox = "",
     lock_outbox = ""
+);
+
+// -- privacy: audit log and erasure ----------------------------------------------
+privacy_store!(
+    SqliteStore,
+    Sqlite,
+    find = "instr",
+    envelope_names = "instr(body, $2) > 0",
+    after_erase = "PRAGMA wal_checkpoint(TRUNCATE)"
 );
 
 #[cfg(test)]

@@ -9,5 +9,6 @@ mod crash;
 mod helpers;
 mod ingress;
 mod pipeline;
+mod privacy;
 mod process;
 mod store;
