@@ -181,6 +181,23 @@ pub async fn run(
             config.platforms.meta.api_version.clone(),
         )),
     );
+    // -- Meta messaging (Messenger, Instagram) --------------------------------------
+    channels.insert(
+        ChannelKind::Messenger,
+        Arc::new(channels::messenger::Messenger::new(
+            http.clone(),
+            config.platforms.meta.graph_url.clone(),
+            config.platforms.meta.api_version.clone(),
+        )),
+    );
+    channels.insert(
+        ChannelKind::Instagram,
+        Arc::new(channels::instagram::Instagram::new(
+            http.clone(),
+            config.platforms.meta.graph_url.clone(),
+            config.platforms.meta.api_version.clone(),
+        )),
+    );
     let inbox_wake = Arc::new(Notify::new());
     let committer_stop = CancellationToken::new();
     let (committer, committer_task) =
