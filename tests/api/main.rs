@@ -8,6 +8,7 @@ mod config;
 mod crash;
 mod helpers;
 mod ingress;
+mod meta;
 mod pipeline;
 mod process;
 mod store;

@@ -105,10 +105,13 @@ pub fn classify_error(http_status: u16, retry_after: Option<Duration>, body: &[u
         .ok()
         .and_then(|e| e.error)
         .unwrap_or_default();
-    let detail = error
+    let (code, subcode) = (error.code, error.error_subcode);
+    let mut detail = error
         .message
         .unwrap_or_else(|| format!("HTTP {http_status}"));
-    let (code, subcode) = (error.code, error.error_subcode);
+    if let Some(subcode) = subcode {
+        detail = format!("{detail} (subcode {subcode})");
+    }
     match code {
         Some(INVALID_TOKEN) => SendError::Unauthorized { code, detail },
         Some(c) if RETRYABLE_CODES.contains(&c) => SendError::Retryable {

@@ -65,7 +65,6 @@ pub(crate) fn normalize(body: &[u8], kind: ChannelKind) -> Result<Normalized, No
                             event.body = EventBody::Standby(Standby {
                                 body: Box::new(event.body),
                             });
-                            event.external_id = format!("standby:{}", event.external_id);
                         }
                         out.events.push(event);
                     }
