@@ -137,10 +137,24 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 pub async fn database_holds(app: &TestApp, needle: &str) -> bool {
     use sqlx::Connection;
     if let Some(path) = app.db.url.strip_prefix("sqlite://") {
-        let bytes = std::fs::read(path).expect("database file");
-        return bytes
-            .windows(needle.len())
-            .any(|w| w == needle.as_bytes());
+        // Copy every committed page into the file and empty the WAL (the gateway does
+        // the copying itself every second), then read both files' bytes.
+        let mut conn = sqlx::SqliteConnection::connect(&app.db.url)
+            .await
+            .expect("sqlite");
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut conn)
+            .await
+            .expect("checkpoint");
+        let _ = conn.close().await;
+        let holds = |file: &str| {
+            std::fs::read(file)
+                .unwrap_or_default()
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+        };
+        // A checkpoint that could not finish proves nothing: report "still there".
+        return busy != 0 || holds(path) || holds(&format!("{path}-wal"));
     }
     let mut conn = sqlx::PgConnection::connect(&app.db.url)
         .await
@@ -370,6 +384,7 @@ async fn unsend_removes_the_text_from_the_database(backend: Backend) {
     })
     .await;
     assert!(app.all_messages(&tenant).await.iter().any(|m| m["text"].as_str().is_some_and(|t| t.contains(canary))));
+    assert!(database_holds(&app, canary).await);
     let unsend = json!({"sender": {"id": "ig1"}, "recipient": {"id": IG}, "timestamp": now_ms() + 2,
         "message": {"mid": "m.U1", "is_deleted": true}});
     let body = delivery("instagram", &[(IG, vec![unsend])]);
