@@ -429,7 +429,8 @@ pub struct Referral {
     #[serde(rename = "ref")]
     pub reference: Option<String>,
     pub source: Option<String>,
-    #[serde(rename = "type")]
+    /// The platform's `type` (e.g. `OPEN_THREAD`); not named `type`, which is the
+    /// content's own tag.
     pub kind: Option<String>,
     pub ad_id: Option<String>,
 }
