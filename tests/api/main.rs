@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod config;
 mod crash;
+mod data_deletion;
 mod helpers;
 mod ingress;
 mod meta;

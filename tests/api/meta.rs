@@ -111,7 +111,7 @@ async fn only_conversation(app: &TestApp, tenant: &Tenant) -> (Value, Vec<Value>
 }
 
 /// How many rows of `sql` (a `SELECT COUNT(*)`) the test database holds.
-async fn count(app: &TestApp, sql: &str) -> i64 {
+pub async fn count(app: &TestApp, sql: &str) -> i64 {
     use sqlx::Connection;
     if app.db.url.starts_with("sqlite") {
         let mut conn = sqlx::SqliteConnection::connect(&app.db.url)
