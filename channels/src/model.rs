@@ -225,7 +225,10 @@ pub enum Content {
         referral: Option<Referral>,
     },
     /// A tap on a quick reply: its text and the developer payload.
-    QuickReply { text: String, payload: String },
+    QuickReply {
+        text: String,
+        payload: String,
+    },
     /// A reply to one of the business's stories (Instagram).
     StoryReply {
         body: String,
@@ -235,7 +238,9 @@ pub enum Content {
     /// The person arrived through a link or an ad.
     Referral(Referral),
     /// Several attachments in one message.
-    Attachments { items: Vec<Media> },
+    Attachments {
+        items: Vec<Media>,
+    },
     /// A message type the platform itself could not deliver to us, or one we do not
     /// model; the raw part is kept.
     Unsupported {

@@ -33,7 +33,11 @@ fn instagram(name: &str) -> InboundEvent {
 }
 
 fn one(normalized: Normalized) -> InboundEvent {
-    assert!(normalized.unhandled.is_empty(), "{:?}", normalized.unhandled);
+    assert!(
+        normalized.unhandled.is_empty(),
+        "{:?}",
+        normalized.unhandled
+    );
     assert_eq!(normalized.events.len(), 1, "{:?}", normalized.events);
     normalized.events.into_iter().next().expect("one event")
 }
@@ -130,7 +134,10 @@ fn reactions_and_unreactions() {
     let EventBody::Reaction(r) = &event.body else {
         panic!("not a reaction");
     };
-    assert_eq!((r.target.as_str(), r.emoji.as_deref()), ("m_reacted1", None));
+    assert_eq!(
+        (r.target.as_str(), r.emoji.as_deref()),
+        ("m_reacted1", None)
+    );
     assert!(event.external_id.contains("unreact"));
 }
 
@@ -155,7 +162,10 @@ fn receipts_carry_watermark_and_mids() {
     let EventBody::Receipt(r) = &event.body else {
         panic!("not a receipt");
     };
-    assert_eq!((r.watermark, r.message_ids.as_slice()), (None, &["<MESSAGE_ID>".to_string()][..]));
+    assert_eq!(
+        (r.watermark, r.message_ids.as_slice()),
+        (None, &["<MESSAGE_ID>".to_string()][..])
+    );
 }
 
 #[test]
@@ -185,7 +195,10 @@ fn edits_unsends_and_story_events() {
             url: Some("<CDN_URL>".into())
         }
     );
-    assert_eq!(message(&instagram("text.json")).content.text(), Some("Hi! Do you ship to Canada?"));
+    assert_eq!(
+        message(&instagram("text.json")).content.text(),
+        Some("Hi! Do you ship to Canada?")
+    );
 }
 
 #[test]
@@ -225,7 +238,11 @@ fn unknown_items_are_kept_and_siblings_survive() {
         .collect();
     assert_eq!(
         reasons,
-        ["unknown_event:optin", "malformed_event", "unknown_field:feed"]
+        [
+            "unknown_event:optin",
+            "malformed_event",
+            "unknown_field:feed"
+        ]
     );
     // Another platform's object is kept whole, not misread.
     let body = br#"{"object":"instagram","entry":[]}"#;

@@ -139,10 +139,7 @@ async fn accept(
 }
 
 /// The status of a request, by its confirmation code; nothing about the person.
-async fn status(
-    State(app): State<App>,
-    Path(code): Path<String>,
-) -> Result<Json<Value>, AppError> {
+async fn status(State(app): State<App>, Path(code): Path<String>) -> Result<Json<Value>, AppError> {
     let request = app
         .store
         .deletion_request(&code)
@@ -180,4 +177,3 @@ pub async fn covered_contacts(
     }
     Ok(covered)
 }
-

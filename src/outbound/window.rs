@@ -54,12 +54,18 @@ mod tests {
     fn windows_by_age() {
         let now = 1_000 * H;
         let m = ChannelKind::Messenger;
-        assert_eq!(agent_reply(m, Some(now - 23 * H), now), AgentReply::Standard);
+        assert_eq!(
+            agent_reply(m, Some(now - 23 * H), now),
+            AgentReply::Standard
+        );
         assert_eq!(
             agent_reply(m, Some(now - 25 * H), now),
             AgentReply::Tagged("HUMAN_AGENT")
         );
-        assert_eq!(agent_reply(m, Some(now - 8 * 24 * H), now), AgentReply::Closed);
+        assert_eq!(
+            agent_reply(m, Some(now - 8 * 24 * H), now),
+            AgentReply::Closed
+        );
         assert_eq!(agent_reply(m, None, now), AgentReply::Closed);
         assert_eq!(
             agent_reply(ChannelKind::WhatsApp, None, now),

@@ -231,16 +231,12 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
         other @ (EventBody::Echo(_)
         | EventBody::Receipt(_)
         | EventBody::Handover(_)
-        | EventBody::Standby(_)) => {
-            Ok(
-                match messaging::handle(app, &item, other, event.external_id, platform_ts, now)
-                    .await?
-                {
-                    messaging::Outcome::Done(outcome, effects) => done(outcome, effects),
-                    messaging::Outcome::Later(note) => Step::Later(note),
-                },
-            )
-        }
+        | EventBody::Standby(_)) => Ok(
+            match messaging::handle(app, &item, other, event.external_id, platform_ts, now).await? {
+                messaging::Outcome::Done(outcome, effects) => done(outcome, effects),
+                messaging::Outcome::Later(note) => Step::Later(note),
+            },
+        ),
     }
 }
 

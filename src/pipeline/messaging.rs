@@ -36,7 +36,12 @@ pub async fn handle(
 /// Why the assistant stays silent on a customer message, if it does: the thread
 /// belongs to another app (standby), or the message is older than the standard
 /// messaging window (a late delivery).
-pub fn silence(item: &InboxItem, standby: bool, platform_ts: Option<i64>, now: i64) -> Option<&'static str> {
+pub fn silence(
+    item: &InboxItem,
+    standby: bool,
+    platform_ts: Option<i64>,
+    now: i64,
+) -> Option<&'static str> {
     if standby {
         return Some("standby");
     }

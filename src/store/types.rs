@@ -214,7 +214,10 @@ pub enum Effect {
         external_ids: Vec<String>,
     },
     /// Sends the parts of an enqueued reply with a platform message tag.
-    TagReply { message_id: String, tag: String },
+    TagReply {
+        message_id: String,
+        tag: String,
+    },
 }
 
 /// The end of one inbox event's processing.

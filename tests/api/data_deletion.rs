@@ -14,7 +14,8 @@ const VECTOR_SECRET: &str = "client_secret_shhhhhh!";
 const VECTOR: &str = "w5ZbbWP9yOwBA1uJZbc7-9gZok0O42U4i0yyvxXE_jY.eyJhbGdvcml0aG0iOiJITUFDLVNIQTI1NiIsImV4cGlyZXMiOjEyOTE4NDA0MDAsImlzc3VlZF9hdCI6MTI5MTgzNjgwMCwidXNlcl9pZCI6IjIxODQ3MSJ9";
 
 pub fn signed_request(secret: &str, user_id: &str) -> String {
-    let payload = json!({"algorithm": "HMAC-SHA256", "issued_at": now_ms() / 1000, "user_id": user_id});
+    let payload =
+        json!({"algorithm": "HMAC-SHA256", "issued_at": now_ms() / 1000, "user_id": user_id});
     webhooks::signed_request::sign_signed_request(secret.as_bytes(), payload.to_string().as_bytes())
 }
 
@@ -33,7 +34,14 @@ pub async fn post_form(app: &TestApp, path: &str, signed_request: &str) -> (u16,
 async fn bad_signed_requests_are_400_and_good_ones_get_a_status_page(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let tenant = app.create_tenant("Acme").await;
-    let channel = connect(&app, &tenant, "instagram", "17841400000000002", Some(VECTOR_SECRET)).await;
+    let channel = connect(
+        &app,
+        &tenant,
+        "instagram",
+        "17841400000000002",
+        Some(VECTOR_SECRET),
+    )
+    .await;
     let own = format!("/webhooks/instagram/{channel}/data-deletion");
     let shared = "/webhooks/meta/data-deletion";
 
@@ -59,27 +67,47 @@ async fn bad_signed_requests_are_400_and_good_ones_get_a_status_page(backend: Ba
         .await
         .expect("post");
     assert_eq!(res.status(), 400);
-    assert_eq!(count(&app, "SELECT COUNT(*) FROM data_deletion_requests").await, 0);
+    assert_eq!(
+        count(&app, "SELECT COUNT(*) FROM data_deletion_requests").await,
+        0
+    );
 
     // The published vector on the channel keyed with its secret.
     let (status, body) = post_form(&app, &own, VECTOR).await;
     assert_eq!(status, 200, "{body}");
-    let code = body["confirmation_code"].as_str().expect("code").to_string();
-    assert!(code.len() >= 16 && code.chars().all(|c| c.is_ascii_alphanumeric()), "{code}");
+    let code = body["confirmation_code"]
+        .as_str()
+        .expect("code")
+        .to_string();
+    assert!(
+        code.len() >= 16 && code.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{code}"
+    );
     assert_eq!(body["url"], format!("{}/data-deletion/{code}", app.url));
     // The operator app's route, keyed with the operator secret; each request its own code.
-    let (status, second) = post_form(&app, shared, &signed_request(OPERATOR_SECRET, "218471")).await;
+    let (status, second) =
+        post_form(&app, shared, &signed_request(OPERATOR_SECRET, "218471")).await;
     assert_eq!(status, 200, "{second}");
     assert_ne!(second["confirmation_code"], body["confirmation_code"]);
 
     // The status page: the request, never the person.
-    let page = app.http.get(body["url"].as_str().expect("url")).send().await.expect("status");
+    let page = app
+        .http
+        .get(body["url"].as_str().expect("url"))
+        .send()
+        .await
+        .expect("status");
     assert_eq!(page.status(), 200);
     let text = page.text().await.expect("text");
     let status: Value = serde_json::from_str(&text).expect("json");
     assert_eq!(status["confirmation_code"], code);
     assert!(["pending", "completed"].contains(&status["status"].as_str().unwrap_or_default()));
     assert!(!text.contains("218471"), "{text}");
-    let missing = app.http.get(format!("{}/data-deletion/NOPE", app.url)).send().await.expect("get");
+    let missing = app
+        .http
+        .get(format!("{}/data-deletion/NOPE", app.url))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(missing.status(), 404);
 }

@@ -221,7 +221,11 @@ async fn graph_send(
         // Messenger / Instagram Send API.
         None if body.0.get("recipient").is_some() => {
             state.sent += 1;
-            let to = body.0.pointer("/recipient/id").cloned().unwrap_or(Value::Null);
+            let to = body
+                .0
+                .pointer("/recipient/id")
+                .cloned()
+                .unwrap_or(Value::Null);
             let id = format!("m_out.{}", state.sent);
             (200, vec![], json!({"recipient_id": to, "message_id": id}))
         }

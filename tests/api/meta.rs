@@ -76,7 +76,8 @@ pub fn text(account: &str, psid: &str, mid: &str, body: &str, at_ms: i64) -> Val
 
 /// A message the account itself sent (`is_echo`).
 fn echo(account: &str, psid: &str, mid: &str, body: &str, metadata: Option<&str>) -> Value {
-    let mut message = json!({"mid": mid, "text": body, "is_echo": true, "app_id": 1517776481860111u64});
+    let mut message =
+        json!({"mid": mid, "text": body, "is_echo": true, "app_id": 1517776481860111u64});
     if let Some(m) = metadata {
         message["metadata"] = json!(m);
     }
@@ -207,14 +208,24 @@ async fn shared_route_batch_lands_in_the_right_tenants(backend: Backend) {
                     text("7101", "u1", "m.A2", "and on holidays?", now + 1),
                 ],
             ),
-            ("7102", vec![text("7102", "u2", "m.B1", "opening hours?", now)]),
+            (
+                "7102",
+                vec![text("7102", "u2", "m.B1", "opening hours?", now)],
+            ),
             ("7999", vec![text("7999", "u9", "m.X1", "anyone?", now)]),
         ],
     );
-    let instagram = delivery("instagram", &[(IG, vec![text(IG, "ig1", "m.C1", "opening hours?", now)])]);
+    let instagram = delivery(
+        "instagram",
+        &[(IG, vec![text(IG, "ig1", "m.C1", "opening hours?", now)])],
+    );
     let whatsapp = wa_texts("7103", &[("15550001", "wamid.C2", "opening hours?")]);
     for body in [&page, &instagram, &whatsapp] {
-        assert_eq!(app.post_signed("/webhooks/meta", OPERATOR_SECRET, body).await, 200);
+        assert_eq!(
+            app.post_signed("/webhooks/meta", OPERATOR_SECRET, body)
+                .await,
+            200
+        );
     }
     wait_until("every tenant's messages stored", || async {
         app.all_messages(&a).await.len() >= 2
@@ -259,8 +270,10 @@ async fn shared_route_batch_lands_in_the_right_tenants(backend: Backend) {
     assert!(requests
         .iter()
         .filter(|r| r.path == "/v21.0/7102/messages")
-        .all(|r| r.authorization.as_deref() == Some("Bearer EAAG-page-7102")
-            && r.body["recipient"]["id"] == "u2"));
+        .all(
+            |r| r.authorization.as_deref() == Some("Bearer EAAG-page-7102")
+                && r.body["recipient"]["id"] == "u2"
+        ));
     // The unknown account's entry is kept, at operator level, and nobody answers it.
     assert_eq!(
         count(&app, "SELECT COUNT(*) FROM unhandled_events WHERE reason = 'unknown_account' AND tenant_id IS NULL").await,
@@ -276,7 +289,12 @@ async fn shared_route_batch_lands_in_the_right_tenants(backend: Backend) {
 async fn messenger_and_instagram_replies_follow_the_send_api(backend: Backend) {
     let (app, tenant, messenger) = setup(backend).await;
     let instagram = connect(&app, &tenant, "instagram", IG, Some("ig-secret")).await;
-    post_page(&app, &messenger, vec![text(PAGE, PSID, "m.IN1", "When are you open?", now_ms())]).await;
+    post_page(
+        &app,
+        &messenger,
+        vec![text(PAGE, PSID, "m.IN1", "When are you open?", now_ms())],
+    )
+    .await;
     wait_until("reply sent", || async { app.graph.delivered().len() == 1 }).await;
     let sent = &app.graph.requests()[0];
     assert_eq!(sent.path, format!("/v21.0/{PAGE}/messages"));
@@ -285,7 +303,10 @@ async fn messenger_and_instagram_replies_follow_the_send_api(backend: Backend) {
     assert_eq!(sent.body["messaging_type"], "RESPONSE");
     assert!(sent.body.get("tag").is_none());
     let reply = sent.body["message"]["text"].as_str().expect("text");
-    assert!(reply.contains(HOURS) && reply.contains("automated assistant (AI)"), "{reply}");
+    assert!(
+        reply.contains(HOURS) && reply.contains("automated assistant (AI)"),
+        "{reply}"
+    );
     wait_until("reply recorded with its mid", || async {
         let (_, m) = only_conversation(&app, &tenant).await;
         m.len() == 2 && m[1]["external_id"] == "m_out.1" && m[1]["status"] == "sent"
@@ -293,14 +314,26 @@ async fn messenger_and_instagram_replies_follow_the_send_api(backend: Backend) {
     .await;
 
     // Instagram: same shape, the account's path and token, its own signature.
-    let body = delivery("instagram", &[(IG, vec![text(IG, "ig7", "m.IG1", "opening hours?", now_ms())])]);
+    let body = delivery(
+        "instagram",
+        &[(
+            IG,
+            vec![text(IG, "ig7", "m.IG1", "opening hours?", now_ms())],
+        )],
+    );
     let path = format!("/webhooks/instagram/{instagram}");
     assert_eq!(app.post_signed(&path, "wrong-secret", &body).await, 401);
     assert_eq!(app.post_signed(&path, "ig-secret", &body).await, 200);
-    wait_until("instagram reply", || async { app.graph.delivered().len() == 2 }).await;
+    wait_until("instagram reply", || async {
+        app.graph.delivered().len() == 2
+    })
+    .await;
     let sent = &app.graph.requests()[1];
     assert_eq!(sent.path, format!("/v21.0/{IG}/messages"));
-    assert_eq!(sent.authorization.as_deref(), Some(&*format!("Bearer IGAA-token-{IG}")));
+    assert_eq!(
+        sent.authorization.as_deref(),
+        Some(&*format!("Bearer IGAA-token-{IG}"))
+    );
     assert_eq!(sent.body["recipient"], json!({"id": "ig7"}));
 
     // A long agent reply is split at each platform's limit.
@@ -314,17 +347,28 @@ async fn messenger_and_instagram_replies_follow_the_send_api(backend: Backend) {
         let before = app.graph.delivered().len();
         let res = app
             .api(&tenant)
-            .post(format!("{}/api/v1/conversations/{}/messages", app.url, conversation["id"].as_str().expect("id")))
+            .post(format!(
+                "{}/api/v1/conversations/{}/messages",
+                app.url,
+                conversation["id"].as_str().expect("id")
+            ))
             .json(&json!({"text": long}))
             .send()
             .await
             .expect("reply");
         assert_eq!(res.status(), 202);
-        wait_until("parts sent", || async { app.graph.delivered().len() == before + parts }).await;
+        wait_until("parts sent", || async {
+            app.graph.delivered().len() == before + parts
+        })
+        .await;
         let sent = app.graph.delivered();
         for part in &sent[before..] {
             let text = part.body["message"]["text"].as_str().expect("text");
-            assert!(text.chars().count() <= limit, "{platform}: {}", text.chars().count());
+            assert!(
+                text.chars().count() <= limit,
+                "{platform}: {}",
+                text.chars().count()
+            );
             assert_eq!(part.body["messaging_type"], "RESPONSE");
         }
     }
@@ -332,13 +376,27 @@ async fn messenger_and_instagram_replies_follow_the_send_api(backend: Backend) {
 
 async fn echoes_are_recorded_as_agent_and_never_answered(backend: Backend) {
     let (app, tenant, channel) = setup(backend).await;
-    post_page(&app, &channel, vec![text(PAGE, PSID, "m.E1", "opening hours?", now_ms())]).await;
+    post_page(
+        &app,
+        &channel,
+        vec![text(PAGE, PSID, "m.E1", "opening hours?", now_ms())],
+    )
+    .await;
     wait_until("reply recorded", || async {
-        only_conversation(&app, &tenant).await.1.get(1).is_some_and(|m| m["external_id"] == "m_out.1")
+        only_conversation(&app, &tenant)
+            .await
+            .1
+            .get(1)
+            .is_some_and(|m| m["external_id"] == "m_out.1")
     })
     .await;
     // Our own sends come back as echoes: known by message id, or by our metadata.
-    post_page(&app, &channel, vec![echo(PAGE, PSID, "m_out.1", "our reply", None)]).await;
+    post_page(
+        &app,
+        &channel,
+        vec![echo(PAGE, PSID, "m_out.1", "our reply", None)],
+    )
+    .await;
     post_page(
         &app,
         &channel,
@@ -346,9 +404,18 @@ async fn echoes_are_recorded_as_agent_and_never_answered(backend: Backend) {
     )
     .await;
     // A person answers from the Page inbox.
-    post_page(&app, &channel, vec![echo(PAGE, PSID, "m.HUMAN1", "Hi, Sam from Acme here", None)]).await;
+    post_page(
+        &app,
+        &channel,
+        vec![echo(PAGE, PSID, "m.HUMAN1", "Hi, Sam from Acme here", None)],
+    )
+    .await;
     wait_until("agent message recorded", || async {
-        only_conversation(&app, &tenant).await.1.iter().any(|m| m["external_id"] == "m.HUMAN1")
+        only_conversation(&app, &tenant)
+            .await
+            .1
+            .iter()
+            .any(|m| m["external_id"] == "m.HUMAN1")
     })
     .await;
     let (conversation, messages) = only_conversation(&app, &tenant).await;
@@ -359,8 +426,16 @@ async fn echoes_are_recorded_as_agent_and_never_answered(backend: Backend) {
     assert_eq!(human["text"], "Hi, Sam from Acme here");
     assert_eq!(conversation["status"], "human");
     // The customer writes again: stored, but the assistant leaves it to the person.
-    post_page(&app, &channel, vec![text(PAGE, PSID, "m.E2", "opening hours again?", now_ms())]).await;
-    wait_until("stored", || async { only_conversation(&app, &tenant).await.1.len() == 4 }).await;
+    post_page(
+        &app,
+        &channel,
+        vec![text(PAGE, PSID, "m.E2", "opening hours again?", now_ms())],
+    )
+    .await;
+    wait_until("stored", || async {
+        only_conversation(&app, &tenant).await.1.len() == 4
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(app.graph.requests().len(), 1, "echoes are never answered");
 }
@@ -373,59 +448,122 @@ async fn unsend_removes_the_text_from_the_database(backend: Backend) {
     let path = format!("/webhooks/instagram/{channel}");
     let body = delivery(
         "instagram",
-        &[(IG, vec![
-            text(IG, "ig1", "m.U1", &format!("my card is {canary}"), now_ms()),
-            text(IG, "ig1", "m.U2", "second message stays", now_ms() + 1),
-        ])],
+        &[(
+            IG,
+            vec![
+                text(IG, "ig1", "m.U1", &format!("my card is {canary}"), now_ms()),
+                text(IG, "ig1", "m.U2", "second message stays", now_ms() + 1),
+            ],
+        )],
     );
     assert_eq!(app.post_signed(&path, "ig-secret", &body).await, 200);
     wait_until("stored", || async {
-        app.all_messages(&tenant).await.iter().any(|m| m["external_id"] == "m.U2")
+        app.all_messages(&tenant)
+            .await
+            .iter()
+            .any(|m| m["external_id"] == "m.U2")
     })
     .await;
-    assert!(app.all_messages(&tenant).await.iter().any(|m| m["text"].as_str().is_some_and(|t| t.contains(canary))));
+    assert!(app
+        .all_messages(&tenant)
+        .await
+        .iter()
+        .any(|m| m["text"].as_str().is_some_and(|t| t.contains(canary))));
     assert!(database_holds(&app, canary).await);
     let unsend = json!({"sender": {"id": "ig1"}, "recipient": {"id": IG}, "timestamp": now_ms() + 2,
         "message": {"mid": "m.U1", "is_deleted": true}});
     let body = delivery("instagram", &[(IG, vec![unsend])]);
     assert_eq!(app.post_signed(&path, "ig-secret", &body).await, 200);
     wait_until("message removed", || async {
-        !app.all_messages(&tenant).await.iter().any(|m| m["external_id"] == "m.U1")
+        !app.all_messages(&tenant)
+            .await
+            .iter()
+            .any(|m| m["external_id"] == "m.U1")
     })
     .await;
-    assert!(app.all_messages(&tenant).await.iter().any(|m| m["external_id"] == "m.U2"));
+    assert!(app
+        .all_messages(&tenant)
+        .await
+        .iter()
+        .any(|m| m["external_id"] == "m.U2"));
     // SQLite (secure_delete on): the file's bytes, once the WAL is checkpointed.
-    wait_until("text gone from the database", || async { !database_holds(&app, canary).await }).await;
+    wait_until("text gone from the database", || async {
+        !database_holds(&app, canary).await
+    })
+    .await;
 }
 
 async fn assistant_is_silent_after_24_hours_and_agents_reply_with_human_agent(backend: Backend) {
     let (app, tenant, channel) = setup(backend).await;
     let hour = 3_600_000;
     // A delivery Meta retried for 26 hours: stored, not answered by the assistant.
-    post_page(&app, &channel, vec![text(PAGE, PSID, "m.W1", "opening hours?", now_ms() - 26 * hour)]).await;
-    wait_until("stored", || async { only_conversation(&app, &tenant).await.1.len() == 1 }).await;
+    post_page(
+        &app,
+        &channel,
+        vec![text(
+            PAGE,
+            PSID,
+            "m.W1",
+            "opening hours?",
+            now_ms() - 26 * hour,
+        )],
+    )
+    .await;
+    wait_until("stored", || async {
+        only_conversation(&app, &tenant).await.1.len() == 1
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    assert!(app.graph.requests().is_empty(), "the assistant answered outside the window");
+    assert!(
+        app.graph.requests().is_empty(),
+        "the assistant answered outside the window"
+    );
     // A person may still answer, tagged HUMAN_AGENT.
     let (conversation, _) = only_conversation(&app, &tenant).await;
     let reply = |conversation: &Value, text: &str| {
         app.api(&tenant)
-            .post(format!("{}/api/v1/conversations/{}/messages", app.url, conversation["id"].as_str().expect("id")))
+            .post(format!(
+                "{}/api/v1/conversations/{}/messages",
+                app.url,
+                conversation["id"].as_str().expect("id")
+            ))
             .json(&json!({"text": text}))
             .send()
     };
-    let res = reply(&conversation, "Sorry for the delay: we open at 9.").await.expect("reply");
+    let res = reply(&conversation, "Sorry for the delay: we open at 9.")
+        .await
+        .expect("reply");
     assert_eq!(res.status(), 202);
-    assert_eq!(res.json::<Value>().await.expect("json")["message_tag"], "HUMAN_AGENT");
+    assert_eq!(
+        res.json::<Value>().await.expect("json")["message_tag"],
+        "HUMAN_AGENT"
+    );
     wait_until("sent", || async { app.graph.delivered().len() == 1 }).await;
     let sent = &app.graph.requests()[0].body;
     assert_eq!(sent["messaging_type"], "MESSAGE_TAG");
     assert_eq!(sent["tag"], "HUMAN_AGENT");
-    assert_eq!(sent["message"]["text"], "Sorry for the delay: we open at 9.");
+    assert_eq!(
+        sent["message"]["text"],
+        "Sorry for the delay: we open at 9."
+    );
 
     // Eight days after the customer's last message nobody may write: a clear refusal.
-    post_page(&app, &channel, vec![text(PAGE, "24002", "m.W2", "hello?", now_ms() - 8 * 24 * hour)]).await;
-    wait_until("second conversation", || async { app.conversations(&tenant).await.len() == 2 }).await;
+    post_page(
+        &app,
+        &channel,
+        vec![text(
+            PAGE,
+            "24002",
+            "m.W2",
+            "hello?",
+            now_ms() - 8 * 24 * hour,
+        )],
+    )
+    .await;
+    wait_until("second conversation", || async {
+        app.conversations(&tenant).await.len() == 2
+    })
+    .await;
     let old = app
         .conversations(&tenant)
         .await
@@ -436,18 +574,33 @@ async fn assistant_is_silent_after_24_hours_and_agents_reply_with_human_agent(ba
     assert_eq!(res.status(), 422);
     let error = res.json::<Value>().await.expect("json");
     assert_eq!(error["error"]["code"], "outside_messaging_window");
-    assert!(error["error"]["message"].as_str().unwrap_or_default().contains("7 days"));
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("7 days"));
     let messages = app.messages(&tenant, old["id"].as_str().expect("id")).await;
-    assert!(messages.iter().all(|m| m["direction"] == "inbound"), "a refused reply is not queued");
+    assert!(
+        messages.iter().all(|m| m["direction"] == "inbound"),
+        "a refused reply is not queued"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(app.graph.requests().len(), 1);
 }
 
 async fn receipts_move_replies_forward(backend: Backend) {
     let (app, tenant, channel) = setup(backend).await;
-    post_page(&app, &channel, vec![text(PAGE, PSID, "m.R1", "opening hours?", now_ms())]).await;
+    post_page(
+        &app,
+        &channel,
+        vec![text(PAGE, PSID, "m.R1", "opening hours?", now_ms())],
+    )
+    .await;
     wait_until("sent", || async {
-        only_conversation(&app, &tenant).await.1.get(1).is_some_and(|m| m["status"] == "sent")
+        only_conversation(&app, &tenant)
+            .await
+            .1
+            .get(1)
+            .is_some_and(|m| m["status"] == "sent")
     })
     .await;
     let delivery_receipt = json!({"sender": {"id": PSID}, "recipient": {"id": PAGE},
@@ -460,11 +613,17 @@ async fn receipts_move_replies_forward(backend: Backend) {
     let read = json!({"sender": {"id": PSID}, "recipient": {"id": PAGE}, "timestamp": now_ms(),
         "read": {"watermark": now_ms() + 1000}});
     post_page(&app, &channel, vec![read]).await;
-    wait_until("read", || async { only_conversation(&app, &tenant).await.1[1]["status"] == "read" }).await;
+    wait_until("read", || async {
+        only_conversation(&app, &tenant).await.1[1]["status"] == "read"
+    })
+    .await;
     // A late delivery receipt does not move it back; a redelivered one changes nothing.
     post_page(&app, &channel, vec![delivery_receipt]).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(only_conversation(&app, &tenant).await.1[1]["status"], "read");
+    assert_eq!(
+        only_conversation(&app, &tenant).await.1[1]["status"],
+        "read"
+    );
 }
 
 async fn rejected_page_token_pauses_the_channel_and_agents_see_why(backend: Backend) {
@@ -475,7 +634,12 @@ async fn rejected_page_token_pauses_the_channel_and_agents_see_why(backend: Back
         body: json!({"error": {"message": "Error validating access token: The session has been invalidated because the user changed their password.",
             "type": "OAuthException", "code": 190, "error_subcode": 460, "fbtrace_id": "F"}}),
     }]);
-    post_page(&app, &channel, vec![text(PAGE, PSID, "m.T1", "opening hours?", now_ms())]).await;
+    post_page(
+        &app,
+        &channel,
+        vec![text(PAGE, PSID, "m.T1", "opening hours?", now_ms())],
+    )
+    .await;
     wait_until("channel paused", || async {
         app.get_json(&tenant, "/api/v1/channels").await.1["items"][0]["status"] == "needs_reauth"
     })
@@ -483,16 +647,30 @@ async fn rejected_page_token_pauses_the_channel_and_agents_see_why(backend: Back
     let (conversation, _) = only_conversation(&app, &tenant).await;
     let res = app
         .api(&tenant)
-        .post(format!("{}/api/v1/conversations/{}/messages", app.url, conversation["id"].as_str().expect("id")))
+        .post(format!(
+            "{}/api/v1/conversations/{}/messages",
+            app.url,
+            conversation["id"].as_str().expect("id")
+        ))
         .json(&json!({"text": "A person here"}))
         .send()
         .await
         .expect("reply");
     assert_eq!(res.status(), 202);
     let answer: Value = res.json().await.expect("json");
-    assert!(answer["held"].as_str().unwrap_or_default().contains("re-authorize"), "{answer}");
+    assert!(
+        answer["held"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("re-authorize"),
+        "{answer}"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(app.graph.requests().len(), 1, "nothing is sent while the token is rejected");
+    assert_eq!(
+        app.graph.requests().len(),
+        1,
+        "nothing is sent while the token is rejected"
+    );
     let outbound: Vec<Value> = app
         .all_messages(&tenant)
         .await
@@ -500,7 +678,12 @@ async fn rejected_page_token_pauses_the_channel_and_agents_see_why(backend: Back
         .filter(|m| m["direction"] == "outbound")
         .collect();
     assert_eq!(outbound.len(), 2);
-    assert!(outbound.iter().all(|m| m["status"] == "queued" && m["external_id"].is_null()), "{outbound:?}");
+    assert!(
+        outbound
+            .iter()
+            .all(|m| m["status"] == "queued" && m["external_id"].is_null()),
+        "{outbound:?}"
+    );
 }
 
 async fn permanent_send_error_keeps_code_and_subcode(backend: Backend) {
@@ -511,14 +694,29 @@ async fn permanent_send_error_keeps_code_and_subcode(backend: Backend) {
         body: json!({"error": {"message": "(#551) This person isn't available right now.",
             "type": "OAuthException", "code": 551, "error_subcode": 1545041, "fbtrace_id": "G"}}),
     }]);
-    post_page(&app, &channel, vec![text(PAGE, PSID, "m.P1", "opening hours?", now_ms())]).await;
+    post_page(
+        &app,
+        &channel,
+        vec![text(PAGE, PSID, "m.P1", "opening hours?", now_ms())],
+    )
+    .await;
     wait_until("failed", || async {
-        only_conversation(&app, &tenant).await.1.get(1).is_some_and(|m| m["status"] == "failed")
+        only_conversation(&app, &tenant)
+            .await
+            .1
+            .get(1)
+            .is_some_and(|m| m["status"] == "failed")
     })
     .await;
     let reply = only_conversation(&app, &tenant).await.1[1].clone();
     assert_eq!(reply["error_code"], 551);
-    assert!(reply["error_detail"].as_str().unwrap_or_default().contains("1545041"), "{reply}");
+    assert!(
+        reply["error_detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1545041"),
+        "{reply}"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(app.graph.requests().len(), 1, "not retried");
 }
@@ -544,22 +742,44 @@ async fn standby_and_other_events_are_stored_not_answered(backend: Backend) {
             "postback": {"mid": "m.PB1", "title": "Talk to us", "payload": "CONTACT"}}),
     ];
     post_page(&app, &channel, items).await;
-    wait_until("all stored", || async { only_conversation(&app, &tenant).await.1.len() >= 4 }).await;
+    wait_until("all stored", || async {
+        only_conversation(&app, &tenant).await.1.len() >= 4
+    })
+    .await;
     let (_, messages) = only_conversation(&app, &tenant).await;
-    let kinds: Vec<&str> = messages.iter().map(|m| m["kind"].as_str().unwrap_or_default()).collect();
-    assert!(kinds.contains(&"handover") && kinds.contains(&"reaction") && kinds.contains(&"postback"), "{kinds:?}");
-    let first = messages.iter().find(|m| m["external_id"] == "m.S1").expect("standby message");
+    let kinds: Vec<&str> = messages
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        kinds.contains(&"handover") && kinds.contains(&"reaction") && kinds.contains(&"postback"),
+        "{kinds:?}"
+    );
+    let first = messages
+        .iter()
+        .find(|m| m["external_id"] == "m.S1")
+        .expect("standby message");
     assert_eq!(first["text"], "opening hours on Sunday?", "edited");
-    let postback = messages.iter().find(|m| m["external_id"] == "m.PB1").expect("postback");
+    let postback = messages
+        .iter()
+        .find(|m| m["external_id"] == "m.PB1")
+        .expect("postback");
     assert_eq!(postback["content"]["payload"], "CONTACT");
-    wait_until("postback answered", || async { app.graph.delivered().len() == 1 }).await;
+    wait_until("postback answered", || async {
+        app.graph.delivered().len() == 1
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // Only the postback (in the thread we own) got an answer, never the standby message.
     assert_eq!(app.graph.requests().len(), 1);
     // Redelivery of the standby batch changes nothing.
     assert_eq!(app.post_signed(&path, "page-secret", &standby).await, 200);
     assert_eq!(
-        count(&app, "SELECT COUNT(*) FROM inbox_events WHERE external_id = 'm.S1'").await,
+        count(
+            &app,
+            "SELECT COUNT(*) FROM inbox_events WHERE external_id = 'm.S1'"
+        )
+        .await,
         1
     );
 }

@@ -254,7 +254,9 @@ mod tests {
     #[test]
     fn meta_codes_are_classified() {
         let body = |code: i64, sub: i64| {
-            format!(r#"{{"error":{{"message":"m","type":"OAuthException","code":{code},"error_subcode":{sub},"fbtrace_id":"x"}}}}"#)
+            format!(
+                r#"{{"error":{{"message":"m","type":"OAuthException","code":{code},"error_subcode":{sub},"fbtrace_id":"x"}}}}"#
+            )
         };
         assert!(matches!(
             classify_error(400, None, body(190, 463).as_bytes()),

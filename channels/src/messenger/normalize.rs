@@ -38,18 +38,16 @@ pub(crate) fn normalize(body: &[u8], kind: ChannelKind) -> Result<Normalized, No
     match root.get("object").and_then(Value::as_str) {
         Some(object) if object == expected => {}
         Some(other) => {
-            out.unhandled.push(unhandled(
-                None,
-                &format!("unknown_object:{other}"),
-                &root,
-            ));
+            out.unhandled
+                .push(unhandled(None, &format!("unknown_object:{other}"), &root));
             return Ok(out);
         }
         None => return Err(NormalizeError::Envelope("no `object` string".into())),
     }
     for entry in entries {
         let Some(account) = id_of(entry.get("id")) else {
-            out.unhandled.push(unhandled(None, "malformed_entry", entry));
+            out.unhandled
+                .push(unhandled(None, "malformed_entry", entry));
             continue;
         };
         let mut known = false;
