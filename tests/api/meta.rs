@@ -16,6 +16,7 @@ on_both_backends!(
     rejected_page_token_pauses_the_channel_and_agents_see_why,
     permanent_send_error_keeps_code_and_subcode,
     standby_and_other_events_are_stored_not_answered,
+    channel_route_handshake_and_foreign_entries,
 );
 
 const PAGE: &str = "7001";
@@ -782,4 +783,42 @@ async fn standby_and_other_events_are_stored_not_answered(backend: Backend) {
         .await,
         1
     );
+}
+
+async fn channel_route_handshake_and_foreign_entries(backend: Backend) {
+    let (app, tenant, channel) = setup(backend).await;
+    let other = app.create_tenant("Other").await;
+    connect(&app, &other, "messenger", "7002", Some("other-secret")).await;
+    let check = |token: &str| {
+        app.http
+            .get(format!(
+                "{}/webhooks/messenger/{channel}?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444",
+                app.url
+            ))
+            .send()
+    };
+    let ok = check("channel-verify-token").await.expect("get");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.expect("text"), "1158201444");
+    assert_eq!(check("wrong").await.expect("get").status(), 403);
+    // The platform path must match the channel's platform.
+    let res = app
+        .http
+        .get(format!("{}/webhooks/instagram/{channel}?hub.mode=subscribe&hub.verify_token=channel-verify-token&hub.challenge=1", app.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 404);
+    // Signed with this Page's secret but naming another tenant's Page: kept, not processed.
+    let body = delivery(
+        "page",
+        &[("7002", vec![text("7002", PSID, "m.F1", "cross", now_ms())])],
+    );
+    let path = format!("/webhooks/messenger/{channel}");
+    assert_eq!(app.post_signed(&path, "page-secret", &body).await, 200);
+    let (_, unhandled) = app.get_json(&tenant, "/api/v1/events/unhandled").await;
+    assert_eq!(unhandled["items"][0]["reason"], "account_mismatch");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(app.conversations(&other).await.is_empty());
+    assert!(app.conversations(&tenant).await.is_empty());
 }
