@@ -11,5 +11,6 @@ mod helpers;
 mod ingress;
 mod meta;
 mod pipeline;
+mod privacy;
 mod process;
 mod store;
