@@ -219,6 +219,8 @@ pub async fn run(
         }),
     };
 
+    // -- Meta data-deletion callback: finish erasures a stop interrupted.
+    tokio::spawn(crate::inbound::data_deletion::resume_pending(app.clone()));
     let work_stop = CancellationToken::new();
     let worker = tokio::spawn(crate::pipeline::run_worker(app.clone(), work_stop.clone()));
     let dispatcher = tokio::spawn(crate::outbound::run_dispatcher(

@@ -132,6 +132,7 @@ async fn accept(
     };
     app.store.create_deletion_request(&request).await?;
     tracing::info!(channel_id = ?channel_id, "data-deletion request recorded");
+    tokio::spawn(erase(app.clone(), request));
     Ok(Json(json!({
         "url": format!("{}/data-deletion/{code}", app.public_url),
         "confirmation_code": code,
@@ -152,6 +153,65 @@ async fn status(State(app): State<App>, Path(code): Path<String>) -> Result<Json
         "completed_at": request.completed_at,
         "erased_contacts": request.erased_contacts,
     })))
+}
+
+/// How often a failed erasure is tried again before it waits for the next start-up.
+const ATTEMPTS: u32 = 5;
+
+/// Runs a request's erasure (the privacy engine's, shared with `DELETE
+/// /api/v1/contacts/{id}`) and marks it completed; on failure tries again with backoff,
+/// and after that leaves it `pending` for [`resume_pending`].
+async fn erase(app: App, request: DeletionRequest) {
+    for attempt in 0..ATTEMPTS {
+        match erase_once(&app, &request).await {
+            Ok(erased) => {
+                tracing::info!(erased, "data-deletion request completed");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(
+                    attempt,
+                    error = format!("{e:#}"),
+                    "data-deletion erasure failed"
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(2u64 << attempt)).await;
+            }
+        }
+    }
+}
+
+async fn erase_once(app: &App, request: &DeletionRequest) -> anyhow::Result<usize> {
+    let Some(user_id) = request.subject.as_deref() else {
+        return Ok(0);
+    };
+    let covered = covered_contacts(app, request.channel_id.as_deref(), user_id).await?;
+    for (tenant_id, contact_id) in &covered {
+        crate::privacy::erasure::erase_contact(
+            app.store.as_ref(),
+            tenant_id,
+            contact_id,
+            "platform:meta",
+            "meta_data_deletion",
+        )
+        .await?;
+    }
+    let erased = i64::try_from(covered.len()).unwrap_or(i64::MAX);
+    app.store
+        .complete_deletion_request(&request.code, erased, now_ms())
+        .await?;
+    Ok(covered.len())
+}
+
+/// Resumes requests left `pending` (the process stopped before their erasure ended).
+pub async fn resume_pending(app: App) {
+    match app.store.pending_deletion_requests(1000).await {
+        Ok(requests) => {
+            for request in requests {
+                erase(app.clone(), request).await;
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not read pending data-deletion requests"),
+    }
 }
 
 /// The contacts a request covers, as (tenant id, contact id): the person's identities
