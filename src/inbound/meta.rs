@@ -1,5 +1,5 @@
-//! Meta webhooks (WhatsApp Cloud API, Messenger, Instagram): the subscription handshake and signed
-//! deliveries, on a channel's own route (`/webhooks/{platform}/{channel_id}`) and on
+//! Meta webhooks (WhatsApp Cloud API, Messenger, Instagram): the subscription
+//! handshake and signed deliveries, on a channel's own route (`/webhooks/{platform}/{channel_id}`) and on
 //! the operator app's shared route (`/webhooks/meta`), which routes each event to a
 //! channel by the account id inside it.
 
@@ -310,7 +310,8 @@ fn push_event(
         Some(chat) if !matches!(event.body, EventBody::Status(_) | EventBody::Receipt(_)) => {
             format!("{}:{chat}", channel.id)
         }
-        // Statuses and account notices need no conversation order among messages.
+        // Statuses, receipts and account notices need no conversation order among
+        // messages.
         _ => format!("{}:{}:{}", channel.id, event.kind(), event.external_id),
     };
     let platform_ts = if event.timestamp > 0 {
