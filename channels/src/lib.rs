@@ -6,6 +6,8 @@
 //! to say; a channel only knows its platform's wire format.
 
 pub mod error;
+pub mod instagram;
+pub mod messenger;
 pub mod model;
 pub mod text;
 pub mod whatsapp;
@@ -37,4 +39,17 @@ pub trait Channel: Send + Sync {
         credentials: &Credentials,
         reply: &OutboundReply,
     ) -> Result<SendReceipt, SendError>;
+
+    /// Sends one text message with a platform message tag (Messenger and Instagram:
+    /// `HUMAN_AGENT`, a person's reply after the standard messaging window). Platforms
+    /// without message tags have no window that a tag opens and send as [`Channel::send`].
+    async fn send_tagged(
+        &self,
+        credentials: &Credentials,
+        reply: &OutboundReply,
+        tag: Option<&str>,
+    ) -> Result<SendReceipt, SendError> {
+        let _ = tag;
+        self.send(credentials, reply).await
+    }
 }

@@ -5,7 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use channels::{ChannelKind, Credentials, WhatsAppCredentials};
+use channels::{
+    ChannelKind, Credentials, InstagramCredentials, MessengerCredentials, WhatsAppCredentials,
+};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -82,6 +84,42 @@ fn credentials_for(
                 app_secret: optional("app_secret")?.map(SecretString::from),
                 verify_token: optional("verify_token")?.map(SecretString::from),
             }))
+        }
+        // -- Meta messaging (Messenger, Instagram) ----------------------------------------
+        ChannelKind::Messenger | ChannelKind::Instagram => {
+            let (account, token) = match kind {
+                ChannelKind::Messenger => ("page_id", "page_access_token"),
+                _ => ("account_id", "access_token"),
+            };
+            let known = ["app_secret", "verify_token", account, token];
+            if let Some(unknown) = fields.keys().find(|k| !known.contains(&k.as_str())) {
+                return Err(AppError::Unprocessable(format!(
+                    "unknown field `{unknown}` for {kind}"
+                )));
+            }
+            let account_id = required(account)?;
+            if !account_id.chars().all(|c| c.is_ascii_digit()) {
+                return Err(AppError::Unprocessable(format!(
+                    "`{account}` must be digits"
+                )));
+            }
+            let token = SecretString::from(required(token)?);
+            let app_secret = optional("app_secret")?.map(SecretString::from);
+            let verify_token = optional("verify_token")?.map(SecretString::from);
+            Ok(match kind {
+                ChannelKind::Messenger => Credentials::Messenger(MessengerCredentials {
+                    page_id: account_id,
+                    page_access_token: token,
+                    app_secret,
+                    verify_token,
+                }),
+                _ => Credentials::Instagram(InstagramCredentials {
+                    account_id,
+                    access_token: token,
+                    app_secret,
+                    verify_token,
+                }),
+            })
         }
         other => Err(AppError::Unprocessable(format!(
             "platform `{other}` is not supported yet"

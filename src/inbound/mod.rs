@@ -4,6 +4,7 @@
 //! and acknowledge it once it is committed.
 
 mod commit;
+pub mod data_deletion;
 mod meta;
 
 use axum::Router;
@@ -16,5 +17,5 @@ use crate::app::App;
 pub const MAX_BODY: usize = 1024 * 1024;
 
 pub fn router() -> Router<App> {
-    meta::router()
+    meta::router().merge(data_deletion::router())
 }

@@ -7,6 +7,8 @@
 //! dies during the call, the lease expires and the part is sent again, flagged as a
 //! possible duplicate: the platforms offer no idempotency key for these sends.
 
+pub mod window;
+
 use std::time::Duration;
 
 use channels::{OutboundReply, SendError};
@@ -91,7 +93,10 @@ async fn attempt(app: &App, item: &OutboxItem) -> SendOutcome {
         text: item.text.clone(),
         reply_to: item.reply_to.clone(),
     };
-    match channel_impl.send(credentials, &reply).await {
+    match channel_impl
+        .send_tagged(credentials, &reply, item.message_tag.as_deref())
+        .await
+    {
         Ok(receipt) => SendOutcome::Sent {
             external_id: receipt.external_id,
             at: now_ms(),

@@ -159,4 +159,30 @@ pub trait Store: PrivacyStore + Send + Sync + 'static {
         terms: &[String],
         limit: i64,
     ) -> Result<Vec<Passage>>;
+
+    // -- Meta messaging (Messenger, Instagram) ------------------------------------------
+    /// Whether a reply part to `recipient` on the channel is being sent right now (its
+    /// platform id is not recorded yet).
+    async fn outbox_sending(&self, channel_id: &str, recipient: &str) -> Result<bool>;
+    /// When the customer last wrote in the conversation (platform time, ms).
+    async fn last_customer_message_at(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<i64>>;
+
+    // -- Meta data-deletion callback ------------------------------------------------------
+    async fn create_deletion_request(&self, request: &DeletionRequest) -> Result<()>;
+    async fn deletion_request(&self, code: &str) -> Result<Option<DeletionRequest>>;
+    /// Marks a request completed and forgets whom it was about.
+    async fn complete_deletion_request(&self, code: &str, erased: i64, at: i64) -> Result<()>;
+    /// Requests not completed yet, oldest first (resumed after a restart).
+    async fn pending_deletion_requests(&self, limit: i64) -> Result<Vec<DeletionRequest>>;
+    /// Platform-caller look-up (Meta names a person, not a tenant): the contacts with
+    /// an identity of this user id on a Messenger or Instagram channel, as
+    /// (tenant id, contact id, channel id).
+    async fn contacts_by_platform_user(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(String, String, String)>>;
 }

@@ -13,4 +13,8 @@ pub enum VerifyError {
     BadVerifyToken,
     #[error("handshake mode is not `subscribe`")]
     BadMode,
+    #[error("signed_request is malformed")]
+    MalformedSignedRequest,
+    #[error("signed_request algorithm is not HMAC-SHA256")]
+    UnsupportedAlgorithm,
 }

@@ -7,6 +7,7 @@
 
 mod error;
 pub mod meta;
+pub mod signed_request;
 
 pub use error::VerifyError;
 
