@@ -13,4 +13,9 @@ pub enum VerifyError {
     BadVerifyToken,
     #[error("handshake mode is not `subscribe`")]
     BadMode,
+    // -- slack ----
+    #[error("request timestamp header is missing or not a number")]
+    BadTimestamp,
+    #[error("request timestamp is outside the replay window")]
+    StaleTimestamp,
 }

@@ -7,6 +7,7 @@
 
 mod error;
 pub mod meta;
+pub mod slack;
 
 pub use error::VerifyError;
 
