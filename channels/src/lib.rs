@@ -7,6 +7,8 @@
 
 pub mod error;
 pub mod model;
+pub mod pacing;
+pub mod slack;
 pub mod text;
 pub mod whatsapp;
 
@@ -14,6 +16,7 @@ use async_trait::async_trait;
 
 pub use error::{NormalizeError, SendError};
 pub use model::*;
+pub use pacing::Pacing;
 
 /// A messaging platform: inbound normalization and outbound sending.
 #[async_trait]
@@ -37,4 +40,10 @@ pub trait Channel: Send + Sync {
         credentials: &Credentials,
         reply: &OutboundReply,
     ) -> Result<SendReceipt, SendError>;
+
+    /// The platform's posting limit for `reply`'s destination, when it has one the
+    /// dispatcher should pace sends to instead of collecting rate-limit errors.
+    fn pacing(&self, _reply: &OutboundReply) -> Option<Pacing> {
+        None
+    }
 }

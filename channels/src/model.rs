@@ -374,12 +374,14 @@ pub struct SendReceipt {
 pub enum Credentials {
     #[serde(rename = "whatsapp")]
     WhatsApp(WhatsAppCredentials),
+    Slack(SlackCredentials),
 }
 
 impl Credentials {
     pub fn kind(&self) -> ChannelKind {
         match self {
             Self::WhatsApp(_) => ChannelKind::WhatsApp,
+            Self::Slack(_) => ChannelKind::Slack,
         }
     }
 
@@ -387,6 +389,7 @@ impl Credentials {
     pub fn account_id(&self) -> &str {
         match self {
             Self::WhatsApp(c) => &c.phone_number_id,
+            Self::Slack(c) => &c.team_id,
         }
     }
 
@@ -395,6 +398,7 @@ impl Credentials {
     pub fn signing_secret(&self) -> Option<&SecretString> {
         match self {
             Self::WhatsApp(c) => c.app_secret.as_ref(),
+            Self::Slack(c) => c.signing_secret.as_ref(),
         }
     }
 
@@ -402,6 +406,7 @@ impl Credentials {
     pub fn verify_token(&self) -> Option<&SecretString> {
         match self {
             Self::WhatsApp(c) => c.verify_token.as_ref(),
+            Self::Slack(_) => None,
         }
     }
 }
@@ -417,6 +422,30 @@ pub struct WhatsAppCredentials {
     pub app_secret: Option<SecretString>,
     #[serde(default, serialize_with = "expose_opt")]
     pub verify_token: Option<SecretString>,
+}
+
+// -- slack ----
+
+/// A Slack workspace's installation of the app: its own app (with its own signing
+/// secret) or the operator's distributed app (installed through OAuth).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlackCredentials {
+    /// The workspace (`T...`): routes deliveries to the channel.
+    pub team_id: String,
+    #[serde(default)]
+    pub team_name: Option<String>,
+    /// The app the workspace installed (`A...`); deliveries for another app are refused.
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// The bot's own user id (`U...`): its messages are never answered.
+    #[serde(default)]
+    pub bot_user_id: Option<String>,
+    /// `xoxb-...`; `None` once Slack revoked it (uninstall, token revocation).
+    #[serde(default, serialize_with = "expose_opt")]
+    pub bot_token: Option<SecretString>,
+    /// The workspace app's own signing secret; `None`: the operator app's applies.
+    #[serde(default, serialize_with = "expose_opt")]
+    pub signing_secret: Option<SecretString>,
 }
 
 fn expose<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
