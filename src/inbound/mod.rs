@@ -5,6 +5,7 @@
 
 mod commit;
 mod meta;
+mod slack;
 
 use axum::Router;
 
@@ -16,5 +17,5 @@ use crate::app::App;
 pub const MAX_BODY: usize = 1024 * 1024;
 
 pub fn router() -> Router<App> {
-    meta::router()
+    meta::router().merge(slack::router())
 }

@@ -314,3 +314,27 @@ pub struct Passage {
     pub url: Option<String>,
     pub text: String,
 }
+
+// -- slack install and revocation -------------------------------------------------------
+
+pub struct NewInstallState {
+    /// SHA-256 (hex) of the state handed to the browser.
+    pub state_hash: String,
+    pub tenant_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+pub struct ChannelRevocation {
+    pub tenant_id: String,
+    pub channel_id: String,
+    /// The platform's event id: a redelivery of the same event changes nothing.
+    pub event_id: String,
+    /// `app_uninstalled` or `tokens_revoked`.
+    pub kind: String,
+    /// The channel's credentials sealed again without any token.
+    pub credentials: Vec<u8>,
+    /// Shown as the channel's status detail and on replies that will not be sent.
+    pub detail: String,
+    pub at: i64,
+}
