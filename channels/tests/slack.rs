@@ -265,3 +265,24 @@ fn unknown_envelopes_and_events_are_kept_raw() {
     assert!(read(b"token=x&team_id=T1&command=%2Fhelp").is_err());
     assert!(read(br#"{"type":"event_callback","event":{}}"#).is_err());
 }
+
+#[test]
+fn credentials_never_show_the_token_in_debug() {
+    let creds = Credentials::Slack(SlackCredentials {
+        team_id: "T1".into(),
+        team_name: None,
+        app_id: None,
+        bot_user_id: None,
+        bot_token: Some(secrecy::SecretString::from("xoxb-canary-token")),
+        signing_secret: Some(secrecy::SecretString::from("canary-signing-secret")),
+    });
+    let debug = format!("{creds:?}");
+    assert!(!debug.contains("canary"), "{debug}");
+    assert_eq!(creds.account_id(), "T1");
+    assert!(creds.signing_secret().is_some());
+    // Sealing needs the secrets: serialization keeps them, and reads them back.
+    let json = serde_json::to_string(&creds).unwrap();
+    assert!(json.contains("xoxb-canary-token"));
+    let back: Credentials = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.kind(), ChannelKind::Slack);
+}

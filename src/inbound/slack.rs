@@ -4,9 +4,10 @@
 //!
 //! Order: body size cap, `v0` signature and replay window over the raw bytes (401,
 //! nothing stored), `url_verification` answered, the event routed and normalized,
-//! stored with the inbox's dedupe, 200. Slack waits three seconds; the work after the
-//! signature check has a budget below that and answers 503 past it (Slack delivers
-//! again, and the redelivery changes nothing). An uninstall or bot token revocation
+//! stored with the inbox's dedupe, 200. Slack waits three seconds; a request has a
+//! budget below that and is answered 503 past it (Slack delivers again, and the
+//! redelivery changes nothing; a commit still under way completes and the
+//! redelivery finds it). An uninstall or bot token revocation
 //! disables the channel before the answer.
 
 use std::sync::Arc;
@@ -54,17 +55,20 @@ async fn receive_channel(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let channel = match app.resolved_channel(&channel_id).await? {
-        Some(channel) if channel.record.platform == KIND.as_str() => channel,
-        _ => return Err(AppError::NotFound),
-    };
-    let secret = channel
-        .credentials
-        .signing_secret()
-        .or(app.config.platforms.slack.signing_secret.as_ref())
-        .ok_or(AppError::Unauthorized)?;
-    let delivery = check(secret, &headers, &body, Some(&channel_id))?;
-    within_budget(accept(&app, Route::Channel(channel), delivery, &body)).await
+    within_budget(async {
+        let channel = match app.resolved_channel(&channel_id).await? {
+            Some(channel) if channel.record.platform == KIND.as_str() => channel,
+            _ => return Err(AppError::NotFound),
+        };
+        let secret = channel
+            .credentials
+            .signing_secret()
+            .or(app.config.platforms.slack.signing_secret.as_ref())
+            .ok_or(AppError::Unauthorized)?;
+        let delivery = check(secret, &headers, &body, Some(&channel_id))?;
+        accept(&app, Route::Channel(channel), delivery, &body).await
+    })
+    .await
 }
 
 async fn receive_shared(
@@ -72,15 +76,18 @@ async fn receive_shared(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AppError> {
-    let secret = app
-        .config
-        .platforms
-        .slack
-        .signing_secret
-        .as_ref()
-        .ok_or(AppError::Unauthorized)?;
-    let delivery = check(secret, &headers, &body, None)?;
-    within_budget(accept(&app, Route::Shared, delivery, &body)).await
+    within_budget(async {
+        let secret = app
+            .config
+            .platforms
+            .slack
+            .signing_secret
+            .as_ref()
+            .ok_or(AppError::Unauthorized)?;
+        let delivery = check(secret, &headers, &body, None)?;
+        accept(&app, Route::Shared, delivery, &body).await
+    })
+    .await
 }
 
 /// Verifies the request and reads it; a refused request is 401 and nothing else.

@@ -717,8 +717,8 @@ async fn oauth_install_checks_state_and_creates_a_working_channel(backend: Backe
 
 async fn a_burst_to_one_slack_channel_stays_within_the_posting_limit(backend: Backend) {
     let s = setup(backend).await;
-    // Six customers start six threads in one channel at once.
-    for i in 0..6 {
+    // Eight customers start eight threads in one channel at once.
+    for i in 0..8 {
         let body = callback(
             TEAM,
             &format!("EvBURST{i}"),
@@ -733,7 +733,7 @@ async fn a_burst_to_one_slack_channel_stays_within_the_posting_limit(backend: Ba
         );
         assert_eq!(s.send(&body).await, 200);
     }
-    wait_until("six replies", || async { s.slack.delivered().len() == 6 }).await;
+    wait_until("eight replies", || async { s.slack.delivered().len() == 8 }).await;
     let posts = s.slack.posts();
     assert_eq!(
         posts.iter().filter(|p| p.answered != 200).count(),
@@ -741,7 +741,7 @@ async fn a_burst_to_one_slack_channel_stays_within_the_posting_limit(backend: Ba
         "sends were paced to Slack's per-channel limit: {:?}",
         posts.iter().map(|p| p.answered).collect::<Vec<_>>()
     );
-    assert_eq!(posts.len(), 6);
+    assert_eq!(posts.len(), 8);
 }
 
 async fn slack_errors_are_retried_or_recorded(backend: Backend) {
