@@ -2,6 +2,10 @@
 //! unhandled events. The tenant always comes from the API key, never from the path
 //! or body; another tenant's ids are answered 404 like ids that do not exist.
 
+// -- privacy -------------------------------------------------------------------------
+pub mod audit;
+mod contacts;
+// ----------------------------------------------------------------------------------
 mod channels;
 mod conversations;
 mod events;
@@ -19,4 +23,7 @@ pub fn router() -> Router<App> {
         .merge(conversations::router())
         .merge(knowledge::router())
         .merge(events::router())
+        // -- privacy
+        .merge(audit::router())
+        .merge(contacts::router())
 }

@@ -7,6 +7,7 @@
 //! claims), which are named as such.
 
 mod postgres;
+mod privacy;
 mod shared;
 mod sqlite;
 mod turns;
@@ -17,6 +18,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use postgres::PgStore;
+// -- privacy (audit log, erasure) --------------------------------------------------
+pub use privacy::{AuditHead, AuditRecord, ContactRef, ErasureCounts, PrivacyStore};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -50,7 +53,7 @@ pub async fn open(url: &DatabaseUrl) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: PrivacyStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     async fn migrate(&self) -> Result<()>;
@@ -89,7 +92,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes several requests' worth of envelopes, inbox events and unhandled items in
     /// one transaction (group commit). Inbox events dedupe on (channel, external id).
+    /// The commit may not be on disk yet when this returns: acknowledge only after a
+    /// later [`Store::sync_ingress`] succeeded.
     async fn commit_ingress(&self, batches: &[IngressBatch]) -> Result<Vec<IngressOutcome>>;
+
+    /// Makes every commit that returned before this call durable. Where commits are
+    /// durable by themselves (Postgres) this does nothing; on SQLite it flushes the
+    /// WAL, so the next group's inserts run while the previous group's flush waits on
+    /// the disk.
+    async fn sync_ingress(&self) -> Result<()>;
 
     // -- worker ------------------------------------------------------------------------
     /// Leases up to `limit` ready inbox events, oldest first and at most one per

@@ -7,6 +7,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool, Postgres, Transaction};
 
+use super::privacy::privacy_store;
 use super::shared::shared_store;
 use super::turns::Turn;
 
@@ -50,6 +51,13 @@ impl PgStore {
 
     /// Postgres has many writers; nobody needs to queue or reserve.
     fn reserve_writer(&self, _window: Duration) {}
+
+    /// Postgres commits ingress with `synchronous_commit` on: durable at commit.
+    const INGRESS_DURABLE_AT_COMMIT: bool = true;
+
+    async fn sync_wal(&self) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
 
     /// Postgres has many writers; nobody needs to queue.
     async fn write_connection(
@@ -95,4 +103,13 @@ shared_store!(
     backend = "postgres",
     lock_inbox = " FOR UPDATE OF e SKIP LOCKED",
     lock_outbox = " FOR UPDATE OF o SKIP LOCKED"
+);
+
+// -- privacy: audit log and erasure ----------------------------------------------
+privacy_store!(
+    PgStore,
+    Postgres,
+    find = "strpos",
+    envelope_names = "position(convert_to($2, 'UTF8') in body) > 0",
+    after_erase = ""
 );

@@ -10,6 +10,7 @@ mod fake_slack;
 mod helpers;
 mod ingress;
 mod pipeline;
+mod privacy;
 mod process;
 mod slack;
 mod store;
