@@ -7,8 +7,8 @@
 //! stored with the inbox's dedupe, 200. Slack waits three seconds; a request has a
 //! budget below that and is answered 503 past it (Slack delivers again, and the
 //! redelivery changes nothing; a commit still under way completes and the
-//! redelivery finds it). An uninstall or bot token revocation
-//! disables the channel before the answer.
+//! redelivery finds it). An uninstall or bot token revocation disables the channel,
+//! destroys its token and is recorded in the audit log, before the answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,11 +22,13 @@ use axum::Router;
 use channels::slack::{self as platform, Callback, Delivery, Revocation};
 use channels::{ChannelKind, Credentials, NormalizeError, SlackCredentials};
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
 use webhooks::slack as verify;
 
 use super::meta::{commit, push_event, unhandled_row, unparseable_row};
 use super::MAX_BODY;
 use crate::app::{App, ResolvedChannel};
+use crate::audit::Audit;
 use crate::http::AppError;
 use crate::store::{now_ms, ChannelRecord, ChannelRevocation, IngressBatch, NewEnvelope};
 
@@ -319,6 +321,18 @@ async fn revoke(
     });
     let sealed = app.seal_credentials(&record.tenant_id, &record.id, &tokenless)?;
     let kind = revocation.as_str();
+    let action = match revocation {
+        Revocation::Uninstalled => "channel.uninstalled",
+        Revocation::TokensRevoked { .. } => "channel.tokens_revoked",
+    };
+    let audit = Audit::new(&record.tenant_id, "platform:slack", action)
+        .target(&record.id)
+        .detail(json!({
+            "event_id": callback.event_id,
+            "team_id": record.account_id,
+            "status": "revoked",
+            "token_destroyed": true,
+        }));
     let applied = app
         .store
         .revoke_channel(&ChannelRevocation {
@@ -331,6 +345,7 @@ async fn revoke(
                 "Slack {kind}: the app lost access to the workspace; install it again to resume"
             ),
             at: now_ms(),
+            audit,
         })
         .await?;
     app.forget_channel(&record.id);

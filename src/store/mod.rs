@@ -174,7 +174,8 @@ pub trait Store: PrivacyStore + Send + Sync + 'static {
         credentials: &[u8],
     ) -> Result<bool>;
     /// Applies a platform's revocation of the channel's access, once per event: the
-    /// channel is disabled, its credentials replaced by the token-less ones given, and
-    /// replies not yet sent fail. `false` when this event was applied before.
+    /// channel is disabled, its credentials replaced by the token-less ones given,
+    /// replies not yet sent fail, and the audit entry is appended, in one transaction.
+    /// `false` when this event was applied before (nothing changes then).
     async fn revoke_channel(&self, revocation: &ChannelRevocation) -> Result<bool>;
 }

@@ -1023,6 +1023,7 @@ macro_rules! shared_store {
                 .bind(&r.detail)
                 .execute(&mut *tx)
                 .await?;
+                Self::audit_in(&mut tx, &r.audit).await?;
                 tx.commit().await?;
                 Ok(true)
             }

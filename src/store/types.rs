@@ -337,4 +337,6 @@ pub struct ChannelRevocation {
     /// Shown as the channel's status detail and on replies that will not be sent.
     pub detail: String,
     pub at: i64,
+    /// Appended to the tenant's audit log in the same transaction.
+    pub audit: crate::audit::Audit,
 }

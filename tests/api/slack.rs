@@ -479,6 +479,32 @@ async fn uninstall_stops_all_sending_and_destroys_the_token(backend: Backend) {
     let revoked = fixture("tokens-revoked.json").replace("T061EG9R6", TEAM);
     assert_eq!(s.send(&revoked).await, 200);
     assert_eq!(s.channel_status().await["status"], "revoked");
+    // Recorded in the audit log once per event, the chain intact, no token in it.
+    let (status, audit) = s.app.get_json(&s.tenant, "/api/v1/audit").await;
+    assert_eq!(status, 200);
+    assert_eq!(audit["chain_ok"], true, "{audit}");
+    let entries: Vec<&Value> = audit["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|e| e["actor"] == "platform:slack")
+                .collect()
+        })
+        .unwrap_or_default();
+    let actions: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions.len(),
+        2,
+        "uninstall (once, despite the redelivery) and tokens_revoked: {audit}"
+    );
+    assert!(actions.contains(&"channel.uninstalled"));
+    assert!(actions.contains(&"channel.tokens_revoked"));
+    assert!(entries.iter().all(|e| e["target"] == s.channel.as_str()));
+    assert!(!audit.to_string().contains("xoxb"));
     // A message arriving afterwards is kept, not answered.
     assert_eq!(
         s.send(&dm("EvU2", "1700000005.000900", "opening hours?"))
