@@ -18,6 +18,8 @@ on_both_backends!(
     oauth_install_checks_state_and_creates_a_working_channel,
     a_burst_to_one_slack_channel_stays_within_the_posting_limit,
     slack_errors_are_retried_or_recorded,
+    long_reply_is_split_at_4000_in_the_thread,
+    event_for_another_workspace_on_a_channel_route_is_not_processed,
 );
 
 const TEAM: &str = "T061EG9R6";
@@ -825,4 +827,105 @@ async fn slack_errors_are_retried_or_recorded(backend: Backend) {
     assert_eq!(posts[1].answered, 429);
     assert_eq!(posts[1].body, posts[2].body);
     assert_eq!(s.channel_status().await["status"], "active");
+}
+
+async fn long_reply_is_split_at_4000_in_the_thread(backend: Backend) {
+    let s = setup(backend).await;
+    let parent = "1700000009.000100";
+    let top = callback(
+        TEAM,
+        "EvLONG",
+        Some(BOT),
+        slack_message(
+            "C024BE91L",
+            CUSTOMER,
+            parent,
+            "what are your opening hours?",
+            None,
+        ),
+    );
+    assert_eq!(s.send(&top).await, 200);
+    wait_until("first reply", || async { s.slack.delivered().len() == 1 }).await;
+    let conversation = s.app.conversations(&s.tenant).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let long = "word ".repeat(1800); // 9000 characters
+    let res = s
+        .app
+        .api(&s.tenant)
+        .post(format!(
+            "{}/api/v1/conversations/{conversation}/messages",
+            s.app.url
+        ))
+        .json(&json!({"text": long}))
+        .send()
+        .await
+        .expect("agent reply");
+    assert_eq!(res.status(), 202);
+    wait_until("three more parts", || async {
+        s.slack.delivered().len() == 4
+    })
+    .await;
+    let parts: Vec<Value> = s.slack.posts()[1..]
+        .iter()
+        .map(|p| p.body.clone())
+        .collect();
+    assert_eq!(parts.len(), 3);
+    for part in &parts {
+        assert_eq!(part["channel"], "C024BE91L");
+        assert_eq!(part["thread_ts"], parent);
+        assert!(part["text"].as_str().unwrap_or_default().chars().count() <= 4000);
+    }
+    let words: usize = parts
+        .iter()
+        .map(|p| {
+            p["text"]
+                .as_str()
+                .unwrap_or_default()
+                .split_whitespace()
+                .count()
+        })
+        .sum();
+    assert_eq!(words, 1800);
+}
+
+async fn event_for_another_workspace_on_a_channel_route_is_not_processed(backend: Backend) {
+    let s = setup(backend).await;
+    // Signed with this channel's secret, but naming another workspace.
+    let body = callback(
+        "T0ELSEWHERE",
+        "EvELSE",
+        Some(BOT),
+        slack_message(
+            "D024BE91L",
+            CUSTOMER,
+            "1700000010.000100",
+            "opening hours?",
+            None,
+        ),
+    );
+    assert_eq!(s.send(&body).await, 200);
+    let (_, unhandled) = s.app.get_json(&s.tenant, "/api/v1/events/unhandled").await;
+    assert_eq!(
+        unhandled["items"][0]["reason"], "account_mismatch",
+        "{unhandled}"
+    );
+    // A signed body that is not JSON at all (a slash command) is kept, and answered 200.
+    let form = "token=x&team_id=T061EG9R6&command=%2Fhelp&text=opening+hours";
+    assert_eq!(s.send(form).await, 200);
+    let (_, unhandled) = s.app.get_json(&s.tenant, "/api/v1/events/unhandled").await;
+    assert_eq!(
+        unhandled["items"][0]["reason"], "unparseable",
+        "{unhandled}"
+    );
+    // The workspace's own messages still work, and the others were not answered.
+    assert_eq!(
+        s.send(&dm("EvHOME", "1700000010.000200", "opening hours?"))
+            .await,
+        200
+    );
+    wait_until("reply", || async { s.slack.delivered().len() == 1 }).await;
+    assert_eq!(s.app.conversations(&s.tenant).await.len(), 1);
+    assert_eq!(s.slack.posts()[0].body["channel"], "D024BE91L");
 }
