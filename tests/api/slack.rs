@@ -20,6 +20,7 @@ on_both_backends!(
     slack_errors_are_retried_or_recorded,
     long_reply_is_split_at_4000_in_the_thread,
     event_for_another_workspace_on_a_channel_route_is_not_processed,
+    a_stalled_database_is_answered_in_time_and_the_redelivery_counts,
 );
 
 const TEAM: &str = "T061EG9R6";
@@ -928,4 +929,94 @@ async fn event_for_another_workspace_on_a_channel_route_is_not_processed(backend
     wait_until("reply", || async { s.slack.delivered().len() == 1 }).await;
     assert_eq!(s.app.conversations(&s.tenant).await.len(), 1);
     assert_eq!(s.slack.posts()[0].body["channel"], "D024BE91L");
+}
+
+/// Holds the database's write lock (SQLite) or the envelope table's (Postgres) from
+/// another connection until dropped.
+enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLock {
+    async fn take(url: &str) -> Self {
+        use sqlx::Connection;
+        if url.starts_with("sqlite") {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.expect("sqlite");
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .expect("lock");
+            Self::Sqlite(conn)
+        } else {
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("pg");
+            sqlx::query("BEGIN")
+                .execute(&mut conn)
+                .await
+                .expect("begin");
+            sqlx::query("LOCK TABLE raw_envelopes IN EXCLUSIVE MODE")
+                .execute(&mut conn)
+                .await
+                .expect("lock");
+            Self::Postgres(conn)
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Self::Sqlite(mut conn) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut conn)
+                    .await
+                    .expect("unlock");
+            }
+            Self::Postgres(mut conn) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut conn)
+                    .await
+                    .expect("unlock");
+            }
+        }
+    }
+}
+
+async fn a_stalled_database_is_answered_in_time_and_the_redelivery_counts(backend: Backend) {
+    let s = setup(backend).await;
+    let body = dm("EvSTALL", "1700000011.000100", "opening hours?");
+    let lock = WriteLock::take(&s.app.db.url).await;
+    // Slack gives up after 3 s and delivers again; the gateway answers before that,
+    // with 503, rather than leave the request waiting on the database (SQLite's busy
+    // timeout is 10 s, Postgres waits for the lock indefinitely). The client's timeout,
+    // well above the 2.5 s budget, only turns such a wait into a failure.
+    let ts = unix_now().to_string();
+    let signature = webhooks::slack::sign(SECRET.as_bytes(), &ts, body.as_bytes());
+    let res = s
+        .app
+        .http
+        .post(format!("{}{}", s.app.url, s.path()))
+        .header("x-slack-request-timestamp", ts)
+        .header("x-slack-signature", signature)
+        .body(body.clone())
+        .timeout(std::time::Duration::from_secs(8))
+        .send()
+        .await
+        .expect("answered while the database is stalled");
+    assert_eq!(res.status(), 503);
+    lock.release().await;
+    assert_eq!(
+        s.app
+            .slack_post(&s.path(), SECRET, &body, 0, Some(1))
+            .await
+            .0,
+        200
+    );
+    wait_until("reply sent", || async {
+        s.messages()
+            .await
+            .iter()
+            .any(|m| m["direction"] == "outbound" && m["status"] == "sent")
+    })
+    .await;
+    assert_eq!(s.messages().await.len(), 2);
+    assert_eq!(s.slack.posts().len(), 1);
 }
