@@ -933,6 +933,11 @@ macro_rules! shared_store {
                 .bind(st.expires_at)
                 .execute(&mut *tx)
                 .await?;
+                // Links nobody used: swept here and on every callback.
+                sqlx::query("DELETE FROM slack_install_states WHERE expires_at <= $1")
+                    .bind(st.created_at)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(())
             }
