@@ -286,3 +286,60 @@ fn credentials_never_show_the_token_in_debug() {
     let back: Credentials = serde_json::from_str(&json).unwrap();
     assert_eq!(back.kind(), ChannelKind::Slack);
 }
+
+/// Truncated and bit-flipped versions of every fixture: read and normalized without
+/// panicking (a deterministic stand-in for the fuzz target).
+#[test]
+fn mangled_bodies_never_panic() {
+    let dir = format!("{}/tests/fixtures/slack", env!("CARGO_MANIFEST_DIR"));
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let body = std::fs::read(entry.unwrap().path()).unwrap();
+        let mut cases: Vec<Vec<u8>> = (0..body.len())
+            .step_by(7)
+            .map(|n| body[..n].to_vec())
+            .collect();
+        for _ in 0..300 {
+            let mut flipped = body.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() as usize) % flipped.len();
+                flipped[i] = match next() % 4 {
+                    0 => b'<',
+                    1 => b'>',
+                    2 => b'|',
+                    _ => flipped[i] ^ (1 << (next() % 8)),
+                };
+            }
+            cases.push(flipped);
+        }
+        for case in cases {
+            if let Ok(Delivery::Callback(cb)) = read(&case) {
+                let _ = cb.revocation();
+                let _ = cb.normalize(Some("U0BOTUSER"));
+                let _ = cb.normalize(None);
+            }
+        }
+    }
+    for text in [
+        "<",
+        ">",
+        "<>",
+        "<|>",
+        "<@>",
+        "<!>",
+        "<#|>",
+        "<<@U1>>",
+        "&amp",
+        "&&lt;;",
+        "é<@U1|é>é",
+    ] {
+        let _ = slack::format::to_plain(text, Some("U1"));
+        let _ = slack::format::to_plain(text, None);
+    }
+}
