@@ -198,6 +198,14 @@ pub async fn run(
             config.platforms.meta.api_version.clone(),
         )),
     );
+    // -- slack ----
+    channels.insert(
+        ChannelKind::Slack,
+        Arc::new(channels::slack::Slack::new(
+            http.clone(),
+            config.platforms.slack.api_url.clone(),
+        )),
+    );
     let inbox_wake = Arc::new(Notify::new());
     let committer_stop = CancellationToken::new();
     let (committer, committer_task) =

@@ -9,6 +9,8 @@ pub mod error;
 pub mod instagram;
 pub mod messenger;
 pub mod model;
+pub mod pacing;
+pub mod slack;
 pub mod text;
 pub mod whatsapp;
 
@@ -16,6 +18,7 @@ use async_trait::async_trait;
 
 pub use error::{NormalizeError, SendError};
 pub use model::*;
+pub use pacing::Pacing;
 
 /// A messaging platform: inbound normalization and outbound sending.
 #[async_trait]
@@ -51,5 +54,11 @@ pub trait Channel: Send + Sync {
     ) -> Result<SendReceipt, SendError> {
         let _ = tag;
         self.send(credentials, reply).await
+    }
+
+    /// The platform's posting limit for `reply`'s destination, when it has one the
+    /// dispatcher should pace sends to instead of collecting rate-limit errors.
+    fn pacing(&self, _reply: &OutboundReply) -> Option<Pacing> {
+        None
     }
 }

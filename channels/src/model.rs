@@ -507,6 +507,7 @@ pub enum Credentials {
     // -- Meta messaging (Messenger, Instagram) ----------------------------------------
     Messenger(MessengerCredentials),
     Instagram(InstagramCredentials),
+    Slack(SlackCredentials),
 }
 
 impl Credentials {
@@ -515,6 +516,7 @@ impl Credentials {
             Self::WhatsApp(_) => ChannelKind::WhatsApp,
             Self::Messenger(_) => ChannelKind::Messenger,
             Self::Instagram(_) => ChannelKind::Instagram,
+            Self::Slack(_) => ChannelKind::Slack,
         }
     }
 
@@ -524,6 +526,7 @@ impl Credentials {
             Self::WhatsApp(c) => &c.phone_number_id,
             Self::Messenger(c) => &c.page_id,
             Self::Instagram(c) => &c.account_id,
+            Self::Slack(c) => &c.team_id,
         }
     }
 
@@ -534,6 +537,7 @@ impl Credentials {
             Self::WhatsApp(c) => c.app_secret.as_ref(),
             Self::Messenger(c) => c.app_secret.as_ref(),
             Self::Instagram(c) => c.app_secret.as_ref(),
+            Self::Slack(c) => c.signing_secret.as_ref(),
         }
     }
 
@@ -543,6 +547,7 @@ impl Credentials {
             Self::WhatsApp(c) => c.verify_token.as_ref(),
             Self::Messenger(c) => c.verify_token.as_ref(),
             Self::Instagram(c) => c.verify_token.as_ref(),
+            Self::Slack(_) => None,
         }
     }
 }
@@ -582,6 +587,30 @@ pub struct InstagramCredentials {
     pub app_secret: Option<SecretString>,
     #[serde(default, serialize_with = "expose_opt")]
     pub verify_token: Option<SecretString>,
+}
+
+// -- slack ----
+
+/// A Slack workspace's installation of the app: its own app (with its own signing
+/// secret) or the operator's distributed app (installed through OAuth).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlackCredentials {
+    /// The workspace (`T...`): routes deliveries to the channel.
+    pub team_id: String,
+    #[serde(default)]
+    pub team_name: Option<String>,
+    /// The app the workspace installed (`A...`); deliveries for another app are refused.
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// The bot's own user id (`U...`): its messages are never answered.
+    #[serde(default)]
+    pub bot_user_id: Option<String>,
+    /// `xoxb-...`; `None` once Slack revoked it (uninstall, token revocation).
+    #[serde(default, serialize_with = "expose_opt")]
+    pub bot_token: Option<SecretString>,
+    /// The workspace app's own signing secret; `None`: the operator app's applies.
+    #[serde(default, serialize_with = "expose_opt")]
+    pub signing_secret: Option<SecretString>,
 }
 
 fn expose<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {

@@ -276,7 +276,7 @@ async fn route(
     Ok(found)
 }
 
-async fn commit(app: &App, batch: IngressBatch) -> Result<Response, AppError> {
+pub(super) async fn commit(app: &App, batch: IngressBatch) -> Result<Response, AppError> {
     match app.committer.commit(batch).await {
         Ok(outcome) => {
             tracing::debug!(
@@ -292,7 +292,7 @@ async fn commit(app: &App, batch: IngressBatch) -> Result<Response, AppError> {
 }
 
 /// Queues one event in the inbox under its channel.
-fn push_event(
+pub(super) fn push_event(
     batch: &mut IngressBatch,
     channel: &ChannelRecord,
     kind: ChannelKind,
@@ -335,7 +335,7 @@ fn push_event(
     });
 }
 
-fn unhandled_row(
+pub(super) fn unhandled_row(
     channel: Option<&ChannelRecord>,
     kind: ChannelKind,
     reason: &str,
@@ -353,7 +353,7 @@ fn unhandled_row(
     }
 }
 
-fn unparseable_row(
+pub(super) fn unparseable_row(
     channel: Option<&ChannelRecord>,
     kind: ChannelKind,
     body: &[u8],

@@ -6,6 +6,7 @@
 mod commit;
 pub mod data_deletion;
 mod meta;
+mod slack;
 
 use axum::Router;
 
@@ -17,5 +18,7 @@ use crate::app::App;
 pub const MAX_BODY: usize = 1024 * 1024;
 
 pub fn router() -> Router<App> {
-    meta::router().merge(data_deletion::router())
+    meta::router()
+        .merge(data_deletion::router())
+        .merge(slack::router())
 }

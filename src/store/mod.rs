@@ -185,4 +185,23 @@ pub trait Store: PrivacyStore + Send + Sync + 'static {
         &self,
         user_id: &str,
     ) -> Result<Vec<(String, String, String)>>;
+
+    // -- slack install and revocation -----------------------------------------------------
+    /// Records an OAuth `state` (by hash) issued to `tenant_id`, usable until `expires_at`.
+    async fn create_install_state(&self, state: &NewInstallState) -> Result<()>;
+    /// Consumes an install state: the tenant it was issued to, when it exists and has not
+    /// expired. A state works once; expired ones are swept on the way.
+    async fn take_install_state(&self, state_hash: &str, now: i64) -> Result<Option<String>>;
+    /// Replaces a channel's sealed credentials and makes it active again (a re-install).
+    async fn replace_channel_credentials(
+        &self,
+        tenant_id: &str,
+        channel_id: &str,
+        credentials: &[u8],
+    ) -> Result<bool>;
+    /// Applies a platform's revocation of the channel's access, once per event: the
+    /// channel is disabled, its credentials replaced by the token-less ones given,
+    /// replies not yet sent fail, and the audit entry is appended, in one transaction.
+    /// `false` when this event was applied before (nothing changes then).
+    async fn revoke_channel(&self, revocation: &ChannelRevocation) -> Result<bool>;
 }

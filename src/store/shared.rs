@@ -1072,6 +1072,120 @@ macro_rules! shared_store {
                 .fetch_all(self.reader())
                 .await?)
             }
+
+            // -- slack install and revocation ----------------------------------------------
+            async fn create_install_state(&self, st: &$crate::store::NewInstallState) -> $crate::store::Result<()> {
+                let (_gate, mut conn) = self.write_connection(true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                sqlx::query(
+                    "INSERT INTO slack_install_states (state_hash, tenant_id, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&st.state_hash)
+                .bind(&st.tenant_id)
+                .bind(st.created_at)
+                .bind(st.expires_at)
+                .execute(&mut *tx)
+                .await?;
+                // Links nobody used: swept here and on every callback.
+                sqlx::query("DELETE FROM slack_install_states WHERE expires_at <= $1")
+                    .bind(st.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn take_install_state(&self, state_hash: &str, now: i64) -> $crate::store::Result<Option<String>> {
+                let (_gate, mut conn) = self.write_connection(true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                let tenant: Option<(String, i64)> = sqlx::query_as(
+                    "DELETE FROM slack_install_states WHERE state_hash = $1 RETURNING tenant_id, expires_at",
+                )
+                .bind(state_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM slack_install_states WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(tenant.filter(|(_, expires_at)| *expires_at > now).map(|(t, _)| t))
+            }
+
+            async fn replace_channel_credentials(
+                &self,
+                tenant_id: &str,
+                channel_id: &str,
+                credentials: &[u8],
+            ) -> $crate::store::Result<bool> {
+                let (_gate, mut conn) = self.write_connection(true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                let done = sqlx::query(
+                    "UPDATE channels SET credentials = $3, status = 'active', status_detail = NULL \
+                     WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+                )
+                .bind(tenant_id)
+                .bind(channel_id)
+                .bind(credentials)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn revoke_channel(&self, r: &$crate::store::ChannelRevocation) -> $crate::store::Result<bool> {
+                let (_gate, mut conn) = self.write_connection(true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                let fresh = sqlx::query(
+                    "INSERT INTO channel_revocations (channel_id, event_id, tenant_id, kind, received_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (channel_id, event_id) DO NOTHING",
+                )
+                .bind(&r.channel_id)
+                .bind(&r.event_id)
+                .bind(&r.tenant_id)
+                .bind(&r.kind)
+                .bind(r.at)
+                .execute(&mut *tx)
+                .await?;
+                if fresh.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "UPDATE channels SET credentials = $3, status = 'revoked', status_detail = $4 \
+                     WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+                )
+                .bind(&r.tenant_id)
+                .bind(&r.channel_id)
+                .bind(&r.credentials)
+                .bind(&r.detail)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE messages SET status = 'failed', error_detail = $3 \
+                     WHERE tenant_id = $1 AND status = 'queued' AND id IN (SELECT message_id FROM outbox \
+                     WHERE tenant_id = $1 AND channel_id = $2 AND state IN ('pending', 'sending'))",
+                )
+                .bind(&r.tenant_id)
+                .bind(&r.channel_id)
+                .bind(&r.detail)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE outbox SET state = 'failed', error_detail = $3, text = '', \
+                     lease_owner = NULL, lease_until = NULL \
+                     WHERE tenant_id = $1 AND channel_id = $2 AND state IN ('pending', 'sending')",
+                )
+                .bind(&r.tenant_id)
+                .bind(&r.channel_id)
+                .bind(&r.detail)
+                .execute(&mut *tx)
+                .await?;
+                Self::audit_in(&mut tx, &r.audit).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
         }
     };
 }

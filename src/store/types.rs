@@ -354,3 +354,29 @@ pub struct DeletionRequest {
     pub requested_at: i64,
     pub completed_at: Option<i64>,
 }
+
+// -- slack install and revocation -------------------------------------------------------
+
+pub struct NewInstallState {
+    /// SHA-256 (hex) of the state handed to the browser.
+    pub state_hash: String,
+    pub tenant_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+pub struct ChannelRevocation {
+    pub tenant_id: String,
+    pub channel_id: String,
+    /// The platform's event id: a redelivery of the same event changes nothing.
+    pub event_id: String,
+    /// `app_uninstalled` or `tokens_revoked`.
+    pub kind: String,
+    /// The channel's credentials sealed again without any token.
+    pub credentials: Vec<u8>,
+    /// Shown as the channel's status detail and on replies that will not be sent.
+    pub detail: String,
+    pub at: i64,
+    /// Appended to the tenant's audit log in the same transaction.
+    pub audit: crate::audit::Audit,
+}

@@ -17,4 +17,9 @@ pub enum VerifyError {
     MalformedSignedRequest,
     #[error("signed_request algorithm is not HMAC-SHA256")]
     UnsupportedAlgorithm,
+    // -- slack ----
+    #[error("request timestamp header is missing or not a number")]
+    BadTimestamp,
+    #[error("request timestamp is outside the replay window")]
+    StaleTimestamp,
 }

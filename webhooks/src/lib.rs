@@ -8,6 +8,7 @@
 mod error;
 pub mod meta;
 pub mod signed_request;
+pub mod slack;
 
 pub use error::VerifyError;
 
