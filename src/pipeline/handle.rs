@@ -4,14 +4,11 @@ use channels::{Content, EventBody, InboundEvent, InboundMessage, Participant};
 
 use crate::app::App;
 use crate::assistant::Question;
+use crate::privacy::policy::{self, Verdict};
 use crate::store::{
     new_id, now_ms, Completion, ConversationKey, ConversationRef, Effect, InboxItem, NewMessage,
 };
 
-/// Disclosure given on the first assistant message and after 30 idle days.
-pub const DISCLOSURE: &str =
-    "You are chatting with an automated assistant (AI). Reply HUMAN at any time to reach a person.";
-const DISCLOSURE_IDLE_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 /// Statuses that arrive before their send is recorded are retried this many times.
 const STATUS_RETRIES: i64 = 8;
 /// An event that keeps failing is given up after this many attempts (about half an
@@ -290,9 +287,36 @@ async fn answer(
             inbound: true,
         },
     ];
-    if conversation.status != "bot" {
-        return Ok(("handed_off", effects));
-    }
+    // Privacy policy first: keywords, restriction, consent, hand-off, disclosure.
+    let verdict = policy::check(app, &item.tenant_id, &conversation, text.as_deref(), now).await?;
+    let disclosure = match verdict {
+        Verdict::Assistant {
+            disclosure,
+            effects: more,
+        } => {
+            effects.extend(more);
+            disclosure
+        }
+        Verdict::Policy {
+            outcome,
+            notice,
+            effects: more,
+        } => {
+            effects.extend(more);
+            if let Some(notice) = notice {
+                effects.push(policy::notice_effect(
+                    app,
+                    &item.platform,
+                    &conversation.id,
+                    &item.channel_id,
+                    &message.chat,
+                    &notice,
+                    now,
+                ));
+            }
+            return Ok((outcome, effects));
+        }
+    };
     let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
         return Ok(("skipped:no_text", effects));
     };
@@ -304,13 +328,9 @@ async fn answer(
             text: &text,
         })
         .await?;
-    let disclose = conversation
-        .disclosed_at
-        .is_none_or(|_| now - conversation.last_message_at > DISCLOSURE_IDLE_MS);
-    let body = if disclose {
-        format!("{DISCLOSURE}\n\n{}", answer.text)
-    } else {
-        answer.text.clone()
+    let body = match &disclosure {
+        Some(disclosure) => format!("{disclosure}\n\n{}", answer.text),
+        None => answer.text.clone(),
     };
     let limit = item
         .platform
@@ -339,7 +359,7 @@ async fn answer(
         message: reply,
         parts: channels::text::split(&body, limit),
     });
-    if disclose {
+    if disclosure.is_some() {
         effects.push(Effect::MarkDisclosed {
             conversation_id: conversation.id.clone(),
             at: now,

@@ -197,6 +197,8 @@ pub enum Effect {
         channel_id: String,
         detail: String,
     },
+    /// Consent, restriction, rectification or an audit entry (privacy engine).
+    Privacy(super::PrivacyEffect),
 }
 
 /// The end of one inbox event's processing.

@@ -9,6 +9,8 @@ mod crash;
 mod helpers;
 mod ingress;
 mod pipeline;
+mod policy;
 mod privacy;
 mod process;
+mod retention;
 mod store;
