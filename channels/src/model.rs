@@ -108,6 +108,7 @@ impl InboundEvent {
             EventBody::Delete(d) => Some(&d.chat),
             EventBody::Status(s) => s.recipient.as_deref(),
             EventBody::AccountError(_) => None,
+            EventBody::Consent(c) => Some(&c.chat),
         }
     }
 
@@ -120,6 +121,7 @@ impl InboundEvent {
             EventBody::Delete(_) => "delete",
             EventBody::Status(_) => "status",
             EventBody::AccountError(_) => "account_error",
+            EventBody::Consent(_) => "consent",
         }
     }
 }
@@ -139,6 +141,21 @@ pub enum EventBody {
     Status(StatusUpdate),
     /// An error about the account as a whole (WhatsApp `value.errors[]`).
     AccountError(PlatformError),
+    /// A person's consent changed on the platform's side (WhatsApp marketing
+    /// preferences; a blocked or unblocked bot, ...). Feeds the consent ledger.
+    Consent(ConsentSignal),
+}
+
+/// A consent change the platform reports for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentSignal {
+    pub chat: String,
+    pub sender: Participant,
+    /// The gateway's purpose: `ai_processing`, `marketing` or `analytics`.
+    pub purpose: String,
+    pub granted: bool,
+    /// The platform's own name for the signal (e.g. `user_preferences`).
+    pub signal: String,
 }
 
 /// The person on the platform side.

@@ -198,6 +198,12 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
                 }],
             ))
         }
+        EventBody::Consent(signal) => {
+            let conversation = resolve(app, &item, &signal.chat, &signal.sender, now).await?;
+            let (outcome, effects) =
+                policy::signal_effects(&conversation, &signal, &item.platform, now);
+            Ok(done(outcome, effects))
+        }
         EventBody::AccountError(error) => {
             let detail = format!(
                 "platform error {}: {}",

@@ -211,6 +211,34 @@ pub async fn check(
     })
 }
 
+/// The ledger entry for a consent change the platform reported (WhatsApp
+/// `user_preferences`, a blocked bot, ...), as the worker's outcome and effects.
+pub fn signal_effects(
+    conversation: &ConversationRef,
+    signal: &channels::ConsentSignal,
+    platform: &str,
+    now: i64,
+) -> (&'static str, Vec<Effect>) {
+    let Some(purpose) = Purpose::ALL
+        .into_iter()
+        .find(|p| p.as_str() == signal.purpose)
+    else {
+        return ("skipped:unknown_purpose", vec![]);
+    };
+    (
+        "consent",
+        vec![Effect::Privacy(PrivacyEffect::Consent {
+            contact_id: conversation.contact_id.clone(),
+            purpose,
+            granted: signal.granted,
+            source: "platform",
+            detail: Some(signal.signal.clone()),
+            actor: format!("platform:{platform}"),
+            at: now,
+        })],
+    )
+}
+
 /// A fixed notice from the gateway itself (author `system`) queued to `recipient`.
 pub fn notice_effect(
     app: &App,

@@ -17,6 +17,7 @@ on_both_backends!(
     consent_withdrawn_through_the_api_stops_the_assistant,
     export_holds_every_message_and_admin_access_is_audited,
     contact_endpoints_answer_404_for_other_tenants,
+    whatsapp_marketing_opt_out_feeds_the_ledger,
 );
 
 const HOURS: &str = "Our opening hours are 9:00 to 17:00, Monday to Friday.";
@@ -543,4 +544,67 @@ async fn contact_endpoints_answer_404_for_other_tenants(backend: Backend) {
     assert_eq!(body["consent"]["marketing"], Value::Null);
     let (_, audit) = chat.app.get_json(&other, "/api/v1/audit?limit=1000").await;
     assert_eq!(audit["items"].as_array().map(Vec::len), Some(0));
+}
+
+async fn whatsapp_marketing_opt_out_feeds_the_ledger(backend: Backend) {
+    let chat = Chat::start(backend).await;
+    chat.say("wamid.1", "opening hours?").await;
+    let contact = chat.contact_id().await;
+    let preference = |value: &str, ts: i64| {
+        json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "102290129340398", "changes": [{"field": "user_preferences", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550783881", "phone_number_id": "1001"},
+                "contacts": [{"profile": {"name": "User"}, "wa_id": PHONE}],
+                "user_preferences": [{"wa_id": PHONE, "detail": "User requested to stop marketing messages",
+                    "category": "marketing_messages", "value": value, "timestamp": ts}]
+            }}]}]
+        })
+        .to_string()
+    };
+    let stop = preference("stop", 1_750_000_500);
+    assert_eq!(
+        chat.app.deliver(&chat.channel, "chan-secret", &stop).await,
+        200
+    );
+    // A redelivery is the same signal, not a second ledger entry.
+    assert_eq!(
+        chat.app.deliver(&chat.channel, "chan-secret", &stop).await,
+        200
+    );
+    let contact_url = format!("/api/v1/contacts/{contact}");
+    wait_until("marketing withdrawn", || async {
+        chat.app.get_json(&chat.tenant, &contact_url).await.1["consent"]["marketing"] == false
+    })
+    .await;
+    let (_, body) = chat.app.get_json(&chat.tenant, &contact_url).await;
+    // Marketing only: the assistant still answers.
+    assert_eq!(body["consent"]["ai_processing"], Value::Null);
+    assert_eq!(chat.say("wamid.2", "opening hours?").await.len(), 1);
+    let resume = preference("resume", 1_750_000_600);
+    assert_eq!(
+        chat.app
+            .deliver(&chat.channel, "chan-secret", &resume)
+            .await,
+        200
+    );
+    wait_until("marketing resumed", || async {
+        chat.app.get_json(&chat.tenant, &contact_url).await.1["consent"]["marketing"] == true
+    })
+    .await;
+    let (_, export) = chat
+        .app
+        .get_json(&chat.tenant, &format!("/api/v1/contacts/{contact}/export"))
+        .await;
+    let history = export["consent_history"].as_array().expect("history");
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert!(history
+        .iter()
+        .all(|e| e["source"] == "platform" && e["detail"] == "user_preferences"));
+    assert!(export["audit"]
+        .as_array()
+        .expect("audit")
+        .iter()
+        .any(|e| e["action"] == "consent.change" && e["actor"] == "platform:whatsapp"));
 }
