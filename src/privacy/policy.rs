@@ -211,6 +211,23 @@ pub async fn check(
     })
 }
 
+/// Whether a queued reply part may still go out: checked again just before each
+/// send, so an assistant reply queued before consent was withdrawn or the contact
+/// restricted is withheld. A person's replies always go; the gateway's own notices
+/// go unless the contact is restricted.
+pub async fn may_send(app: &App, tenant_id: &str, message_id: &str) -> anyhow::Result<bool> {
+    let Some((author, restricted, ai_processing)) =
+        app.store.send_policy(tenant_id, message_id).await?
+    else {
+        return Ok(false);
+    };
+    Ok(match author.as_str() {
+        "agent" => true,
+        "system" => !restricted,
+        _ => !restricted && ai_processing != Some(false),
+    })
+}
+
 /// The ledger entry for a consent change the platform reported (WhatsApp
 /// `user_preferences`, a blocked bot, ...), as the worker's outcome and effects.
 pub fn signal_effects(

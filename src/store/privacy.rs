@@ -326,6 +326,14 @@ pub trait PrivacyStore: Send + Sync {
     async fn prune_audit(&self, tenant_id: &str, cutoff: i64, dry_run: bool) -> Result<u64>;
     /// Makes deleted data leave the files (SQLite: truncate the WAL); no-op elsewhere.
     async fn compact(&self) -> Result<()>;
+
+    /// For a queued outbound message: its author, whether its contact is restricted,
+    /// and the contact's latest AI-processing consent. `None` if the message is gone.
+    async fn send_policy(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+    ) -> Result<Option<(String, bool, Option<bool>)>>;
 }
 
 /// Implements [`PrivacyStore`] for `$store` on database `$db`. `find` is the SQL
@@ -937,6 +945,21 @@ macro_rules! privacy_store {
                     .rows_affected();
                 tx.commit().await?;
                 Ok(deleted)
+            }
+
+            async fn send_policy(
+                &self,
+                tenant_id: &str,
+                message_id: &str,
+            ) -> $crate::store::Result<Option<(String, bool, Option<bool>)>> {
+                let row: Option<(String, Option<i64>, Option<bool>)> = sqlx::query_as(
+                    "SELECT m.author, ct.restricted_at, (SELECT e.granted FROM consent_events e                        WHERE e.tenant_id = m.tenant_id AND e.contact_id = c.contact_id                        AND e.purpose = 'ai_processing' ORDER BY e.at DESC, e.id DESC LIMIT 1)                      FROM messages m JOIN conversations c ON c.id = m.conversation_id                      JOIN contacts ct ON ct.id = c.contact_id WHERE m.tenant_id = $1 AND m.id = $2",
+                )
+                .bind(tenant_id)
+                .bind(message_id)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(row.map(|(author, restricted_at, consent)| (author, restricted_at.is_some(), consent)))
             }
 
             async fn compact(&self) -> $crate::store::Result<()> {

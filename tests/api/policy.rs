@@ -18,6 +18,7 @@ on_both_backends!(
     export_holds_every_message_and_admin_access_is_audited,
     contact_endpoints_answer_404_for_other_tenants,
     whatsapp_marketing_opt_out_feeds_the_ledger,
+    a_queued_assistant_reply_is_withheld_after_withdrawal,
 );
 
 const HOURS: &str = "Our opening hours are 9:00 to 17:00, Monday to Friday.";
@@ -607,4 +608,38 @@ async fn whatsapp_marketing_opt_out_feeds_the_ledger(backend: Backend) {
         .expect("audit")
         .iter()
         .any(|e| e["action"] == "consent.change" && e["actor"] == "platform:whatsapp"));
+}
+
+async fn a_queued_assistant_reply_is_withheld_after_withdrawal(backend: Backend) {
+    let chat = Chat::start(backend).await;
+    // The platform asks us to come back later; meanwhile consent is withdrawn.
+    chat.app.graph.script([Scripted {
+        status: 429,
+        headers: vec![("retry-after", "5".into())],
+        body: json!({"error": {"message": "(#130429) Rate limit hit", "type": "OAuthException", "code": 130429, "fbtrace_id": "A"}}),
+    }]);
+    let reply = chat.say("wamid.1", "opening hours?").await;
+    assert_eq!(reply.len(), 1);
+    wait_until("first attempt", || async {
+        chat.app.graph.requests().len() == 1
+    })
+    .await;
+    let contact = chat.contact_id().await;
+    let (status, _) = chat
+        .post(
+            &format!("/api/v1/contacts/{contact}/consent"),
+            json!({"purpose": "ai_processing", "granted": false}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    wait_until("reply withheld", || async {
+        chat.app
+            .all_messages(&chat.tenant)
+            .await
+            .iter()
+            .any(|m| m["author"] == "assistant" && m["status"] == "failed")
+    })
+    .await;
+    assert_eq!(chat.app.graph.requests().len(), 1);
+    assert!(chat.app.graph.delivered().is_empty());
 }
