@@ -405,16 +405,45 @@ async fn export_holds_every_message_and_admin_access_is_audited(backend: Backend
     let chat = Chat::start(backend).await;
     chat.say("wamid.1", "opening hours? first question").await;
     chat.say("wamid.2", "opening hours? second question").await;
-    let conversation = chat.conversation().await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    // Someone else writes too: none of it may appear in this person's export.
+    let other = wa_texts(
+        "1001",
+        &[("15550999", "wamid.X1", "another person's words")],
+    );
+    assert_eq!(
+        chat.app.deliver(&chat.channel, "chan-secret", &other).await,
+        200
+    );
+    wait_until("other stored", || async {
+        chat.app.conversations(&chat.tenant).await.len() == 2
+    })
+    .await;
+    let mut conversation = String::new();
+    for c in chat.app.conversations(&chat.tenant).await {
+        let id = c["id"].as_str().expect("id").to_string();
+        if chat
+            .app
+            .messages(&chat.tenant, &id)
+            .await
+            .iter()
+            .any(|m| m["external_id"] == "wamid.1")
+        {
+            conversation = id;
+        }
+    }
+    let contact = chat
+        .app
+        .conversations(&chat.tenant)
+        .await
+        .iter()
+        .find(|c| c["id"] == conversation.as_str())
+        .and_then(|c| c["contact_id"].as_str().map(str::to_string))
+        .expect("contact");
     chat.post(
         &format!("/api/v1/conversations/{conversation}/messages"),
         json!({"text": "A person's answer"}),
     )
     .await;
-    let contact = chat.contact_id().await;
     // Rectification: the profile name is corrected, and says which field changed.
     let res = chat
         .app
@@ -463,6 +492,9 @@ async fn export_holds_every_message_and_admin_access_is_audited(backend: Backend
         .collect();
     assert_eq!(exported, stored);
     assert_eq!(exported.len(), 5);
+    assert_eq!(export["conversations"].as_array().map(Vec::len), Some(1));
+    assert!(!export.to_string().contains("another person"));
+    assert!(!export.to_string().contains("15550999"));
     assert!(exported.contains(&"opening hours? second question".to_string()));
     assert!(exported.contains(&"A person's answer".to_string()));
     // Every access and change is in the audit, under this contact, without text.
