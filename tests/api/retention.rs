@@ -4,6 +4,10 @@
 
 use std::process::Command;
 
+use omnigate::config::{DatabaseUrl, Retention};
+use omnigate::privacy::retention::{self, RetentionSettings, DAY_MS};
+use omnigate::store::{new_id, NewTenant};
+
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -14,6 +18,7 @@ use crate::process::binary;
 on_both_backends!(
     retention_zero_then_run_removes_handled_messages_everywhere,
     retention_settings_stay_within_the_maximums,
+    sweep_deletes_exactly_what_expired_at_the_boundary,
 );
 
 const HOURS: &str = "Our opening hours are 9:00 to 17:00, Monday to Friday.";
@@ -195,4 +200,192 @@ async fn retention_settings_stay_within_the_maximums(backend: Backend) {
     assert_eq!(theirs["messages_days"], 120);
     let (_, audit) = app.get_json(&tenant, "/api/v1/audit").await;
     assert_eq!(audit["items"][0]["action"], "settings.retention");
+}
+
+async fn sweep_deletes_exactly_what_expired_at_the_boundary(backend: Backend) {
+    let test_db = TestDb::create(&backend).await;
+    let store = omnigate::store::open(&DatabaseUrl::new(test_db.url.clone()))
+        .await
+        .expect("store");
+    let db = Db::connect(&test_db.url).await;
+    let now: i64 = 1_800_000_000_000;
+    let limits = Retention::default();
+    let mut tenants = Vec::new();
+    for name in ["short", "default"] {
+        let id = new_id();
+        store
+            .create_tenant(&NewTenant {
+                id: id.clone(),
+                name: name.into(),
+                domain: format!("{name}.example.com"),
+                key_id: new_id(),
+                key_hash: new_id().into_bytes(),
+                key_prefix: "og_xxxxx".into(),
+                created_at: 0,
+            })
+            .await
+            .expect("tenant");
+        for sql in [
+            format!("INSERT INTO channels (id, tenant_id, platform, account_id, created_at) VALUES ('ch-{name}', '{id}', 'whatsapp', '{name}', 0)"),
+            format!("INSERT INTO contacts (id, tenant_id, created_at) VALUES ('ct-{name}', '{id}', 0)"),
+            format!("INSERT INTO conversations (id, tenant_id, channel_id, contact_id, external_chat_id, last_message_at, created_at) VALUES ('cv-{name}', '{id}', 'ch-{name}', 'ct-{name}', '1', 0, 0)"),
+        ] {
+            db.execute(&sql).await.expect("seed");
+        }
+        tenants.push(id);
+    }
+    let short = &tenants[0];
+    let settings = RetentionSettings {
+        messages_days: 3,
+        raw_events_days: 1,
+        analytics_days: 30,
+        audit_days: 730,
+    };
+    store
+        .put_retention_settings(
+            short,
+            &settings,
+            &omnigate::audit::Audit::new(short, "system", "test"),
+        )
+        .await
+        .expect("settings");
+    let cutoff = now - 3 * DAY_MS;
+    let raw_cutoff = now - DAY_MS;
+    for (i, tenant) in tenants.iter().enumerate() {
+        let name = if i == 0 { "short" } else { "default" };
+        for (k, at) in [cutoff - 1, cutoff, cutoff + 1].into_iter().enumerate() {
+            db.execute(&format!(
+                "INSERT INTO messages (id, tenant_id, conversation_id, direction, author, kind, text, status, created_at) \
+                 VALUES ('m-{name}-{k}', '{tenant}', 'cv-{name}', 'inbound', 'customer', 'text', 'x', 'received', {at})"
+            ))
+            .await
+            .expect("message");
+        }
+        for (k, at) in [raw_cutoff - 1, raw_cutoff, raw_cutoff + 1]
+            .into_iter()
+            .enumerate()
+        {
+            db.execute(&format!(
+                "INSERT INTO unhandled_events (id, tenant_id, platform, reason, raw, received_at) \
+                 VALUES ('u-{name}-{k}', '{tenant}', 'whatsapp', 'r', '{{}}', {at})"
+            ))
+            .await
+            .expect("unhandled");
+        }
+        // Handled inbox rows: 6 and 8 days old; dedupe keys live at least 7 days.
+        for (k, days) in [6, 8].into_iter().enumerate() {
+            db.execute(&format!(
+                "INSERT INTO inbox_events (tenant_id, channel_id, platform, external_id, kind, conv_key, platform_ts, \
+                 state, available_at, received_at, done_at) VALUES ('{tenant}', 'ch-{name}', 'whatsapp', 'w{k}', \
+                 'message', 'k', 0, 'done', 0, 0, {})",
+                now - days * DAY_MS
+            ))
+            .await
+            .expect("inbox");
+        }
+    }
+    // An expired reply still waiting to be sent is not deleted under the dispatcher.
+    db.execute(&format!(
+        "INSERT INTO messages (id, tenant_id, conversation_id, direction, author, kind, text, status, created_at) \
+         VALUES ('m-pending', '{short}', 'cv-short', 'outbound', 'assistant', 'text', 'x', 'queued', 0)"
+    ))
+    .await
+    .expect("pending");
+    db.execute(&format!(
+        "INSERT INTO outbox (tenant_id, channel_id, conversation_id, message_id, part, recipient, text, \
+         next_attempt_at, created_at) VALUES ('{short}', 'ch-short', 'cv-short', 'm-pending', 0, '1', 'x', 0, 0)"
+    ))
+    .await
+    .expect("outbox");
+
+    let dry = retention::sweep(store.as_ref(), &limits, now, true)
+        .await
+        .expect("dry");
+    assert_eq!(dry.classes["messages"], 2);
+    assert_eq!(dry.classes["unhandled_events"], 2);
+    assert_eq!(dry.classes["dedupe_keys"], 2);
+    let report = retention::sweep(store.as_ref(), &limits, now, false)
+        .await
+        .expect("sweep");
+    assert_eq!(
+        report.classes, dry.classes,
+        "the dry run counts what is deleted"
+    );
+    let left = |table: &'static str, column: &'static str| {
+        let db = &db;
+        async move {
+            let mut ids = Vec::new();
+            for prefix in ["short", "default"] {
+                let sql = format!(
+                    "SELECT {column} FROM {table} WHERE {column} LIKE '%{prefix}%' ORDER BY {column}"
+                );
+                let found: Vec<String> = match db {
+                    Db::Sqlite(p, _) => sqlx::query_scalar(&sql).fetch_all(p).await,
+                    Db::Postgres(p) => sqlx::query_scalar(&sql).fetch_all(p).await,
+                }
+                .expect("ids");
+                ids.extend(found);
+            }
+            ids
+        }
+    };
+    assert_eq!(
+        left("messages", "id").await,
+        vec!["m-short-2", "m-default-0", "m-default-1", "m-default-2"]
+    );
+    assert_eq!(
+        left("unhandled_events", "id").await,
+        vec!["u-short-2", "u-default-0", "u-default-1", "u-default-2"]
+    );
+    assert!(db
+        .text("SELECT id FROM messages WHERE id = $1", "m-pending")
+        .await
+        .is_some());
+    let keys: i64 = match &db {
+        Db::Sqlite(p, _) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM inbox_events")
+                .fetch_one(p)
+                .await
+        }
+        Db::Postgres(p) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM inbox_events")
+                .fetch_one(p)
+                .await
+        }
+    }
+    .expect("count");
+    assert_eq!(keys, 2, "8-day-old keys went, 6-day-old ones stay");
+    let again = retention::sweep(store.as_ref(), &limits, now, false)
+        .await
+        .expect("again");
+    assert_eq!(again.total(), 0, "a second sweep deletes nothing");
+    assert!(
+        omnigate::audit::verify(store.as_ref(), short)
+            .await
+            .expect("verify")
+            .ok
+    );
+
+    // Audit entries past their period go; the chain still verifies from its anchor.
+    let later = now + 800 * DAY_MS;
+    omnigate::audit::record(
+        store.as_ref(),
+        &omnigate::audit::Audit {
+            at: later,
+            ..omnigate::audit::Audit::new(short, "system", "test.recent")
+        },
+    )
+    .await
+    .expect("record");
+    let pruned = retention::sweep(store.as_ref(), &limits, later, false)
+        .await
+        .expect("prune");
+    assert!(pruned.classes["audit"] >= 2, "{:?}", pruned.classes);
+    let report = omnigate::audit::verify(store.as_ref(), short)
+        .await
+        .expect("verify");
+    assert!(report.ok, "{report:?}");
+    let (entries, _) = store.audit_chain(short).await.expect("chain");
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, vec!["test.recent", "retention.sweep"]);
 }
