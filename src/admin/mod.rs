@@ -5,6 +5,7 @@
 // -- privacy -------------------------------------------------------------------------
 pub mod audit;
 mod contacts;
+mod settings;
 // ----------------------------------------------------------------------------------
 mod channels;
 mod conversations;
@@ -26,4 +27,5 @@ pub fn router() -> Router<App> {
         // -- privacy
         .merge(audit::router())
         .merge(contacts::router())
+        .merge(settings::router())
 }

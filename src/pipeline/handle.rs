@@ -5,14 +5,11 @@ use channels::{Content, EventBody, InboundEvent, InboundMessage, Participant};
 use super::messaging;
 use crate::app::App;
 use crate::assistant::Question;
+use crate::privacy::policy::{self, Verdict};
 use crate::store::{
     new_id, now_ms, Completion, ConversationKey, ConversationRef, Effect, InboxItem, NewMessage,
 };
 
-/// Disclosure given on the first assistant message and after 30 idle days.
-pub const DISCLOSURE: &str =
-    "You are chatting with an automated assistant (AI). Reply HUMAN at any time to reach a person.";
-const DISCLOSURE_IDLE_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 /// Statuses that arrive before their send is recorded are retried this many times.
 pub(super) const STATUS_RETRIES: i64 = 8;
 /// An event that keeps failing is given up after this many attempts (about half an
@@ -213,6 +210,12 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
                 }],
             ))
         }
+        EventBody::Consent(signal) => {
+            let conversation = resolve(app, &item, &signal.chat, &signal.sender, now).await?;
+            let (outcome, effects) =
+                policy::signal_effects(&conversation, &signal, &item.platform, now);
+            Ok(done(outcome, effects))
+        }
         EventBody::AccountError(error) => {
             let detail = format!(
                 "platform error {}: {}",
@@ -312,10 +315,40 @@ async fn answer(
             inbound: true,
         },
     ];
-    if conversation.status != "bot" {
-        return Ok(("handed_off", effects));
-    }
-    if let Some(reason) = messaging::silence(item, standby, platform_ts, now) {
+    // Standby (another app owns the thread) or outside the platform's window: nothing
+    // may be sent, but the policy still records keywords and consent.
+    let silent = messaging::silence(item, standby, platform_ts, now);
+    // Privacy policy first: keywords, restriction, consent, hand-off, disclosure.
+    let verdict = policy::check(app, &item.tenant_id, &conversation, text.as_deref(), now).await?;
+    let disclosure = match verdict {
+        Verdict::Assistant {
+            disclosure,
+            effects: more,
+        } => {
+            effects.extend(more);
+            disclosure
+        }
+        Verdict::Policy {
+            outcome,
+            notice,
+            effects: more,
+        } => {
+            effects.extend(more);
+            if let Some(notice) = notice.filter(|_| silent.is_none()) {
+                effects.push(policy::notice_effect(
+                    app,
+                    &item.platform,
+                    &conversation.id,
+                    &item.channel_id,
+                    &message.chat,
+                    &notice,
+                    now,
+                ));
+            }
+            return Ok((outcome, effects));
+        }
+    };
+    if let Some(reason) = silent {
         return Ok((reason, effects));
     }
     let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
@@ -329,13 +362,9 @@ async fn answer(
             text: &text,
         })
         .await?;
-    let disclose = conversation
-        .disclosed_at
-        .is_none_or(|_| now - conversation.last_message_at > DISCLOSURE_IDLE_MS);
-    let body = if disclose {
-        format!("{DISCLOSURE}\n\n{}", answer.text)
-    } else {
-        answer.text.clone()
+    let body = match &disclosure {
+        Some(disclosure) => format!("{disclosure}\n\n{}", answer.text),
+        None => answer.text.clone(),
     };
     let limit = item
         .platform
@@ -364,7 +393,7 @@ async fn answer(
         message: reply,
         parts: channels::text::split(&body, limit),
     });
-    if disclose {
+    if disclosure.is_some() {
         effects.push(Effect::MarkDisclosed {
             conversation_id: conversation.id.clone(),
             at: now,

@@ -19,7 +19,10 @@ use async_trait::async_trait;
 
 pub use postgres::PgStore;
 // -- privacy (audit log, erasure) --------------------------------------------------
-pub use privacy::{AuditHead, AuditRecord, ContactRef, ErasureCounts, PrivacyStore};
+pub use privacy::{
+    AuditHead, AuditRecord, ConsentRecord, ContactRecord, ContactRef, DataClass, ErasureCounts,
+    IdentityRecord, PolicyState, PrivacyEffect, PrivacySettings, PrivacyStore, Purpose,
+};
 pub use sqlite::SqliteStore;
 pub use types::*;
 

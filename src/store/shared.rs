@@ -147,6 +147,7 @@ macro_rules! shared_store {
                                 .execute(&mut **tx)
                                 .await?;
                         }
+                        Effect::Privacy(privacy) => Self::apply_privacy(tx, tenant_id, privacy).await?,
                     }
                 }
                 Ok(())

@@ -218,6 +218,8 @@ pub enum Effect {
         message_id: String,
         tag: String,
     },
+    /// Consent, restriction, rectification or an audit entry (privacy engine).
+    Privacy(super::PrivacyEffect),
 }
 
 /// The end of one inbox event's processing.
