@@ -37,6 +37,18 @@ pub struct Config {
     pub knowledge: Knowledge,
     #[serde(default)]
     pub worker: Worker,
+    // -- operations (issue 8) --------------------------------------------------------
+    /// Which parts of the gateway `serve` runs (`serve --role` overrides it).
+    #[serde(default)]
+    pub role: crate::ops::Role,
+    /// Earlier master keys, accepted for opening credentials while `omnigate
+    /// rotate-key` re-seals them under `master_key`.
+    #[serde(default)]
+    pub previous_master_keys: Vec<SecretString>,
+    #[serde(default)]
+    pub limits: crate::ops::Limits,
+    #[serde(default)]
+    pub shutdown: crate::ops::Shutdown,
 }
 
 /// A database URL whose `Debug` hides any password.
@@ -433,6 +445,20 @@ impl Config {
         }
         if self.worker.lease_ms < 1_000 {
             return bad("worker.lease_ms", "must be at least 1000");
+        }
+        // -- operations
+        if self
+            .previous_master_keys
+            .iter()
+            .any(|k| decode_master_key(k).is_none())
+        {
+            return bad(
+                "previous_master_keys",
+                "each must be base64 of exactly 32 bytes",
+            );
+        }
+        if let Err(why) = self.limits.validate() {
+            return bad(why.0, why.1);
         }
         Ok(())
     }

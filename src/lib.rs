@@ -12,6 +12,8 @@ pub mod config;
 pub mod crypto;
 pub mod http;
 pub mod inbound;
+pub mod metrics;
+pub mod ops;
 pub mod outbound;
 pub mod pipeline;
 pub mod privacy;

@@ -189,7 +189,7 @@ async fn reply(
         },
     ];
     app.store.apply(&tenant_id, &effects).await?;
-    app.outbox_wake.notify_one();
+    app.wake_outbox();
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"id": message_id, "status": "queued"})),

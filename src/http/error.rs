@@ -22,6 +22,9 @@ pub enum AppError {
     Unprocessable(String),
     #[error("the database is unavailable")]
     Unavailable,
+    /// Too many requests; retry after this many seconds.
+    #[error("too many requests")]
+    RateLimited(u64),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -35,6 +38,7 @@ impl AppError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -75,6 +79,11 @@ impl IntoResponse for AppError {
         }
         let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
         let mut response = (status, body).into_response();
+        if let Self::RateLimited(seconds) = self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

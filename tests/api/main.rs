@@ -8,6 +8,7 @@ mod config;
 mod crash;
 mod helpers;
 mod ingress;
+mod ops;
 mod pipeline;
 mod privacy;
 mod process;

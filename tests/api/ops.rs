@@ -1,0 +1,646 @@
+//! Operations: several instances on one Postgres, graceful shutdown, health and
+//! metrics, key rotation, backup, rate limits. Most cases drive the real binary.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::helpers::*;
+use crate::process::{binary, free_port, Gateway};
+
+const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const KEY_B: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+
+/// A gateway configuration for one instance; `extra` is appended verbatim.
+fn config_file(dir: &Path, name: &str, port: u16, db: &str, graph: &str, extra: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let toml = format!(
+        r#"listen = "127.0.0.1:{port}"
+database_url = "{db}"
+admin_token = "{ADMIN_TOKEN}"
+{extra}
+[platforms.meta]
+graph_url = "{graph}"
+app_secret = "{OPERATOR_SECRET}"
+verify_token = "v"
+{TEST_LIMITS}
+"#
+    );
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+/// The `[worker]` and `[shutdown]` tables most cases use.
+fn tuning(poll_ms: u64, grace_ms: u64, drain_ms: u64) -> String {
+    format!(
+        "\n[worker]\npoll_ms = {poll_ms}\nlease_ms = 2000\n[shutdown]\ngrace_ms = {grace_ms}\ndrain_ms = {drain_ms}\n"
+    )
+}
+
+/// Tenant, knowledge document and WhatsApp channel through the admin API of `url`;
+/// returns the tenant key and the channel's webhook URL path.
+async fn provision(
+    http: &reqwest::Client,
+    url: &str,
+    phone: &str,
+    secret: &str,
+) -> (String, String) {
+    let created: Value = http
+        .post(format!("{url}/api/v1/tenants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "Ops", "domain": "ops.example.com"}))
+        .send()
+        .await
+        .expect("tenant")
+        .json()
+        .await
+        .expect("json");
+    let key = created["api_key"].as_str().expect("key").to_string();
+    let res = http
+        .post(format!("{url}/api/v1/knowledge/documents"))
+        .bearer_auth(&key)
+        .json(&json!({"title": "Hours", "text": "Our opening hours are 9 to 17 on weekdays."}))
+        .send()
+        .await
+        .expect("doc");
+    assert_eq!(res.status(), 201);
+    let res = http
+        .post(format!("{url}/api/v1/channels"))
+        .bearer_auth(&key)
+        .json(&json!({"platform": "whatsapp", "phone_number_id": phone, "access_token": format!("EAAG-{phone}"), "app_secret": secret}))
+        .send()
+        .await
+        .expect("channel");
+    assert_eq!(res.status(), 201);
+    let channel: Value = res.json().await.expect("json");
+    let id = channel["id"].as_str().expect("id");
+    (key, format!("/webhooks/whatsapp/{id}"))
+}
+
+async fn post_delivery(http: &reqwest::Client, url: &str, secret: &str, body: &str) -> Option<u16> {
+    let signature = webhooks::meta::sign(secret.as_bytes(), body.as_bytes());
+    http.post(url)
+        .header("x-hub-signature-256", signature)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// Every message of every conversation, through the admin API of `url`.
+async fn all_messages(http: &reqwest::Client, url: &str, key: &str) -> Vec<Value> {
+    let get = |path: String| async move {
+        http.get(format!("{url}{path}"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("get")
+            .json::<Value>()
+            .await
+            .expect("json")
+    };
+    let mut all = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = get(format!("/api/v1/conversations?limit=200&cursor={cursor}")).await;
+        for c in page["items"].as_array().cloned().unwrap_or_default() {
+            let id = c["id"].as_str().unwrap_or_default().to_string();
+            let mut messages = get(format!("/api/v1/conversations/{id}/messages")).await["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for m in &mut messages {
+                m["conversation_id"] = json!(id);
+            }
+            all.extend(messages);
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => break,
+        }
+    }
+    all
+}
+
+fn sent_replies(all: &[Value]) -> usize {
+    all.iter()
+        .filter(|m| m["author"] == "assistant" && m["status"] == "sent")
+        .count()
+}
+
+/// Sends the fake platform accepted, per recipient.
+fn sends_per_recipient(requests: &[GraphRequest]) -> HashMap<String, usize> {
+    let mut per: HashMap<String, usize> = HashMap::new();
+    for r in requests.iter().filter(|r| r.answered == 200) {
+        let to = r.body["to"].as_str().unwrap_or_default();
+        *per.entry(to.to_string()).or_default() += 1;
+    }
+    per
+}
+
+/// In each conversation, inbound messages were handled in the order they were sent
+/// (`...{m}` ids), each followed by its reply before the next was handled.
+fn assert_conversation_order(all: &[Value]) {
+    let mut by_conversation: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for m in all {
+        by_conversation
+            .entry(m["conversation_id"].as_str().unwrap_or_default())
+            .or_default()
+            .push(m);
+    }
+    for (conversation, messages) in by_conversation {
+        let kinds: Vec<&str> = messages
+            .iter()
+            .map(|m| m["author"].as_str().unwrap_or_default())
+            .collect();
+        let alternating = kinds
+            .chunks(2)
+            .all(|pair| pair == ["customer", "assistant"]);
+        assert!(alternating, "{conversation}: {kinds:?}");
+        let order: Vec<u64> = messages
+            .iter()
+            .filter(|m| m["direction"] == "inbound")
+            .filter_map(|m| m["external_id"].as_str()?.rsplit('.').next()?.parse().ok())
+            .collect();
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(order, sorted, "{conversation} handled out of order");
+    }
+}
+
+// -- scale-out -----------------------------------------------------------------------
+
+const SENDERS: usize = 30;
+const PER_SENDER: usize = 6;
+
+/// Two instances on one Postgres take webhooks alternately (as behind a load
+/// balancer) and work the same queue: while both run, every message is answered
+/// exactly once and in conversation order; then one is killed mid-load and the other
+/// takes over its leases: every acknowledged message is still answered, and a reply
+/// goes out twice only if it was in flight at the kill (then it is flagged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_postgres_postgres() {
+    let Some(backend) = Backend::postgres() else {
+        eprintln!("OMNIGATE_TEST_POSTGRES_URL unset: postgres case not run");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDb::create(&backend).await;
+    let graph = FakeGraph::start().await;
+    let tune = format!("master_key = \"{KEY_A}\"{}", tuning(100, 0, 20_000));
+    let (port_a, port_b) = (free_port(), free_port());
+    let config_a = config_file(dir.path(), "a", port_a, &db.url, &graph.url, &tune);
+    let config_b = config_file(dir.path(), "b", port_b, &db.url, &graph.url, &tune);
+    let mut a = Gateway::start(&config_a, port_a, &dir.path().join("a.log")).await;
+    let b = Gateway::start(&config_b, port_b, &dir.path().join("b.log")).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let (key, path) = provision(&http, &a.url, "8001", "scale-secret").await;
+    let urls = [format!("{}{path}", a.url), format!("{}{path}", b.url)];
+
+    // Phase 1: both instances up. Each sender's messages alternate between them.
+    let load = |phase: usize, urls: Vec<String>| {
+        let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let mut senders = Vec::new();
+        for s in 0..SENDERS {
+            let (http, urls, acked) = (http.clone(), urls.clone(), acked.clone());
+            senders.push(tokio::spawn(async move {
+                let from = format!("1666{phase}{s:05}");
+                for m in 0..PER_SENDER {
+                    let wamid = format!("wamid.scale.{phase}.{s}.{m}");
+                    let body = wa_texts("8001", &[(&from, &wamid, "what are your opening hours?")]);
+                    // Like a load balancer with retries: the next instance on failure.
+                    let mut target = s + m;
+                    loop {
+                        let url = &urls[target % urls.len()];
+                        if post_delivery(&http, url, "scale-secret", &body).await == Some(200) {
+                            acked.lock().expect("lock").push(wamid.clone());
+                            break;
+                        }
+                        target += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }));
+        }
+        (acked, senders)
+    };
+    let (acked, senders) = load(1, urls.to_vec());
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+    let phase1: HashSet<String> = acked.lock().expect("lock").iter().cloned().collect();
+    assert_eq!(phase1.len(), SENDERS * PER_SENDER);
+    wait_until("phase 1 answered", || async {
+        sent_replies(&all_messages(&http, &b.url, &key).await) == phase1.len()
+    })
+    .await;
+    let per = sends_per_recipient(&graph.requests());
+    assert_eq!(per.len(), SENDERS, "every sender answered");
+    assert!(
+        per.values().all(|&n| n == PER_SENDER),
+        "a message was answered twice (or not at all) while both instances ran: {per:?}"
+    );
+    let all = all_messages(&http, &b.url, &key).await;
+    assert_conversation_order(&all);
+    for instance in [&a.url, &b.url] {
+        let done = handled_done(&http, instance).await;
+        assert!(done > 0, "{instance} processed no event");
+    }
+
+    // Phase 2: A is killed mid-load; senders fall back to B.
+    let (acked, senders) = load(2, urls.to_vec());
+    wait_until("some phase 2 acknowledgements", || async {
+        acked.lock().expect("lock").len() >= SENDERS * PER_SENDER / 3
+    })
+    .await;
+    a.kill();
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+    let phase2: HashSet<String> = acked.lock().expect("lock").iter().cloned().collect();
+    assert_eq!(phase2.len(), SENDERS * PER_SENDER);
+    let total = phase1.len() + phase2.len();
+    wait_until("phase 2 answered by the survivor", || async {
+        sent_replies(&all_messages(&http, &b.url, &key).await) == total
+    })
+    .await;
+    let all = all_messages(&http, &b.url, &key).await;
+    let inbound: Vec<&str> = all
+        .iter()
+        .filter(|m| m["direction"] == "inbound")
+        .map(|m| m["external_id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        inbound.len(),
+        total,
+        "each acknowledged message stored once"
+    );
+    let replies: Vec<&Value> = all.iter().filter(|m| m["author"] == "assistant").collect();
+    assert_eq!(replies.len(), total, "one reply per message");
+    assert_conversation_order(&all);
+    // Flagged re-sends per recipient (each sender is one conversation).
+    let mut flagged: HashMap<String, usize> = HashMap::new();
+    for m in all.iter().filter(|m| m["possible_duplicate"] == true) {
+        let conversation = m["conversation_id"].as_str().unwrap_or_default();
+        // wamid.scale.{phase}.{sender}.{m} names the recipient 1666{phase}{sender:05}.
+        let parts: Vec<usize> = all
+            .iter()
+            .find(|i| i["conversation_id"] == conversation && i["direction"] == "inbound")
+            .and_then(|i| i["external_id"].as_str())
+            .map(|id| {
+                id.split('.')
+                    .skip(2)
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let recipient = format!("1666{}{:05}", parts[0], parts[1]);
+        *flagged.entry(recipient).or_default() += 1;
+    }
+    let per = sends_per_recipient(&graph.requests());
+    assert_eq!(per.len(), 2 * SENDERS, "every sender answered");
+    let mut resent = 0;
+    for (recipient, n) in &per {
+        let allowed = PER_SENDER + flagged.get(recipient).copied().unwrap_or(0);
+        assert!(
+            *n >= PER_SENDER && *n <= allowed,
+            "{recipient} got {n} replies to {PER_SENDER} messages (flagged re-sends: {allowed} allowed)"
+        );
+        resent += n - PER_SENDER;
+    }
+    eprintln!(
+        "scale-out: {total} messages over two instances, one killed; {resent} re-sent, {} flagged",
+        flagged.values().sum::<usize>()
+    );
+    drop(b);
+}
+
+/// `omnigate_events_handled_total{result="done"}` of one instance.
+async fn handled_done(http: &reqwest::Client, url: &str) -> u64 {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    metric(&text, "omnigate_events_handled_total{result=\"done\"}")
+}
+
+/// The value of one series in a Prometheus text page (0 when absent).
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// An ingress-only instance stores and acknowledges; a worker-only instance, which
+/// polls only every ten minutes, answers at once: woken by Postgres NOTIFY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_and_worker_roles_wake_by_notify_postgres() {
+    let Some(backend) = Backend::postgres() else {
+        eprintln!("OMNIGATE_TEST_POSTGRES_URL unset: postgres case not run");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDb::create(&backend).await;
+    let graph = FakeGraph::start().await;
+    let (port_i, port_w) = (free_port(), free_port());
+    let ingress = config_file(
+        dir.path(),
+        "ingress",
+        port_i,
+        &db.url,
+        &graph.url,
+        &format!(
+            "master_key = \"{KEY_A}\"\nrole = \"ingress\"{}",
+            tuning(100, 0, 5_000)
+        ),
+    );
+    let worker = config_file(
+        dir.path(),
+        "worker",
+        port_w,
+        &db.url,
+        &graph.url,
+        &format!("master_key = \"{KEY_A}\"{}", tuning(600_000, 0, 5_000)),
+    );
+    let i = Gateway::start(&ingress, port_i, &dir.path().join("i.log")).await;
+    let mut command = std::process::Command::new(binary());
+    command
+        .args(["serve", "--role", "worker", "--config"])
+        .arg(&worker)
+        .env_remove("OMNIGATE_TEST_POSTGRES_URL");
+    let w = Gateway::launch(command, port_w, &dir.path().join("w.log"), "/readyz").await;
+    let http = reqwest::Client::new();
+
+    // The worker serves health and metrics only; the ingress instance the API.
+    let status = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.expect("get").status().as_u16() }
+    };
+    assert_eq!(status(format!("{}/healthz", w.url)).await, 200);
+    assert_eq!(status(format!("{}/metrics", w.url)).await, 200);
+    assert_eq!(status(format!("{}/api/v1/channels", w.url)).await, 404);
+    let (key, path) = provision(&http, &i.url, "8002", "role-secret").await;
+
+    // The worker's LISTEN is in place before anything is announced.
+    let db_name = db.url.rsplit('/').next().unwrap_or_default().to_string();
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    wait_until("worker listening", || {
+        let (db_name, pool) = (db_name.clone(), pool.clone());
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
+            )
+            .bind(db_name)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+            n > 0
+        }
+    })
+    .await;
+    pool.close().await;
+
+    let body = wa_texts("8002", &[("15557770001", "wamid.role.1", "opening hours?")]);
+    let url = format!("{}{path}", i.url);
+    assert_eq!(
+        post_delivery(&http, &url, "role-secret", &body).await,
+        Some(200)
+    );
+    wait_until("answered by the worker instance", || async {
+        sent_replies(&all_messages(&http, &i.url, &key).await) == 1
+    })
+    .await;
+    assert_eq!(sends_per_recipient(&graph.requests())["15557770001"], 1);
+    // The ingress instance never works the queue: it starts no worker.
+    let ingress_log = std::fs::read_to_string(dir.path().join("i.log")).expect("log");
+    assert!(ingress_log.contains("\"role\":\"ingress\""));
+    drop((i, w));
+}
+
+// -- graceful shutdown ---------------------------------------------------------------
+
+/// A Graph API stand-in whose sends wait at a gate until it is opened.
+#[derive(Clone)]
+struct GatedGraph {
+    url: String,
+    state: Arc<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    closed: AtomicBool,
+    open: Notify,
+    received: Mutex<Vec<Value>>,
+    answered: Mutex<Vec<Value>>,
+}
+
+impl GatedGraph {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let state = Arc::new(GateState::default());
+        state.closed.store(true, Ordering::SeqCst);
+        let router = Router::new()
+            .route("/{version}/{phone}/messages", post(gated_send))
+            .with_state(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { url, state }
+    }
+
+    fn open(&self) {
+        self.state.closed.store(false, Ordering::SeqCst);
+        self.state.open.notify_waiters();
+    }
+
+    fn received(&self) -> usize {
+        self.state.received.lock().expect("lock").len()
+    }
+
+    fn answered(&self) -> Vec<Value> {
+        self.state.answered.lock().expect("lock").clone()
+    }
+}
+
+async fn gated_send(State(state): State<Arc<GateState>>, Json(body): Json<Value>) -> Json<Value> {
+    state.received.lock().expect("lock").push(body.clone());
+    loop {
+        let opened = state.open.notified();
+        if !state.closed.load(Ordering::SeqCst) {
+            break;
+        }
+        opened.await;
+    }
+    let n = {
+        let mut answered = state.answered.lock().expect("lock");
+        answered.push(body.clone());
+        answered.len()
+    };
+    Json(
+        json!({"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": body["to"]}], "messages": [{"id": format!("wamid.gated.{n}")}]}),
+    )
+}
+
+async fn sigterm(gateway: &Gateway) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &gateway.child.id().to_string()])
+        .status();
+}
+
+/// SIGTERM while replies are in flight: readiness goes false at once while webhooks
+/// are still acknowledged during the grace period; in-flight sends finish and are
+/// recorded; the process exits 0 with nothing leased. Restarted, the gateway answers
+/// everything else, and no message is answered twice.
+async fn sigterm_drains_in_flight_work(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDb::create(&backend).await;
+    let graph = GatedGraph::start().await;
+    let port = free_port();
+    let config = config_file(
+        dir.path(),
+        "g",
+        port,
+        &db.url,
+        &graph.url,
+        &format!("master_key = \"{KEY_A}\"{}", tuning(100, 8_000, 60_000)),
+    );
+    let log = dir.path().join("g.log");
+    let mut gateway = Gateway::start(&config, port, &log).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let (key, path) = provision(&http, &gateway.url, "8003", "drain-secret").await;
+    let webhook = format!("{}{path}", gateway.url);
+    for s in 0..6 {
+        let body = wa_texts(
+            "8003",
+            &[(
+                &format!("1555888000{s}"),
+                &format!("wamid.drain.{s}"),
+                "opening hours?",
+            )],
+        );
+        assert_eq!(
+            post_delivery(&http, &webhook, "drain-secret", &body).await,
+            Some(200)
+        );
+    }
+    wait_until("a reply in flight", || async { graph.received() > 0 }).await;
+
+    sigterm(&gateway).await;
+    wait_until("not ready while draining", || async {
+        http.get(format!("{}/readyz", gateway.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 503)
+    })
+    .await;
+    let alive = http
+        .get(format!("{}/healthz", gateway.url))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(alive.status(), 200);
+    let late = wa_texts(
+        "8003",
+        &[("15558880099", "wamid.drain.late", "opening hours?")],
+    );
+    assert_eq!(
+        post_delivery(&http, &webhook, "drain-secret", &late).await,
+        Some(200),
+        "a webhook during the grace period is acknowledged"
+    );
+
+    graph.open();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = gateway.child.wait().expect("wait");
+        (status, gateway)
+    })
+    .await
+    .expect("join");
+    let (status, gateway) = status;
+    assert!(status.success(), "exit status {status:?}");
+    drop(gateway);
+
+    // Nothing is left half-done: no leased event, no send between call and record.
+    let leftovers = half_done(&db.url).await;
+    assert_eq!(
+        leftovers,
+        (0, 0),
+        "(inbox processing, outbox sending) after shutdown"
+    );
+    let sent_before = graph.answered().len();
+    assert!(sent_before > 0);
+
+    let gateway = Gateway::start(&config, port, &log).await;
+    wait_until("everything answered after the restart", || async {
+        sent_replies(&all_messages(&http, &gateway.url, &key).await) == 7
+    })
+    .await;
+    let all = all_messages(&http, &gateway.url, &key).await;
+    assert!(all.iter().all(|m| m["possible_duplicate"] != true));
+    let mut per: HashMap<String, usize> = HashMap::new();
+    for body in graph.answered() {
+        *per.entry(body["to"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per.len(), 7, "{per:?}");
+    assert!(
+        per.values().all(|&n| n == 1),
+        "a message answered twice: {per:?}"
+    );
+    let log_text = std::fs::read_to_string(&log).expect("log");
+    assert!(log_text.contains("draining: not ready, still accepting"));
+    drop(gateway);
+}
+
+/// Inbox events under lease and sends marked in flight, straight from the database.
+async fn half_done(url: &str) -> (i64, i64) {
+    use sqlx::Connection;
+    const INBOX: &str =
+        "SELECT COUNT(*) FROM inbox_events WHERE state = 'processing' OR lease_owner IS NOT NULL";
+    const OUTBOX: &str =
+        "SELECT COUNT(*) FROM outbox WHERE state = 'sending' OR lease_owner IS NOT NULL";
+    macro_rules! counts {
+        ($conn:ty) => {{
+            let mut conn = <$conn>::connect(url).await.expect("connect");
+            let inbox: i64 = sqlx::query_scalar(INBOX)
+                .fetch_one(&mut conn)
+                .await
+                .expect("count");
+            let outbox: i64 = sqlx::query_scalar(OUTBOX)
+                .fetch_one(&mut conn)
+                .await
+                .expect("count");
+            (inbox, outbox)
+        }};
+    }
+    if url.starts_with("sqlite") {
+        counts!(sqlx::SqliteConnection)
+    } else {
+        counts!(sqlx::PgConnection)
+    }
+}
+
+crate::on_both_backends!(sigterm_drains_in_flight_work);
