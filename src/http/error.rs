@@ -22,6 +22,8 @@ pub enum AppError {
     Unprocessable(String),
     #[error("the database is unavailable")]
     Unavailable,
+    #[error("request body too large")]
+    TooLarge,
     /// Too many requests; retry after this many seconds.
     #[error("too many requests")]
     RateLimited(u64),
@@ -38,6 +40,7 @@ impl AppError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

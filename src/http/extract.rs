@@ -75,6 +75,10 @@ where
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(JsonRejection::JsonDataError(e)) => Err(AppError::Unprocessable(e.body_text())),
+            // -- operations: body over `limits.admin_body_bytes`
+            Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(AppError::TooLarge)
+            }
             Err(e) => Err(AppError::BadRequest(e.body_text())),
         }
     }

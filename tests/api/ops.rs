@@ -644,3 +644,415 @@ async fn half_done(url: &str) -> (i64, i64) {
 }
 
 crate::on_both_backends!(sigterm_drains_in_flight_work);
+
+// -- health, metrics, request ids, logs ----------------------------------------------
+
+/// `/metrics` counts webhooks by outcome, sends by result and the latencies, and
+/// shows the inbox gauges; every response carries a request id, which the JSON log
+/// lines of that request repeat; logs hold neither secrets nor message text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_request_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDb::create(&Backend::Sqlite).await;
+    let graph = FakeGraph::start().await;
+    let port = free_port();
+    let config = config_file(
+        dir.path(),
+        "m",
+        port,
+        &db.url,
+        &graph.url,
+        &format!("master_key = \"{KEY_A}\"{}", tuning(100, 0, 5_000)),
+    );
+    let log = dir.path().join("m.log");
+    let gateway = Gateway::start(&config, port, &log).await;
+    let http = reqwest::Client::new();
+    let (key, path) = provision(&http, &gateway.url, "8004", "metrics-secret").await;
+    let webhook = format!("{}{path}", gateway.url);
+    let text = "canary-text-5501 when do you open?";
+    let body = wa_texts("8004", &[("15550004444", "wamid.metrics.1", text)]);
+
+    assert_eq!(
+        post_delivery(&http, &webhook, "metrics-secret", &body).await,
+        Some(200)
+    );
+    assert_eq!(
+        post_delivery(&http, &webhook, "metrics-secret", &body).await,
+        Some(200)
+    );
+    let bad = http
+        .post(&webhook)
+        .header("x-hub-signature-256", "sha256=00")
+        .header("x-request-id", "req-badsig-1")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bad.status(), 401);
+    assert_eq!(bad.headers()["x-request-id"], "req-badsig-1");
+    let huge = http
+        .post(&webhook)
+        .header("x-hub-signature-256", "sha256=00")
+        .body(vec![b' '; 1024 * 1024 + 1])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(huge.status(), 413);
+    wait_until("answered", || async {
+        sent_replies(&all_messages(&http, &gateway.url, &key).await) == 1
+    })
+    .await;
+
+    let health = http
+        .get(format!("{}/healthz", gateway.url))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    let generated = health.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    assert!(!generated.is_empty());
+    let ready = http
+        .get(format!("{}/readyz", gateway.url))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+
+    let page = http
+        .get(format!("{}/metrics", gateway.url))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .expect("type")
+        .starts_with("text/plain; version=0.0.4"));
+    let page = page.text().await.expect("text");
+    let webhook_count = |outcome: &str| {
+        metric(
+            &page,
+            &format!(
+                "omnigate_webhook_requests_total{{platform=\"whatsapp\",outcome=\"{outcome}\"}}"
+            ),
+        )
+    };
+    assert_eq!(webhook_count("ok"), 1, "{page}");
+    assert_eq!(webhook_count("duplicate"), 1);
+    assert_eq!(webhook_count("bad_signature"), 1);
+    assert_eq!(webhook_count("too_large"), 1);
+    assert!(page.contains("# TYPE omnigate_webhook_requests_total counter"));
+    assert_eq!(
+        metric(
+            &page,
+            "omnigate_outbound_sends_total{platform=\"whatsapp\",result=\"sent\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(&page, "omnigate_events_handled_total{result=\"done\"}"),
+        1
+    );
+    assert_eq!(metric(&page, "omnigate_event_processing_seconds_count"), 1);
+    assert_eq!(metric(&page, "omnigate_event_end_to_end_seconds_count"), 1);
+    assert!(page.contains("omnigate_event_end_to_end_seconds_bucket{le=\"+Inf\"} 1"));
+    assert!(page.contains("# TYPE omnigate_inbox_open_events gauge"));
+    assert_eq!(metric(&page, "omnigate_inbox_open_events"), 0);
+    assert_eq!(metric(&page, "omnigate_inbox_oldest_event_age_seconds"), 0);
+
+    drop(gateway);
+    let lines = std::fs::read_to_string(&log).expect("log");
+    let rejected: Vec<Value> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "rejected webhook")
+        .collect();
+    assert_eq!(rejected.len(), 1, "{lines}");
+    assert_eq!(rejected[0]["span"]["request_id"], "req-badsig-1");
+    for secret in [
+        "canary-text-5501",
+        "metrics-secret",
+        "EAAG-8004",
+        KEY_A,
+        ADMIN_TOKEN,
+        &key,
+    ] {
+        assert!(!lines.contains(secret), "the log holds {secret}");
+    }
+}
+
+// -- limits ----------------------------------------------------------------------------
+
+/// A tenant over its admin API budget gets 429 with `Retry-After`; other tenants are
+/// not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_rate_limit_is_per_tenant() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        "[limits]\nadmin_per_second = 0.01\nadmin_burst = 3",
+    )
+    .await;
+    let (a, b) = (
+        app.create_tenant("RateA").await,
+        app.create_tenant("RateB").await,
+    );
+    let get = |tenant: &Tenant| {
+        app.http
+            .get(format!("{}/api/v1/channels", app.url))
+            .bearer_auth(&tenant.key)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(get(&a).await.expect("get").status(), 200);
+    }
+    let refused = get(&a).await.expect("get");
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .expect("header")
+        .parse()
+        .expect("seconds");
+    assert!(retry_after >= 1);
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(get(&b).await.expect("get").status(), 200);
+    // A wrong key is still 401, not 429.
+    let anonymous = app
+        .http
+        .get(format!("{}/api/v1/channels", app.url))
+        .bearer_auth("og_wrong")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(anonymous.status(), 401);
+}
+
+/// Admin API bodies over `limits.admin_body_bytes` are refused with 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_body_limit() {
+    let app = TestApp::spawn_with(Backend::Sqlite, "[limits]\nadmin_body_bytes = 1024").await;
+    let tenant = app.create_tenant("Body").await;
+    let res = app
+        .http
+        .post(format!("{}/api/v1/knowledge/documents", app.url))
+        .bearer_auth(&tenant.key)
+        .json(&json!({"title": "Big", "text": "x".repeat(2048)}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status(), 413);
+    let (_, body) = app
+        .get_json(&tenant, "/api/v1/knowledge/search?q=big")
+        .await;
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(0));
+}
+
+// -- key rotation and backup -----------------------------------------------------------
+
+fn run_cli(config: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("OMNIGATE_TEST_POSTGRES_URL")
+        .output()
+        .expect("run omnigate")
+}
+
+/// `rotate-key` re-seals credentials under the new key while instances that list
+/// both keys keep working; afterwards the old key can be dropped and the channel
+/// still sends with its own token.
+async fn rotate_key_reseals_credentials(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDb::create(&backend).await;
+    let graph = FakeGraph::start().await;
+    let port = free_port();
+    let tune = tuning(100, 0, 5_000);
+    let old = config_file(
+        dir.path(),
+        "old",
+        port,
+        &db.url,
+        &graph.url,
+        &format!("master_key = \"{KEY_A}\"{tune}"),
+    );
+    let both = config_file(
+        dir.path(),
+        "both",
+        port,
+        &db.url,
+        &graph.url,
+        &format!("master_key = \"{KEY_B}\"\nprevious_master_keys = [\"{KEY_A}\"]{tune}"),
+    );
+    let new = config_file(
+        dir.path(),
+        "new",
+        port,
+        &db.url,
+        &graph.url,
+        &format!("master_key = \"{KEY_B}\"{tune}"),
+    );
+    let log = dir.path().join("r.log");
+    let http = reqwest::Client::new();
+
+    let mut gateway = Gateway::start(&old, port, &log).await;
+    let (key, path) = provision(&http, &gateway.url, "8005", "rotate-secret").await;
+    assert!(gateway.terminate().success());
+
+    // Step 1: instances run with the new key and the old one; old ciphertexts open.
+    let mut gateway = Gateway::start(&both, port, &log).await;
+    let webhook = format!("{}{path}", gateway.url);
+    let body = wa_texts(
+        "8005",
+        &[("15550005555", "wamid.rotate.1", "opening hours?")],
+    );
+    assert_eq!(
+        post_delivery(&http, &webhook, "rotate-secret", &body).await,
+        Some(200)
+    );
+    // Step 2: re-seal while it runs.
+    let out = run_cli(&both, &["rotate-key"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("re-sealed 1, already current 0"),
+        "{stdout}"
+    );
+    let again = run_cli(&both, &["rotate-key"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("re-sealed 0, already current 1"));
+    wait_until("answered during the rotation", || async {
+        sent_replies(&all_messages(&http, &gateway.url, &key).await) == 1
+    })
+    .await;
+    assert!(gateway.terminate().success());
+
+    // Step 3: the old key is gone from the configuration.
+    let gateway = Gateway::start(&new, port, &log).await;
+    let body = wa_texts(
+        "8005",
+        &[("15550005555", "wamid.rotate.2", "opening hours?")],
+    );
+    assert_eq!(
+        post_delivery(&http, &webhook, "rotate-secret", &body).await,
+        Some(200)
+    );
+    wait_until("answered under the new key alone", || async {
+        sent_replies(&all_messages(&http, &gateway.url, &key).await) == 2
+    })
+    .await;
+    let sends = graph.delivered();
+    assert_eq!(sends.len(), 2);
+    assert!(sends
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some("Bearer EAAG-8005")));
+    drop(gateway);
+
+    // The old key alone no longer opens anything: rotate-key says so and fails.
+    let out = run_cli(&old, &["rotate-key"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no configured key opens"));
+}
+
+crate::on_both_backends!(rotate_key_reseals_credentials);
+
+/// `backup FILE` copies the live SQLite database, verifies the copy and reports its
+/// counts; a gateway started on the copy has the same conversations. On Postgres it
+/// refuses and points to pg_dump.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_copies_a_live_sqlite_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDb::create(&Backend::Sqlite).await;
+    let graph = FakeGraph::start().await;
+    let port = free_port();
+    let tune = tuning(100, 0, 5_000);
+    let config = config_file(
+        dir.path(),
+        "live",
+        port,
+        &db.url,
+        &graph.url,
+        &format!("master_key = \"{KEY_A}\"{tune}"),
+    );
+    let log = dir.path().join("b.log");
+    let http = reqwest::Client::new();
+    let mut gateway = Gateway::start(&config, port, &log).await;
+    let (key, path) = provision(&http, &gateway.url, "8006", "backup-secret").await;
+    let body = wa_texts(
+        "8006",
+        &[("15550006666", "wamid.backup.1", "opening hours?")],
+    );
+    let webhook = format!("{}{path}", gateway.url);
+    assert_eq!(
+        post_delivery(&http, &webhook, "backup-secret", &body).await,
+        Some(200)
+    );
+    wait_until("answered", || async {
+        sent_replies(&all_messages(&http, &gateway.url, &key).await) == 1
+    })
+    .await;
+
+    let file = dir.path().join("copy.db");
+    let out = run_cli(&config, &["backup", file.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["integrity"], "ok");
+    assert_eq!(report["tenants"], 1);
+    assert_eq!(report["channels"], 1);
+    assert_eq!(report["messages"], 2);
+    let verified = run_cli(
+        &config,
+        &["backup", "--verify", file.to_str().expect("utf-8")],
+    );
+    assert!(verified.status.success());
+    let again = run_cli(&config, &["backup", file.to_str().expect("utf-8")]);
+    assert!(
+        !again.status.success(),
+        "an existing file is never overwritten"
+    );
+    assert!(gateway.terminate().success());
+
+    // Restore: a gateway on the copy.
+    let restored_url = format!("sqlite://{}", file.display());
+    let restored = config_file(
+        dir.path(),
+        "restored",
+        port,
+        &restored_url,
+        &graph.url,
+        &format!("master_key = \"{KEY_A}\"{tune}"),
+    );
+    let gateway = Gateway::start(&restored, port, &log).await;
+    let all = all_messages(&http, &gateway.url, &key).await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(sent_replies(&all), 1);
+    drop(gateway);
+
+    if let Some(backend) = Backend::postgres() {
+        let pg = TestDb::create(&backend).await;
+        let pg_config = config_file(
+            dir.path(),
+            "pg",
+            port,
+            &pg.url,
+            &graph.url,
+            &format!("master_key = \"{KEY_A}\"{tune}"),
+        );
+        let out = run_cli(
+            &pg_config,
+            &["backup", dir.path().join("pg.db").to_str().expect("utf-8")],
+        );
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("pg_dump"));
+    }
+}
