@@ -2,6 +2,8 @@
 
 pub mod error;
 pub mod extract;
+// -- operations
+pub mod openapi;
 
 use std::time::Duration;
 
@@ -57,9 +59,10 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// The admin API.
+/// The admin API with its OpenAPI document (generated from this router's route
+/// table, see [`openapi`]).
 pub fn api_router() -> Router<App> {
-    crate::admin::router()
+    crate::admin::router().route("/api/v1/openapi.json", get(openapi::endpoint))
 }
 
 async fn request_id(mut req: Request, next: Next) -> Response {

@@ -1056,3 +1056,156 @@ async fn backup_copies_a_live_sqlite_database() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("pg_dump"));
     }
 }
+
+// -- OpenAPI ---------------------------------------------------------------------------
+
+/// Every string literal naming an `/api/v1/` path in a `.route(` call under `src/`.
+fn api_paths_in_source() -> HashSet<String> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let mut paths = HashSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).expect("read");
+        for (i, _) in text.match_indices(".route(") {
+            let line_start = text[..i].rfind('\n').map_or(0, |n| n + 1);
+            if text[line_start..i].contains("//") {
+                continue;
+            }
+            let rest = text[i..].trim_start_matches(".route(").trim_start();
+            if let Some(literal) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                if literal.starts_with("/api/v1/") {
+                    paths.insert(literal.to_string());
+                }
+            }
+        }
+    }
+    paths
+}
+
+/// `GET /api/v1/openapi.json` is a valid OpenAPI 3 document; every method the router
+/// answers on every admin API path of the source is in it, and each operation's
+/// declared security matches what the router does without credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_every_admin_route() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let res = app
+        .http
+        .get(format!("{}/api/v1/openapi.json", app.url))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(res.status(), 200);
+    let doc: Value = res.json().await.expect("json");
+    let parsed: openapiv3::OpenAPI =
+        serde_json::from_value(doc.clone()).expect("a valid OpenAPI 3.0 document");
+    assert!(parsed.openapi.starts_with("3.0"));
+
+    let mut operation_ids = HashSet::new();
+    let mut documented = HashSet::new();
+    for (path, item) in parsed.paths.iter() {
+        let openapiv3::ReferenceOr::Item(item) = item else {
+            panic!("{path} is a reference")
+        };
+        let template: Vec<&str> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .collect();
+        for (method, op) in item.iter() {
+            documented.insert((method.to_uppercase(), path.clone()));
+            let id = op.operation_id.clone().expect("operationId");
+            assert!(operation_ids.insert(id.clone()), "operationId {id} twice");
+            assert!(
+                !op.responses.responses.is_empty(),
+                "{method} {path} has no responses"
+            );
+            let declared: HashSet<String> = op
+                .parameters
+                .iter()
+                .filter_map(|p| match p {
+                    openapiv3::ReferenceOr::Item(openapiv3::Parameter::Path {
+                        parameter_data,
+                        ..
+                    }) => Some(parameter_data.name.clone()),
+                    _ => None,
+                })
+                .collect();
+            for name in &template {
+                assert!(
+                    declared.contains(*name),
+                    "{method} {path}: path parameter {name} undeclared"
+                );
+            }
+        }
+    }
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap_or_default();
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "dangling $ref {name}"
+        );
+    }
+
+    // The router: every method it answers (anything but 405) on every admin path.
+    let source_paths = api_paths_in_source();
+    assert!(source_paths.len() >= 10, "{source_paths:?}");
+    for path in &source_paths {
+        let concrete = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { "x" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            let res = app
+                .http
+                .request(
+                    method.parse().expect("method"),
+                    format!("{}{concrete}", app.url),
+                )
+                .send()
+                .await
+                .expect("request");
+            if res.status() == 405 {
+                continue;
+            }
+            assert_ne!(res.status(), 404, "{method} {path} not routed");
+            assert!(
+                documented.contains(&(method.to_string(), path.clone())),
+                "{method} {path} is routed but not in the OpenAPI document"
+            );
+            // Without credentials: 401 exactly where the document asks for a key.
+            let op = &doc["paths"][path][method.to_ascii_lowercase()];
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            assert_eq!(res.status() == 401, secured, "{method} {path}: security");
+        }
+    }
+    for (method, path) in &documented {
+        assert!(
+            source_paths.contains(path),
+            "{method} {path} documented but not in the source"
+        );
+    }
+    let channels = &doc["paths"]["/api/v1/channels"]["post"];
+    assert_eq!(
+        channels["requestBody"]["content"]["application/json"]["schema"]["required"],
+        json!(["platform"])
+    );
+    assert!(channels["responses"]["201"].is_object());
+    assert_eq!(
+        doc["paths"]["/api/v1/tenants"]["post"]["security"],
+        json!([{"operatorToken": []}])
+    );
+}
