@@ -12,6 +12,7 @@ pub mod config;
 pub mod crypto;
 pub mod http;
 pub mod inbound;
+pub mod install;
 pub mod metrics;
 pub mod ops;
 pub mod outbound;

@@ -37,6 +37,7 @@ pub fn router(app: App) -> Router {
             .merge(
                 crate::inbound::router().layer(middleware::from_fn(crate::metrics::track_webhooks)),
             )
+            .merge(crate::install::router())
             .merge(api_router().layer(DefaultBodyLimit::max(limits.admin_body_bytes)));
     }
     router

@@ -4,6 +4,7 @@
 //! done.
 
 mod handle;
+mod messaging;
 
 use std::time::Duration;
 
