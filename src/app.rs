@@ -36,6 +36,10 @@ pub struct Inner {
     pub outbox_wake: Arc<Notify>,
     pub public_url: String,
     draining: AtomicBool,
+    // -- operations
+    /// This process among the instances sharing the database (lease owner names).
+    pub instance: String,
+    pub admin_limiter: crate::ops::rate::RateLimiter,
     channel_cache: Mutex<HashMap<String, (Instant, Arc<ResolvedChannel>)>>,
 }
 
@@ -61,6 +65,27 @@ impl std::ops::Deref for App {
 impl App {
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Wakes the dispatcher here and, through the database, on every instance.
+    pub fn wake_outbox(&self) {
+        self.outbox_wake.notify_one();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.announce(store::Wake::Outbox).await {
+                tracing::debug!(error = %e, "outbox announcement failed");
+            }
+        });
+    }
+
+    /// The lease owner name of this instance's worker.
+    pub fn worker_owner(&self) -> String {
+        format!("worker-{}", self.instance)
+    }
+
+    /// The lease owner name of this instance's dispatcher.
+    pub fn dispatcher_owner(&self) -> String {
+        format!("dispatcher-{}", self.instance)
     }
 
     /// The channel implementation for a platform, if omnigate supports it yet.
@@ -159,6 +184,17 @@ pub fn master_key(config: &Config) -> anyhow::Result<[u8; 32]> {
     config::decode_master_key(&key).context("master key file must hold base64 of 32 bytes")
 }
 
+/// The earlier master keys still accepted for opening credentials (key rotation).
+pub fn previous_master_keys(config: &Config) -> anyhow::Result<Vec<[u8; 32]>> {
+    config
+        .previous_master_keys
+        .iter()
+        .map(|k| {
+            config::decode_master_key(k).context("previous_master_keys must be base64 of 32 bytes")
+        })
+        .collect()
+}
+
 /// Builds the gateway on `config`: opens and migrates the database, starts the
 /// committer, worker and dispatcher, and serves HTTP on `listener` until `shutdown`.
 pub async fn run(
@@ -214,7 +250,7 @@ pub async fn run(
     let app = App {
         inner: Arc::new(Inner {
             assistant: Arc::new(KbAnswerer::new(store.clone())),
-            sealer: Sealer::new(&key),
+            sealer: Sealer::new(&key).with_previous(&previous_master_keys(&config)?),
             store,
             channels,
             committer,
@@ -222,6 +258,11 @@ pub async fn run(
             outbox_wake: Arc::new(Notify::new()),
             public_url,
             draining: AtomicBool::new(false),
+            instance: crate::store::new_id(),
+            admin_limiter: crate::ops::rate::RateLimiter::new(
+                config.limits.admin_per_second,
+                config.limits.admin_burst,
+            ),
             channel_cache: Mutex::new(HashMap::new()),
             config,
         }),
@@ -229,35 +270,104 @@ pub async fn run(
 
     // -- Meta data-deletion callback: finish erasures a stop interrupted.
     tokio::spawn(crate::inbound::data_deletion::resume_pending(app.clone()));
+    let role = app.config.role;
     let work_stop = CancellationToken::new();
-    let worker = tokio::spawn(crate::pipeline::run_worker(app.clone(), work_stop.clone()));
-    let dispatcher = tokio::spawn(crate::outbound::run_dispatcher(
-        app.clone(),
-        work_stop.clone(),
-    ));
-    // -- privacy: the retention sweeper
-    let sweeper = tokio::spawn(crate::privacy::retention::run_sweeper(
-        app.store.clone(),
-        app.config.retention.clone(),
-        work_stop.clone(),
-    ));
+    let mut background = Vec::new();
+    if role.runs_workers() {
+        background.push(tokio::spawn(crate::pipeline::run_worker(
+            app.clone(),
+            work_stop.clone(),
+        )));
+        background.push(tokio::spawn(crate::outbound::run_dispatcher(
+            app.clone(),
+            work_stop.clone(),
+        )));
+        // -- privacy: the retention sweeper
+        background.push(tokio::spawn(crate::privacy::retention::run_sweeper(
+            app.store.clone(),
+            app.config.retention.clone(),
+            work_stop.clone(),
+        )));
+    }
+    // Wake-ups announced by other instances (Postgres LISTEN; nothing on SQLite).
+    let listen_stop = CancellationToken::new();
+    let listen = role.runs_workers().then(|| {
+        let (store, inbox, outbox) = (
+            app.store.clone(),
+            app.inbox_wake.clone(),
+            app.outbox_wake.clone(),
+        );
+        let stop = listen_stop.clone();
+        tokio::spawn(async move { store.listen(inbox, outbox, stop).await })
+    });
 
-    tracing::info!(addr = %listener.local_addr()?, backend = app.store.backend(), "omnigate listening");
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        backend = app.store.backend(),
+        role = role.as_str(),
+        instance = %app.instance,
+        "omnigate listening"
+    );
     let router = crate::http::router(app.clone());
     let draining_app = app.clone();
+    let grace = Duration::from_millis(app.config.shutdown.grace_ms);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown.cancelled().await;
+            // Readiness goes false first; requests are still served for the grace
+            // period, so the load balancer stops routing here before the listener closes.
             draining_app.draining.store(true, Ordering::Relaxed);
+            tracing::info!(
+                grace_ms = grace.as_millis() as u64,
+                "draining: not ready, still accepting"
+            );
+            tokio::time::sleep(grace).await;
             tracing::info!("shutting down: finishing in-flight requests");
         })
         .await?;
 
-    // Requests are done; let the committer flush, then stop the background work.
+    // Requests are done; let the committer flush, then stop the background work,
+    // letting in-flight events and sends finish within the drain period.
     committer_stop.cancel();
     let _ = committer_task.await;
     work_stop.cancel();
-    let _ = tokio::join!(worker, dispatcher, sweeper);
+    let drain = Duration::from_millis(app.config.shutdown.drain_ms);
+    let finished = tokio::time::timeout(drain, async {
+        for task in &mut background {
+            let _ = task.await;
+        }
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(
+            drain_ms = drain.as_millis() as u64,
+            "in-flight work did not finish in time; abandoning it"
+        );
+        for task in &background {
+            task.abort();
+        }
+        for task in background {
+            let _ = task.await;
+        }
+    }
+    listen_stop.cancel();
+    if let Some(listen) = listen {
+        let _ = listen.await;
+    }
+    // Whatever is still leased here goes back to the queue for the other instances.
+    if role.runs_workers() {
+        for owner in [app.worker_owner(), app.dispatcher_owner()] {
+            match app.store.release_leases(&owner).await {
+                Ok(released) if released != store::Released::default() => tracing::info!(
+                    inbox = released.inbox,
+                    outbox = released.outbox,
+                    "released leases"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "could not release leases; they will expire"),
+            }
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -25,13 +25,29 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway: webhooks, admin API, worker and dispatcher.
-    Serve,
+    Serve {
+        /// Run only part of the gateway (overrides the `role` config key).
+        #[arg(long, value_enum)]
+        role: Option<crate::ops::Role>,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Manage tenants without the admin API.
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
+    },
+    // -- operations
+    /// Re-seal every channel's credentials under `master_key`, opening them with it
+    /// or any of `previous_master_keys`.
+    RotateKey,
+    /// Copy the SQLite database to FILE while it is in use, then verify the copy
+    /// (PostgreSQL: use pg_dump).
+    Backup {
+        file: PathBuf,
+        /// Only verify FILE, an existing backup.
+        #[arg(long)]
+        verify: bool,
     },
     /// Retention (privacy): delete what expired.
     Retention {
@@ -69,7 +85,33 @@ pub enum TenantCommand {
 /// Runs a one-shot command.
 pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Serve => anyhow::bail!("serve is run by main"),
+        Command::Serve { .. } => anyhow::bail!("serve is run by main"),
+        // -- operations
+        Command::RotateKey => {
+            let rotation = crate::ops::rotate::run(&config).await?;
+            println!(
+                "re-sealed {}, already current {}, changed meanwhile {}, unreadable {}",
+                rotation.resealed,
+                rotation.current,
+                rotation.changed,
+                rotation.unreadable.len()
+            );
+            anyhow::ensure!(
+                rotation.unreadable.is_empty(),
+                "no configured key opens the credentials of channels: {}",
+                rotation.unreadable.join(", ")
+            );
+            Ok(())
+        }
+        Command::Backup { file, verify } => {
+            let report = if verify {
+                crate::ops::backup::verify(&file).await?
+            } else {
+                crate::ops::backup::run(&config.database_url, &file).await?
+            };
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         Command::Migrate => {
             let store = crate::store::open(&config.database_url).await?;
             println!("migrations applied ({})", store.backend());

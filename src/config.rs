@@ -40,6 +40,18 @@ pub struct Config {
     // -- privacy: retention ----------------------------------------------------------
     #[serde(default)]
     pub retention: Retention,
+    // -- operations (issue 8) --------------------------------------------------------
+    /// Which parts of the gateway `serve` runs (`serve --role` overrides it).
+    #[serde(default)]
+    pub role: crate::ops::Role,
+    /// Earlier master keys, accepted for opening credentials while `omnigate
+    /// rotate-key` re-seals them under `master_key`.
+    #[serde(default)]
+    pub previous_master_keys: Vec<SecretString>,
+    #[serde(default)]
+    pub limits: crate::ops::Limits,
+    #[serde(default)]
+    pub shutdown: crate::ops::Shutdown,
 }
 
 /// A database URL whose `Debug` hides any password.
@@ -535,6 +547,20 @@ impl Config {
         }
         if self.retention.batch_size < 1 {
             return bad("retention.batch_size", "must be positive");
+        }
+        // -- operations
+        if self
+            .previous_master_keys
+            .iter()
+            .any(|k| decode_master_key(k).is_none())
+        {
+            return bad(
+                "previous_master_keys",
+                "each must be base64 of exactly 32 bytes",
+            );
+        }
+        if let Err(why) = self.limits.validate() {
+            return bad(why.0, why.1);
         }
         Ok(())
     }

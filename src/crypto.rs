@@ -19,6 +19,8 @@ const NONCE_LEN: usize = 12;
 #[derive(Clone)]
 pub struct Sealer {
     cipher: Aes256Gcm,
+    /// Earlier master keys: they still open, never seal (key rotation).
+    previous: Vec<Aes256Gcm>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -39,7 +41,19 @@ impl Sealer {
     pub fn new(key: &[u8; 32]) -> Self {
         Self {
             cipher: Aes256Gcm::new(key.into()),
+            previous: Vec::new(),
         }
+    }
+
+    /// Also opens what was sealed under any of `keys` (during a key rotation).
+    pub fn with_previous(mut self, keys: &[[u8; 32]]) -> Self {
+        self.previous = keys.iter().map(|k| Aes256Gcm::new(k.into())).collect();
+        self
+    }
+
+    /// Whether `sealed` opens under the current key (not only a previous one).
+    pub fn is_current(&self, context: &str, sealed: &[u8]) -> bool {
+        Self::open_with(&self.cipher, context, sealed).is_ok()
     }
 
     /// Encrypts `plaintext` bound to `context` (tenant, kind and row id).
@@ -64,11 +78,18 @@ impl Sealer {
 
     /// Decrypts what [`Sealer::seal`] produced for the same `context`.
     pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        std::iter::once(&self.cipher)
+            .chain(&self.previous)
+            .find_map(|cipher| Self::open_with(cipher, context, sealed).ok())
+            .ok_or(CryptoError::Open)
+    }
+
+    fn open_with(cipher: &Aes256Gcm, context: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         if sealed.len() < NONCE_LEN {
             return Err(CryptoError::Open);
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
-        self.cipher
+        cipher
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {

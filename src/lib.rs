@@ -13,6 +13,8 @@ pub mod crypto;
 pub mod http;
 pub mod inbound;
 pub mod install;
+pub mod metrics;
+pub mod ops;
 pub mod outbound;
 pub mod pipeline;
 pub mod privacy;

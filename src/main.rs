@@ -16,14 +16,19 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let config = match Config::load(cli.config.as_deref()) {
-        Ok(config) => config,
+        Ok(mut config) => {
+            if let Command::Serve { role: Some(role) } = &cli.command {
+                config.role = *role;
+            }
+            config
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
     let result = match cli.command {
-        Command::Serve => serve(config).await,
+        Command::Serve { .. } => serve(config).await,
         other => omnigate::cli::execute(other, config).await,
     };
     match result {

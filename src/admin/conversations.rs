@@ -199,7 +199,7 @@ async fn reply(
         });
     }
     app.store.apply(&tenant_id, &effects).await?;
-    app.outbox_wake.notify_one();
+    app.wake_outbox();
     let mut answer = json!({"id": message_id, "status": "queued"});
     if let Some(tag) = tag {
         answer["message_tag"] = json!(tag);

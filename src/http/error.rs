@@ -25,6 +25,11 @@ pub enum AppError {
     /// 422 with its own stable code (e.g. `outside_messaging_window`).
     #[error("{1}")]
     Refused(&'static str, String),
+    #[error("request body too large")]
+    TooLarge,
+    /// Too many requests; retry after this many seconds.
+    #[error("too many requests")]
+    RateLimited(u64),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -39,6 +44,8 @@ impl AppError {
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Refused(code, _) => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -79,6 +86,11 @@ impl IntoResponse for AppError {
         }
         let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
         let mut response = (status, body).into_response();
+        if let Self::RateLimited(seconds) = self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -34,10 +34,17 @@ impl FromRequestParts<App> for TenantAuth {
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or(AppError::Unauthorized)?;
         let hash = crypto::hash_api_key(token);
-        match app.store.tenant_by_key_hash(&hash).await? {
-            Some(tenant) => Ok(Self(tenant)),
-            None => Err(AppError::Unauthorized),
+        let tenant = app
+            .store
+            .tenant_by_key_hash(&hash)
+            .await?
+            .ok_or(AppError::Unauthorized)?;
+        // -- operations: per-tenant rate limit
+        if let Err(wait) = app.admin_limiter.check(&tenant) {
+            crate::metrics::inc(crate::metrics::RATE_LIMITED, &[]);
+            return Err(AppError::RateLimited(wait));
         }
+        Ok(Self(tenant))
     }
 }
 
@@ -68,6 +75,10 @@ where
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(JsonRejection::JsonDataError(e)) => Err(AppError::Unprocessable(e.body_text())),
+            // -- operations: body over `limits.admin_body_bytes`
+            Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(AppError::TooLarge)
+            }
             Err(e) => Err(AppError::BadRequest(e.body_text())),
         }
     }

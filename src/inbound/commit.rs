@@ -124,6 +124,13 @@ async fn flush(
         }
         if fresh && flushed.is_ok() {
             wake.notify_one();
+            // Workers of other instances (Postgres NOTIFY), off the acknowledgement path.
+            let store = store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.announce(crate::store::Wake::Inbox).await {
+                    tracing::debug!(error = %e, "inbox announcement failed");
+                }
+            });
         }
     }
 }

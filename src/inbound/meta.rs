@@ -284,7 +284,13 @@ pub(super) async fn commit(app: &App, batch: IngressBatch) -> Result<Response, A
                 duplicates = outcome.duplicates,
                 "webhook stored"
             );
-            Ok(StatusCode::OK.into_response())
+            let mut response = StatusCode::OK.into_response();
+            if outcome.inserted == 0 && outcome.duplicates > 0 {
+                response
+                    .extensions_mut()
+                    .insert(crate::metrics::WebhookOutcome("duplicate"));
+            }
+            Ok(response)
         }
         // Not stored: 503 so the platform delivers it again.
         Err(CommitFailed) => Err(AppError::Unavailable),

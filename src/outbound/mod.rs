@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::queue::Queue;
-use crate::store::{new_id, now_ms, OutboxItem, SendOutcome};
+use crate::store::{now_ms, OutboxItem, SendOutcome};
 use pace::Pacer;
 
 /// How long a paused channel's parts wait before they are looked at again.
@@ -28,7 +28,7 @@ const PARK_MS: i64 = 60_000;
 const BACKOFF_CAP_MS: i64 = 5 * 60_000;
 
 pub async fn run_dispatcher(app: App, stop: CancellationToken) {
-    let owner = format!("dispatcher-{}", new_id());
+    let owner = app.dispatcher_owner();
     let lease_ms = app.config.worker.lease_ms as i64;
     let claim = |free: usize| {
         let (app, owner) = (app.clone(), owner.clone());
@@ -51,7 +51,9 @@ pub async fn run_dispatcher(app: App, stop: CancellationToken) {
 }
 
 async fn send(app: App, owner: String, pacer: Arc<Pacer>, item: OutboxItem) {
+    let started = std::time::Instant::now();
     let outcome = attempt(&app, &pacer, &item).await;
+    record_send(&app, &item, &outcome, started.elapsed().as_secs_f64()).await;
     if let SendOutcome::Failed { code, .. } = &outcome {
         tracing::warn!(outbox_id = item.id, channel_id = %item.channel_id, code = ?code, "reply failed permanently");
     }
@@ -62,6 +64,26 @@ async fn send(app: App, owner: String, pacer: Arc<Pacer>, item: OutboxItem) {
     }
     // A follow-up part of the same conversation may be ready now.
     app.outbox_wake.notify_one();
+}
+
+/// Counts a send by platform and result (the channel comes from the cache).
+async fn record_send(app: &App, item: &OutboxItem, outcome: &SendOutcome, seconds: f64) {
+    let platform = match app.resolved_channel(&item.channel_id).await {
+        Ok(Some(c)) => c
+            .record
+            .platform
+            .parse::<channels::ChannelKind>()
+            .map(|k| k.as_str())
+            .unwrap_or("other"),
+        _ => "unknown",
+    };
+    let result = match outcome {
+        SendOutcome::Sent { .. } => "sent",
+        SendOutcome::Retry { .. } => "retry",
+        SendOutcome::Failed { .. } => "failed",
+        SendOutcome::Parked { .. } => "parked",
+    };
+    crate::metrics::send(platform, result, seconds);
 }
 
 async fn attempt(app: &App, pacer: &Pacer, item: &OutboxItem) -> SendOutcome {

@@ -20,28 +20,50 @@ pub async fn handle(app: App, owner: String, item: InboxItem) {
     let id = item.id;
     let attempts = item.attempts;
     let tenant_id = item.tenant_id.clone();
+    // -- operations: latency metrics
+    let started = std::time::Instant::now();
+    let received_at = item.received_at;
+    let handled = |result: &str, done: bool| {
+        let e2e = done.then(|| ((now_ms() - received_at).max(0) as f64) / 1000.0);
+        crate::metrics::event_handled(result, started.elapsed().as_secs_f64(), e2e);
+    };
     match process(&app, &owner, item).await {
         Ok(Step::Done(completion)) => match app.store.complete_inbox(&completion).await {
             Ok(true) => {
+                handled("done", true);
                 if completion
                     .effects
                     .iter()
                     .any(|e| matches!(e, Effect::EnqueueReply { .. }))
                 {
-                    app.outbox_wake.notify_one();
+                    app.wake_outbox();
                 }
             }
-            Ok(false) => tracing::warn!(
-                inbox_id = id,
-                "lease lost before completion; another worker has it"
-            ),
+            Ok(false) => {
+                handled("lease_lost", false);
+                tracing::warn!(
+                    inbox_id = id,
+                    "lease lost before completion; another worker has it"
+                )
+            }
             Err(e) => {
                 tracing::error!(inbox_id = id, error = %e, "completing inbox event failed");
                 retry(&app, id, &owner, attempts, "complete_failed").await;
             }
         },
-        Ok(Step::Later(note)) => retry(&app, id, &owner, attempts, note).await,
+        Ok(Step::Later(note)) => {
+            handled("retry", false);
+            retry(&app, id, &owner, attempts, note).await
+        }
         Err(e) => {
+            handled(
+                if attempts < MAX_ATTEMPTS {
+                    "retry"
+                } else {
+                    "failed"
+                },
+                false,
+            );
             tracing::error!(
                 inbox_id = id,
                 attempts,

@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::queue::Queue;
-use crate::store::{new_id, now_ms};
+use crate::store::now_ms;
 
 /// Runs until `stop`, then lets in-flight events finish.
 pub async fn run_worker(app: App, stop: CancellationToken) {
-    let owner = format!("worker-{}", new_id());
+    let owner = app.worker_owner();
     let lease_ms = app.config.worker.lease_ms as i64;
     let claim = |free: usize| {
         let (app, owner) = (app.clone(), owner.clone());

@@ -6,6 +6,7 @@
 //! serve platform callers and background work by internal id (ingress routing,
 //! claims), which are named as such.
 
+mod ops;
 mod postgres;
 mod privacy;
 mod shared;
@@ -23,6 +24,8 @@ pub use privacy::{
     AuditHead, AuditRecord, ConsentRecord, ContactRecord, ContactRef, DataClass, ErasureCounts,
     IdentityRecord, PolicyState, PrivacyEffect, PrivacySettings, PrivacyStore, Purpose,
 };
+// -- operations (wake-ups, leases, gauges, key rotation, backup) ----------------------
+pub use ops::{Backlog, OpsStore, Released, SealedCredentials, Wake};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -37,6 +40,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The backend cannot do this (e.g. an online backup of Postgres: use pg_dump).
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -56,7 +62,7 @@ pub async fn open(url: &DatabaseUrl) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 #[async_trait]
-pub trait Store: PrivacyStore + Send + Sync + 'static {
+pub trait Store: PrivacyStore + OpsStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     async fn migrate(&self) -> Result<()>;

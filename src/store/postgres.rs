@@ -7,6 +7,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool, Postgres, Transaction};
 
+use super::ops::ops_store;
 use super::privacy::privacy_store;
 use super::shared::shared_store;
 use super::turns::Turn;
@@ -116,3 +117,75 @@ privacy_store!(
     envelope_names = "position(convert_to($2, 'UTF8') in body) > 0",
     after_erase = ""
 );
+
+// -- operations: wake-ups across instances (LISTEN/NOTIFY), backup --------------------
+ops_store!(PgStore);
+
+impl PgStore {
+    async fn ops_announce(&self, queue: super::Wake) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(queue.channel())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Holds one connection that LISTENs on both queues' channels; reconnects after
+    /// a failure (and then wakes both queues, since announcements may have been missed).
+    async fn ops_listen(
+        &self,
+        inbox: std::sync::Arc<tokio::sync::Notify>,
+        outbox: std::sync::Arc<tokio::sync::Notify>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        use super::Wake;
+        loop {
+            match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+                Ok(mut listener) => {
+                    match listener
+                        .listen_all([Wake::Inbox.channel(), Wake::Outbox.channel()])
+                        .await
+                    {
+                        Ok(()) => {
+                            inbox.notify_one();
+                            outbox.notify_one();
+                            loop {
+                                let note = tokio::select! {
+                                    _ = stop.cancelled() => return,
+                                    note = listener.try_recv() => note,
+                                };
+                                match note {
+                                    Ok(Some(n)) if n.channel() == Wake::Outbox.channel() => {
+                                        outbox.notify_one()
+                                    }
+                                    Ok(Some(_)) => inbox.notify_one(),
+                                    // The connection dropped; notifications may be lost.
+                                    Ok(None) => {
+                                        inbox.notify_one();
+                                        outbox.notify_one();
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "LISTEN connection failed");
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "LISTEN failed"),
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not open the LISTEN connection"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn ops_backup(&self, _path: &std::path::Path) -> super::Result<()> {
+        Err(super::StoreError::Unsupported(
+            "PostgreSQL is backed up with pg_dump (see docs/operations.md)",
+        ))
+    }
+}

@@ -14,6 +14,7 @@ use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 
 use tokio_util::sync::CancellationToken;
 
+use super::ops::ops_store;
 use super::privacy::privacy_store;
 use super::shared::shared_store;
 use super::turns::{Turn, Turns};
@@ -234,6 +235,35 @@ privacy_store!(
     envelope_names = "instr(body, $2) > 0",
     after_erase = "PRAGMA wal_checkpoint(TRUNCATE)"
 );
+
+// -- operations: one instance needs no wake-ups; online backup by VACUUM INTO ----------
+ops_store!(SqliteStore);
+
+impl SqliteStore {
+    async fn ops_announce(&self, _queue: super::Wake) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
+    async fn ops_listen(
+        &self,
+        _inbox: Arc<tokio::sync::Notify>,
+        _outbox: Arc<tokio::sync::Notify>,
+        _stop: CancellationToken,
+    ) {
+    }
+
+    /// A transactionally consistent copy, taken on a reader connection: writers go on.
+    async fn ops_backup(&self, path: &std::path::Path) -> super::Result<()> {
+        let path = path.to_str().ok_or(super::StoreError::Unsupported(
+            "the backup path must be valid UTF-8",
+        ))?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(path)
+            .execute(&self.reader)
+            .await?;
+        Ok(())
+    }
+}
 
 #[cfg(test)]
 mod tests {

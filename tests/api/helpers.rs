@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const OPERATOR_SECRET: &str = "operator-app-secret";
 pub const OPERATOR_VERIFY: &str = "operator-verify-token";
+/// Tests poll the admin API far faster than any client should: no rate limit.
+pub const TEST_LIMITS: &str = "[limits]\nadmin_per_second = 1000000.0\nadmin_burst = 1000000";
 
 /// Which database a test runs on.
 #[derive(Debug, Clone)]
@@ -306,10 +308,16 @@ verify_token = "{OPERATOR_VERIFY}"
 poll_ms = 100
 lease_ms = 5000
 {extra_toml}
+{limits}
 "#,
             db_url = db.url,
             master_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
             graph_url = graph.url,
+            limits = if extra_toml.contains("[limits]") {
+                ""
+            } else {
+                TEST_LIMITS
+            },
         );
         let config = Config::from_toml_str(&toml).expect("test config");
         let shutdown = CancellationToken::new();

@@ -228,12 +228,6 @@ async fn shared_route_batch_lands_in_the_right_tenants(backend: Backend) {
             200
         );
     }
-    wait_until("every tenant's messages stored", || async {
-        app.all_messages(&a).await.len() >= 2
-            && !app.all_messages(&b).await.is_empty()
-            && app.all_messages(&c).await.len() >= 2
-    })
-    .await;
     let ids = |messages: Vec<Value>| -> Vec<String> {
         messages
             .iter()
@@ -241,6 +235,13 @@ async fn shared_route_batch_lands_in_the_right_tenants(backend: Backend) {
             .map(|m| m["external_id"].as_str().unwrap_or_default().to_string())
             .collect()
     };
+    // Inbound messages only: a first message's reply must not stand in for the second.
+    wait_until("every tenant's messages stored", || async {
+        ids(app.all_messages(&a).await).len() >= 2
+            && !ids(app.all_messages(&b).await).is_empty()
+            && ids(app.all_messages(&c).await).len() >= 2
+    })
+    .await;
     let mut a_ids = ids(app.all_messages(&a).await);
     a_ids.sort();
     assert_eq!(a_ids, ["m.A1", "m.A2"]);

@@ -97,7 +97,9 @@ verify_token = "v"
 [worker]
 poll_ms = 100
 lease_ms = 2000
+{limits}
 "#,
+        limits = crate::helpers::TEST_LIMITS,
         admin = crate::helpers::ADMIN_TOKEN,
         secret = crate::helpers::OPERATOR_SECRET,
     );
