@@ -2,6 +2,7 @@
 //! unhandled events. The tenant always comes from the API key, never from the path
 //! or body; another tenant's ids are answered 404 like ids that do not exist.
 
+mod assistant;
 mod channels;
 mod conversations;
 mod events;
@@ -19,4 +20,5 @@ pub fn router() -> Router<App> {
         .merge(conversations::router())
         .merge(knowledge::router())
         .merge(events::router())
+        .merge(assistant::router())
 }

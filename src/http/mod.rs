@@ -23,6 +23,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .merge(crate::inbound::router())
         .merge(crate::admin::router())
+        .merge(crate::assistant::usage::router())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

@@ -115,17 +115,22 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
     match event.body {
         EventBody::Message(message) => {
             let conversation = resolve(app, &item, &message.chat, &message.sender, now).await?;
-            Ok(answer(
-                app,
-                &item,
-                conversation,
-                message,
-                event.external_id,
-                platform_ts,
-                now,
+            Ok(
+                match answer(
+                    app,
+                    &item,
+                    conversation,
+                    message,
+                    event.external_id,
+                    platform_ts,
+                    now,
+                )
+                .await?
+                {
+                    Some((outcome, effects)) => done(outcome, effects),
+                    None => Step::Later("ai_unavailable"),
+                },
             )
-            .await
-            .map(|(outcome, effects)| done(outcome, effects))?)
         }
         EventBody::Reaction(reaction) => {
             let conversation = resolve(app, &item, &reaction.chat, &reaction.sender, now).await?;
@@ -258,7 +263,8 @@ fn inbound(external_id: String, platform_ts: Option<i64>, now: i64) -> NewMessag
 }
 
 /// Records a customer's message and, when the assistant owns the conversation and
-/// there is text to answer, its reply.
+/// there is text to answer, its reply. `None`: no answerer is available now; the
+/// customer was told once that a person will follow up, and the event is retried.
 async fn answer(
     app: &App,
     item: &InboxItem,
@@ -267,7 +273,7 @@ async fn answer(
     external_id: String,
     platform_ts: Option<i64>,
     now: i64,
-) -> anyhow::Result<(&'static str, Vec<Effect>)> {
+) -> anyhow::Result<Option<(&'static str, Vec<Effect>)>> {
     let text = message.content.text().map(str::to_string);
     let record = NewMessage {
         kind: message.content.kind().to_string(),
@@ -290,20 +296,45 @@ async fn answer(
             inbound: true,
         },
     ];
-    if conversation.status != "bot" {
-        return Ok(("handed_off", effects));
+    // A conversation held while the providers were down is still the assistant's,
+    // unless an agent has written in it since.
+    let hold = crate::assistant::hold::find(app, item).await?;
+    if conversation.status != "bot" && hold.is_none() {
+        return Ok(Some(("handed_off", effects)));
+    }
+    if hold.as_ref().is_some_and(|h| h.agent_replied) {
+        effects.push(Effect::ClearAiHold { inbox_id: item.id });
+        return Ok(Some(("handed_off", effects)));
     }
     let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
-        return Ok(("skipped:no_text", effects));
+        return Ok(Some(("skipped:no_text", effects)));
     };
-    let answer = app
-        .assistant
-        .answer(&Question {
-            tenant_id: &item.tenant_id,
-            conversation_id: &conversation.id,
-            text: &text,
-        })
-        .await?;
+    let question = Question {
+        tenant_id: &item.tenant_id,
+        conversation_id: &conversation.id,
+        message_id: external_id_of(&effects),
+        text: &text,
+    };
+    let Some(answer) = app.assistant.answer(&question).await? else {
+        return crate::assistant::hold::unavailable(
+            app,
+            item,
+            &conversation,
+            &message.chat,
+            hold,
+            effects,
+            MAX_ATTEMPTS,
+            now,
+        )
+        .await;
+    };
+    if hold.is_some() {
+        effects.push(Effect::ClearAiHold { inbox_id: item.id });
+        effects.push(Effect::SetConversationStatus {
+            conversation_id: conversation.id.clone(),
+            status: "bot",
+        });
+    }
     let disclose = conversation
         .disclosed_at
         .is_none_or(|_| now - conversation.last_message_at > DISCLOSURE_IDLE_MS);
@@ -327,19 +358,27 @@ async fn answer(
         content: None,
         external_id: None,
         reply_to: None,
-        status: "queued",
+        status: if answer.draft { "draft" } else { "queued" },
         produced_by: Some(answer.produced_by.clone()),
         platform_ts: None,
         created_at: now,
     };
-    effects.push(Effect::EnqueueReply {
-        conversation_id: conversation.id.clone(),
-        channel_id: item.channel_id.clone(),
-        recipient: message.chat.clone(),
-        message: reply,
-        parts: channels::text::split(&body, limit),
-    });
-    if disclose {
+    if answer.draft {
+        // Review mode: the draft waits for an agent (admin API), who may edit it.
+        effects.push(Effect::InsertMessage {
+            conversation_id: conversation.id.clone(),
+            message: reply,
+        });
+    } else {
+        effects.push(Effect::EnqueueReply {
+            conversation_id: conversation.id.clone(),
+            channel_id: item.channel_id.clone(),
+            recipient: message.chat.clone(),
+            message: reply,
+            parts: channels::text::split(&body, limit),
+        });
+    }
+    if disclose && !answer.draft {
         effects.push(Effect::MarkDisclosed {
             conversation_id: conversation.id.clone(),
             at: now,
@@ -350,7 +389,21 @@ async fn answer(
             conversation_id: conversation.id,
             status: "human",
         });
-        return Ok(("handed_off", effects));
+        return Ok(Some(("handed_off", effects)));
     }
-    Ok(("replied", effects))
+    Ok(Some((
+        if answer.draft { "drafted" } else { "replied" },
+        effects,
+    )))
+}
+
+/// The platform id of the inbound message among `effects`.
+fn external_id_of(effects: &[Effect]) -> &str {
+    effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::InsertMessage { message, .. } => message.external_id.as_deref(),
+            _ => None,
+        })
+        .unwrap_or_default()
 }

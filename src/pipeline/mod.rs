@@ -5,6 +5,8 @@
 
 mod handle;
 
+pub use handle::DISCLOSURE;
+
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;

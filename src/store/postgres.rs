@@ -7,6 +7,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool, Postgres, Transaction};
 
+use super::ai::ai_store;
 use super::shared::shared_store;
 use super::turns::Turn;
 
@@ -96,3 +97,5 @@ shared_store!(
     lock_inbox = " FOR UPDATE OF e SKIP LOCKED",
     lock_outbox = " FOR UPDATE OF o SKIP LOCKED"
 );
+
+ai_store!(PgStore, Postgres);

@@ -12,6 +12,7 @@ use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 
 use tokio_util::sync::CancellationToken;
 
+use super::ai::ai_store;
 use super::shared::shared_store;
 use super::turns::{Turn, Turns};
 
@@ -169,3 +170,5 @@ shared_store!(
     lock_inbox = "",
     lock_outbox = ""
 );
+
+ai_store!(SqliteStore, Sqlite);
