@@ -3,9 +3,11 @@
 //! PostgreSQL when `OMNIGATE_TEST_POSTGRES_URL` is set), fake platform APIs.
 
 mod admin;
+mod assistant;
 mod cli;
 mod config;
 mod crash;
+mod fake_llm;
 mod helpers;
 mod ingress;
 mod pipeline;
