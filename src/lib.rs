@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod http;
 pub mod inbound;
+pub mod knowledge;
 pub mod outbound;
 pub mod pipeline;
 pub mod queue;
