@@ -7,6 +7,7 @@ mod assistant;
 mod cli;
 mod config;
 mod crash;
+mod crawl;
 mod fake_llm;
 mod helpers;
 mod ingress;
