@@ -69,6 +69,7 @@ async fn crawl(
     )
     .map_err(|e| CrawlError::Setup(e.to_string()))?;
     let root = origin(&start);
+    super::fetch::check_resolved(&start, settings.allow_private_targets).await?;
 
     // robots.txt: missing (4xx) allows all; a server error or no answer denies all.
     let robots_url = start

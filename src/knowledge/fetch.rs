@@ -110,6 +110,27 @@ pub fn check_url(url: &Url, allow_private: bool) -> Result<(), FetchError> {
     Ok(())
 }
 
+/// Checks `url` and, for a host name, every address it resolves to now: a clear
+/// refusal before any request (the resolver below checks again at connect time).
+pub async fn check_resolved(url: &Url, allow_private: bool) -> Result<(), FetchError> {
+    check_url(url, allow_private)?;
+    let Some(host) = url.host_str() else {
+        return Ok(());
+    };
+    if allow_private || host.starts_with('[') || host.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let addrs = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|e| FetchError::Transport(format!("cannot resolve the host: {e}")))?;
+    if addrs.into_iter().any(|a| blocked(a.ip())) {
+        return Err(FetchError::Refused(
+            "the host resolves to a private, loopback or link-local address".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Resolves names and refuses any that has a blocked address among its answers.
 pub struct GuardedResolver {
     pub allow_private: bool,
@@ -325,6 +346,11 @@ mod tests {
         };
         let name: Name = "localhost".parse().expect("name");
         assert!(resolver.resolve(name).await.is_err());
+        let start = Url::parse("http://localhost/").expect("url");
+        assert!(matches!(
+            check_resolved(&start, false).await,
+            Err(FetchError::Refused(_))
+        ));
         let allowing = GuardedResolver {
             allow_private: true,
         };

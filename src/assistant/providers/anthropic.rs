@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use super::{count, post_json, ChatRequest, Completion, Endpoint, Provider, ProviderError, Role};
+use super::{
+    alternating, count, post_json, ChatRequest, Completion, Endpoint, Provider, ProviderError, Role,
+};
 use crate::config::ProviderName;
 
 /// The API version this client speaks.
@@ -13,35 +15,16 @@ pub const VERSION: &str = "2023-06-01";
 
 pub struct Anthropic(pub Endpoint);
 
-/// The request body: turns must alternate and start with the user, so neighbours of
-/// the same role are joined.
+/// The request body (turns alternate, starting with the user, as the API requires).
 pub fn body(model: &str, request: &ChatRequest) -> Value {
-    let mut messages: Vec<(Role, String)> = Vec::new();
-    for turn in &request.turns {
-        if messages.is_empty() && turn.role == Role::Assistant {
-            // A conversation the business opened: keep its words, as context.
-            messages.push((
-                Role::User,
-                format!("(earlier, the business wrote:) {}", turn.text),
-            ));
-            continue;
-        }
-        match messages.last_mut() {
-            Some((role, text)) if *role == turn.role => {
-                text.push_str("\n\n");
-                text.push_str(&turn.text);
-            }
-            _ => messages.push((turn.role, turn.text.clone())),
-        }
-    }
-    let messages: Vec<Value> = messages
+    let messages: Vec<Value> = alternating(&request.turns)
         .into_iter()
-        .map(|(role, text)| {
-            let role = match role {
+        .map(|t| {
+            let role = match t.role {
                 Role::User => "user",
                 Role::Assistant => "assistant",
             };
-            json!({"role": role, "content": text})
+            json!({"role": role, "content": t.text})
         })
         .collect();
     json!({

@@ -5,14 +5,15 @@ use async_trait::async_trait;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use super::{count, post_json, ChatRequest, Completion, Endpoint, Provider, ProviderError, Role};
+use super::{
+    alternating, count, post_json, ChatRequest, Completion, Endpoint, Provider, ProviderError, Role,
+};
 use crate::config::ProviderName;
 
 pub struct Gemini(pub Endpoint);
 
 pub fn body(request: &ChatRequest) -> Value {
-    let contents: Vec<Value> = request
-        .turns
+    let contents: Vec<Value> = alternating(&request.turns)
         .iter()
         .map(|t| {
             let role = match t.role {

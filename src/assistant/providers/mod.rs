@@ -113,6 +113,30 @@ pub trait Provider: Send + Sync {
     async fn complete(&self, request: &ChatRequest) -> Result<Completion, ProviderError>;
 }
 
+/// The turns as the Anthropic and Gemini APIs accept them: alternating roles,
+/// starting with the user. Neighbours of one role are joined; a conversation the
+/// business opened keeps its first words as context in a user turn.
+pub fn alternating(turns: &[Turn]) -> Vec<Turn> {
+    let mut out: Vec<Turn> = Vec::new();
+    for turn in turns {
+        if out.is_empty() && turn.role == Role::Assistant {
+            out.push(Turn {
+                role: Role::User,
+                text: format!("(earlier, the business wrote:) {}", turn.text),
+            });
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.role == turn.role => {
+                last.text.push_str("\n\n");
+                last.text.push_str(&turn.text);
+            }
+            _ => out.push(turn.clone()),
+        }
+    }
+    out
+}
+
 /// Client settings shared by the three providers.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -211,4 +235,77 @@ async fn post_json(
 /// A token count from a usage field (missing counts as zero).
 fn count(value: &serde_json::Value) -> i64 {
     value.as_i64().unwrap_or(0).max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(role: Role, text: &str) -> Turn {
+        Turn {
+            role,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn turns_alternate_from_the_user() {
+        let turns = [
+            turn(Role::Assistant, "Your order shipped."),
+            turn(Role::User, "Thanks"),
+            turn(Role::User, "When will it arrive?"),
+        ];
+        let out = alternating(&turns);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].role, Role::User);
+        assert!(
+            out[0].text.contains("Your order shipped.")
+                && out[0].text.ends_with("When will it arrive?")
+        );
+        let request = ChatRequest {
+            system: "rules".into(),
+            turns: turns.to_vec(),
+            max_tokens: 10,
+        };
+        let a = anthropic::body("m", &request);
+        assert_eq!(a["system"], "rules");
+        assert_eq!(a["messages"][0]["role"], "user");
+        let g = gemini::body(&request);
+        assert_eq!(g["contents"][0]["role"], "user");
+        assert_eq!(g["systemInstruction"]["parts"][0]["text"], "rules");
+        let o = openai::body("m", &request);
+        assert_eq!(o["messages"][0]["role"], "system");
+        assert_eq!(o["messages"][1]["role"], "assistant");
+    }
+
+    #[test]
+    fn answers_are_read_from_each_wire_format() {
+        let o = serde_json::json!({"model": "gpt-x", "choices": [{"message": {"role": "assistant", "content": "hi"}}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 2}});
+        let c = openai::parse("m", &o).expect("openai");
+        assert_eq!(
+            (
+                c.text.as_str(),
+                c.model.as_str(),
+                c.input_tokens,
+                c.output_tokens
+            ),
+            ("hi", "gpt-x", 7, 2)
+        );
+        let a = serde_json::json!({"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            "usage": {"input_tokens": 5, "output_tokens": 1}});
+        assert_eq!(
+            anthropic::parse("claude", &a).expect("anthropic").text,
+            "ab"
+        );
+        let g = serde_json::json!({"candidates": [{"finishReason": "SAFETY"}]});
+        assert!(matches!(
+            gemini::parse("g", &g),
+            Err(ProviderError::Malformed(_))
+        ));
+        assert!(matches!(
+            openai::parse("m", &serde_json::json!({"choices": []})),
+            Err(ProviderError::Malformed(_))
+        ));
+    }
 }
