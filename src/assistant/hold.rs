@@ -6,6 +6,10 @@ use super::HOLDING_TEXT;
 use crate::app::App;
 use crate::store::{new_id, AiHold, ConversationRef, Effect, InboxItem, NewMessage};
 
+/// Longest wait between retries of a held event (about five minutes in all before
+/// the conversation is left with the person).
+pub const RETRY_MAX_MS: i64 = 30_000;
+
 /// The hold on this event, if its customer already got the holding message.
 pub async fn find(app: &App, item: &InboxItem) -> anyhow::Result<Option<AiHold>> {
     Ok(app.store.ai_hold(&item.tenant_id, item.id).await?)

@@ -17,6 +17,8 @@ const STATUS_RETRIES: i64 = 8;
 /// An event that keeps failing is given up after this many attempts (about half an
 /// hour of backoff), instead of being retried forever.
 const MAX_ATTEMPTS: i64 = 12;
+/// Retry note of an event held because no answerer was available.
+const AI_UNAVAILABLE: &str = "ai_unavailable";
 
 pub async fn handle(app: App, owner: String, item: InboxItem) {
     let id = item.id;
@@ -77,7 +79,12 @@ enum Step {
 }
 
 async fn retry(app: &App, id: i64, owner: &str, attempts: i64, note: &str) {
-    let delay = 1000i64.saturating_mul(1 << attempts.clamp(0, 8));
+    let mut delay = 1000i64.saturating_mul(1 << attempts.clamp(0, 8));
+    if note == AI_UNAVAILABLE {
+        // Held for the providers: later messages of the conversation wait behind it,
+        // and open circuits make a retry cheap, so look again soon.
+        delay = delay.min(crate::assistant::hold::RETRY_MAX_MS);
+    }
     if let Err(e) = app
         .store
         .retry_inbox(id, owner, now_ms() + delay, note)
@@ -128,7 +135,7 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
                 .await?
                 {
                     Some((outcome, effects)) => done(outcome, effects),
-                    None => Step::Later("ai_unavailable"),
+                    None => Step::Later(AI_UNAVAILABLE),
                 },
             )
         }
