@@ -19,6 +19,8 @@ on_both_backends!(
     assistant_hands_off_when_it_decides_to,
     review_mode_drafts_wait_for_approval_edit_or_discard,
     usage_is_counted_per_provider_in_the_api_and_metrics,
+    a_failing_provider_is_skipped_once_its_circuit_opens,
+    an_agent_who_answers_during_the_outage_keeps_the_conversation,
 );
 
 const SECRET: &str = "chan-secret";
@@ -650,4 +652,94 @@ async fn usage_is_counted_per_provider_in_the_api_and_metrics(backend: Backend) 
     );
     assert!(metrics.contains(&line), "{metrics}");
     assert!(metrics.contains("outcome=\"server_error\"} 2"), "{metrics}");
+}
+
+async fn a_failing_provider_is_skipped_once_its_circuit_opens(backend: Backend) {
+    let anthropic = FakeLlm::start(Kind::Anthropic, Mode::Status(500)).await;
+    let openai = FakeLlm::start(Kind::OpenAi, Mode::Answer("Fine.".into())).await;
+    // The breaker keys belong to [ai], before the provider sections.
+    let toml = ai_toml(&[&anthropic, &openai], 5_000).replacen(
+        "[ai.",
+        "breaker_failures = 2\nbreaker_cooldown_ms = 600000\n[ai.",
+        1,
+    );
+    let app = TestApp::spawn_with(backend, &toml).await;
+    let tenant = app.create_tenant("Acme").await;
+    let channel = app.create_whatsapp(&tenant, "1001", Some(SECRET)).await;
+    for i in 0..4 {
+        say(&app, &channel, "15550001", &format!("wamid.B{i}"), "Hello?").await;
+        wait_until("reply", || async { app.graph.delivered().len() == i + 1 }).await;
+    }
+    assert_eq!(anthropic.requests().len(), 2, "skipped after two failures");
+    assert_eq!(openai.requests().len(), 4);
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("omnigate_ai_circuit_open{provider=\"anthropic\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("omnigate_ai_circuit_open{provider=\"openai\"} 0"),
+        "{metrics}"
+    );
+    let (_, usage) = app.get_json(&tenant, "/api/v1/usage/ai").await;
+    assert_eq!(
+        usage["total"]["calls"], 6,
+        "skipped providers cost no call: {usage}"
+    );
+}
+
+async fn an_agent_who_answers_during_the_outage_keeps_the_conversation(backend: Backend) {
+    let anthropic = FakeLlm::start(Kind::Anthropic, Mode::Status(503)).await;
+    let (app, tenant, channel) = gateway(backend, &[&anthropic], 5_000).await;
+    say(&app, &channel, "15550001", "wamid.G1", "Is my parcel lost?").await;
+    wait_until("holding message", || async {
+        app.graph.delivered().len() == 1
+    })
+    .await;
+    let (id, _, _) = conversation(&app, &tenant).await;
+    let res = app
+        .http
+        .post(format!("{}/api/v1/conversations/{id}/messages", app.url))
+        .bearer_auth(&tenant.key)
+        .json(&json!({"text": "Hi, this is Sam from Acme. Let me check."}))
+        .send()
+        .await
+        .expect("agent reply");
+    assert_eq!(res.status(), 202);
+    wait_until("agent reply sent", || async {
+        app.graph.delivered().len() == 2
+    })
+    .await;
+
+    // The provider is back, but the person has the conversation now. A second
+    // message is handled only after the held one, so once it is stored the held
+    // event has been decided.
+    anthropic.set_mode(Mode::Answer("AI-LATE-ANSWER".into()));
+    say(&app, &channel, "15550001", "wamid.G2", "Thanks Sam").await;
+    wait_until("second message stored", || async {
+        conversation(&app, &tenant)
+            .await
+            .2
+            .iter()
+            .any(|m| m["text"] == "Thanks Sam")
+    })
+    .await;
+    let (_, status, messages) = conversation(&app, &tenant).await;
+    assert_eq!(status, "human");
+    assert!(
+        messages.iter().all(|m| m["text"] != "AI-LATE-ANSWER"),
+        "{messages:?}"
+    );
+    assert!(delivered(&app)
+        .iter()
+        .all(|t| !t.contains("AI-LATE-ANSWER")));
+    assert_eq!(app.graph.delivered().len(), 2);
 }
