@@ -17,12 +17,16 @@ use crate::on_both_backends;
 on_both_backends!(
     crawl_indexes_the_site_skips_disallowed_pages_and_recrawl_replaces_changes,
     crawler_refuses_private_addresses_unless_allowed,
+    crawl_progress_is_visible_while_it_runs,
 );
 
 #[derive(Default)]
 struct SiteState {
     pages: HashMap<String, (&'static str, String)>,
     log: Vec<String>,
+    /// Paths answered only once `released`.
+    slow: Vec<String>,
+    released: bool,
 }
 
 /// A website on loopback whose pages the test can change.
@@ -66,21 +70,34 @@ impl Site {
         self.state.lock().expect("lock").pages.remove(path);
     }
 
+    fn slow(&self, path: &str) {
+        self.state.lock().expect("lock").slow.push(path.to_string());
+    }
+
+    fn release(&self) {
+        self.state.lock().expect("lock").released = true;
+    }
+
     fn log(&self) -> Vec<String> {
         self.state.lock().expect("lock").log.clone()
     }
 }
 
 async fn serve(State(state): State<Arc<Mutex<SiteState>>>, uri: Uri) -> impl IntoResponse {
-    let mut s = state.lock().expect("lock");
-    s.log.push(uri.path().to_string());
-    match s.pages.get(uri.path()) {
-        Some((content_type, body)) => (
-            StatusCode::OK,
-            [("content-type", *content_type)],
-            body.clone(),
-        )
-            .into_response(),
+    let (page, slow) = {
+        let mut s = state.lock().expect("lock");
+        s.log.push(uri.path().to_string());
+        let slow = s.slow.iter().any(|p| p == uri.path());
+        (s.pages.get(uri.path()).cloned(), slow)
+    };
+    // A slow page waits for the test's go-ahead (polled: no wake-up can be missed).
+    while slow && !state.lock().expect("lock").released {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    match page {
+        Some((content_type, body)) => {
+            (StatusCode::OK, [("content-type", content_type)], body).into_response()
+        }
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -244,4 +261,40 @@ async fn crawler_refuses_private_addresses_unless_allowed(backend: Backend) {
         "the private server got requests: {:?}",
         canary.log()
     );
+}
+
+async fn crawl_progress_is_visible_while_it_runs(backend: Backend) {
+    let site = Site::start().await;
+    let app = TestApp::spawn_with(backend, "[knowledge]\nallow_private_targets = true\n").await;
+    let tenant = app.create_tenant("Acme").await;
+    site.html(
+        "/",
+        "Home",
+        "<p>Welcome to the bicycle shop.</p><a href=\"/slow\">More</a>",
+    );
+    site.html("/slow", "Slow", "<p>Spare parts for every frame.</p>");
+    site.slow("/slow");
+    let (status, body) = start_crawl(&app, &tenant, &format!("{}/", site.url), 10).await;
+    assert_eq!(status, 202);
+    let path = format!(
+        "/api/v1/knowledge/crawl/{}",
+        body["id"].as_str().expect("id")
+    );
+    wait_until("first page indexed while the crawl runs", || async {
+        let job = app.get_json(&tenant, &path).await.1;
+        job["state"] == "running" && job["pages_indexed"] == 1
+    })
+    .await;
+    wait_until("slow page asked for", || async {
+        site.log().iter().any(|p| p == "/slow")
+    })
+    .await;
+    site.release();
+    wait_until("crawl done", || async {
+        app.get_json(&tenant, &path).await.1["state"] == "done"
+    })
+    .await;
+    let (_, job) = app.get_json(&tenant, &path).await;
+    assert_eq!(job["pages_indexed"], 2, "{job}");
+    assert!(job["finished_at"].as_i64().is_some());
 }
