@@ -21,6 +21,7 @@ on_both_backends!(
     usage_is_counted_per_provider_in_the_api_and_metrics,
     a_failing_provider_is_skipped_once_its_circuit_opens,
     an_agent_who_answers_during_the_outage_keeps_the_conversation,
+    the_offline_answerer_is_the_last_resort_and_says_so,
 );
 
 const SECRET: &str = "chan-secret";
@@ -742,4 +743,56 @@ async fn an_agent_who_answers_during_the_outage_keeps_the_conversation(backend: 
         .iter()
         .all(|t| !t.contains("AI-LATE-ANSWER")));
     assert_eq!(app.graph.delivered().len(), 2);
+}
+
+async fn the_offline_answerer_is_the_last_resort_and_says_so(backend: Backend) {
+    let anthropic = FakeLlm::start(Kind::Anthropic, Mode::Status(500)).await;
+    let openai = FakeLlm::start(Kind::OpenAi, Mode::Garbage).await;
+    let (app, tenant, channel) = gateway(backend, &[&anthropic, &openai], 5_000).await;
+    app.add_document(
+        &tenant,
+        "Hours",
+        "Our opening hours are 9:00 to 17:00 on weekdays.",
+    )
+    .await;
+    say(
+        &app,
+        &channel,
+        "15550001",
+        "wamid.K1",
+        "What are your opening hours?",
+    )
+    .await;
+    wait_until("reply", || async { app.graph.delivered().len() == 1 }).await;
+    let text = &delivered(&app)[0];
+    assert!(text.contains("9:00 to 17:00"), "{text}");
+    assert!(!text.contains("get back to you"), "{text}");
+    wait_until("recorded", || async {
+        conversation(&app, &tenant).await.2.len() == 2
+    })
+    .await;
+    let (_, status, messages) = conversation(&app, &tenant).await;
+    assert_eq!(status, "bot");
+    assert_eq!(messages[1]["produced_by"], "kb");
+    assert_eq!(messages[1]["offline"], true);
+    assert_eq!(messages[1]["provider"], Value::Null);
+    assert_eq!(anthropic.requests().len() + openai.requests().len(), 2);
+
+    // A tenant that lets no provider see its customers' messages gets the offline
+    // answerer only.
+    put_settings(&app, &tenant, json!({"allowed_providers": []})).await;
+    say(
+        &app,
+        &channel,
+        "15550001",
+        "wamid.K2",
+        "And your opening hours on Friday?",
+    )
+    .await;
+    wait_until("second reply", || async {
+        app.graph.delivered().len() == 2
+    })
+    .await;
+    assert_eq!(anthropic.requests().len() + openai.requests().len(), 2);
+    assert!(delivered(&app)[1].contains("9:00 to 17:00"));
 }
