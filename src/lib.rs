@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod app;
 pub mod assistant;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod crypto;
@@ -14,6 +15,7 @@ pub mod inbound;
 pub mod knowledge;
 pub mod outbound;
 pub mod pipeline;
+pub mod privacy;
 pub mod queue;
 pub mod store;
 pub mod telemetry;

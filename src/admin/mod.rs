@@ -3,6 +3,10 @@
 //! or body; another tenant's ids are answered 404 like ids that do not exist.
 
 mod assistant;
+// -- privacy -------------------------------------------------------------------------
+pub mod audit;
+mod contacts;
+// ----------------------------------------------------------------------------------
 mod channels;
 mod conversations;
 mod events;
@@ -21,4 +25,7 @@ pub fn router() -> Router<App> {
         .merge(knowledge::router())
         .merge(events::router())
         .merge(assistant::router())
+        // -- privacy
+        .merge(audit::router())
+        .merge(contacts::router())
 }

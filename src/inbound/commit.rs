@@ -1,7 +1,8 @@
 //! Group commit: concurrent webhook requests hand their writes to one task, which
 //! commits whatever has queued up in a single transaction, so throughput is not one
 //! fsync per request. Each request gets its own outcome back and is acknowledged only
-//! after the commit that holds its events.
+//! after the commit that holds its events is durable. Committing and flushing are
+//! pipelined: while one group's flush waits on the disk, the next group is written.
 
 use std::sync::Arc;
 
@@ -43,13 +44,22 @@ impl Committer {
     }
 }
 
-/// Starts the commit task. It drains what is queued after `stop` and then exits.
+/// Committed requests waiting for their flush, with what to answer each.
+type Committed = Vec<(Reply, Result<IngressOutcome, CommitFailed>)>;
+
+/// Starts the commit task and its flusher. Groups are committed one after another;
+/// a committed group is handed to the flusher, which makes it durable
+/// ([`Store::sync_ingress`], one flush for every group that waits) and only then
+/// answers its requests, while the next group is already being written. Both drain
+/// what is queued after `stop` and then exit.
 pub fn spawn_committer(
     store: Arc<dyn Store>,
     wake: Arc<Notify>,
     stop: CancellationToken,
 ) -> (Committer, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<(IngressBatch, Reply)>(4096);
+    let (flush_tx, flush_rx) = mpsc::unbounded_channel::<(Committed, bool)>();
+    let flusher = tokio::spawn(flush(store.clone(), wake, flush_rx));
     let task = tokio::spawn(async move {
         loop {
             let first = tokio::select! {
@@ -68,51 +78,91 @@ pub fn spawn_committer(
                 }
             }
             // A group of several means load: the next one forms right after this
-            // commit answers them; keep the writer for it.
+            // commit; keep the writer for it.
             let busy = group.len() >= BUSY_GROUP;
-            let fresh = commit_group(store.as_ref(), group).await;
+            let committed = commit_group(store.as_ref(), group).await;
             if busy {
                 store.expect_ingress(NEXT_GROUP_WINDOW);
             }
-            if fresh {
-                wake.notify_one();
+            if flush_tx.send(committed).is_err() {
+                break;
             }
         }
+        drop(flush_tx);
+        let _ = flusher.await;
     });
     (Committer { tx }, task)
 }
 
+/// Makes committed groups durable and answers their requests. A failed flush fails
+/// every request of the groups it covered: they are not acknowledged, the platform
+/// delivers them again, and the stored copy dedupes the redelivery.
+async fn flush(
+    store: Arc<dyn Store>,
+    wake: Arc<Notify>,
+    mut rx: mpsc::UnboundedReceiver<(Committed, bool)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut groups = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            groups.push(more);
+        }
+        let any_stored = groups
+            .iter()
+            .any(|(answers, _)| answers.iter().any(|(_, r)| r.is_ok()));
+        let flushed = if any_stored {
+            store.sync_ingress().await.map_err(|e| log_failure(&e))
+        } else {
+            Ok(())
+        };
+        let mut fresh = false;
+        for (answers, group_fresh) in groups {
+            fresh |= group_fresh;
+            for (reply, result) in answers {
+                let _ = reply.send(result.and_then(|o| flushed.map(|()| o)));
+            }
+        }
+        if fresh && flushed.is_ok() {
+            wake.notify_one();
+        }
+    }
+}
+
 /// Commits a group; if the group transaction fails, retries each request alone so
-/// one request's problem does not fail its neighbours. Returns whether anything new
-/// was stored.
-async fn commit_group(store: &dyn Store, group: Vec<(IngressBatch, Reply)>) -> bool {
+/// one request's problem does not fail its neighbours. Returns each request's answer
+/// and whether anything new was stored.
+async fn commit_group(store: &dyn Store, group: Vec<(IngressBatch, Reply)>) -> (Committed, bool) {
     let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
     match store.commit_ingress(&batches).await {
         Ok(outcomes) => {
             let fresh = outcomes.iter().any(|o| o.inserted > 0);
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
-            }
-            fresh
+            (
+                replies
+                    .into_iter()
+                    .zip(outcomes.into_iter().map(Ok))
+                    .collect(),
+                fresh,
+            )
         }
         Err(e) if batches.len() == 1 => {
-            let _ = replies
-                .into_iter()
-                .next()
-                .map(|r| r.send(Err(log_failure(&e))));
-            false
+            let failed = log_failure(&e);
+            (
+                replies.into_iter().map(|r| (r, Err(failed))).collect(),
+                false,
+            )
         }
         Err(_) => {
             let mut fresh = false;
+            let mut answers = Vec::with_capacity(replies.len());
             for (batch, reply) in batches.into_iter().zip(replies) {
                 let result = store
                     .commit_ingress(std::slice::from_ref(&batch))
                     .await
                     .map(|mut o| o.pop().unwrap_or_default());
                 fresh |= result.as_ref().is_ok_and(|o| o.inserted > 0);
-                let _ = reply.send(result.map_err(|e| log_failure(&e)));
+                answers.push((reply, result.map_err(|e| log_failure(&e))));
             }
-            fresh
+            (answers, fresh)
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod ai;
 mod postgres;
+mod privacy;
 mod shared;
 mod sqlite;
 mod turns;
@@ -22,6 +23,8 @@ pub use ai::{
     PageChange, UsageRow,
 };
 pub use postgres::PgStore;
+// -- privacy (audit log, erasure) --------------------------------------------------
+pub use privacy::{AuditHead, AuditRecord, ContactRef, ErasureCounts, PrivacyStore};
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -56,7 +59,7 @@ pub async fn open(url: &DatabaseUrl) -> anyhow::Result<Arc<dyn Store>> {
 
 /// The AI pipeline's part of the interface lives in [`AiStore`] (`store/ai.rs`).
 #[async_trait]
-pub trait Store: AiStore + Send + Sync + 'static {
+pub trait Store: PrivacyStore + AiStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     async fn migrate(&self) -> Result<()>;
@@ -95,7 +98,15 @@ pub trait Store: AiStore + Send + Sync + 'static {
 
     /// Writes several requests' worth of envelopes, inbox events and unhandled items in
     /// one transaction (group commit). Inbox events dedupe on (channel, external id).
+    /// The commit may not be on disk yet when this returns: acknowledge only after a
+    /// later [`Store::sync_ingress`] succeeded.
     async fn commit_ingress(&self, batches: &[IngressBatch]) -> Result<Vec<IngressOutcome>>;
+
+    /// Makes every commit that returned before this call durable. Where commits are
+    /// durable by themselves (Postgres) this does nothing; on SQLite it flushes the
+    /// WAL, so the next group's inserts run while the previous group's flush waits on
+    /// the disk.
+    async fn sync_ingress(&self) -> Result<()>;
 
     // -- worker ------------------------------------------------------------------------
     /// Leases up to `limit` ready inbox events, oldest first and at most one per

@@ -8,6 +8,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool, Postgres, Transaction};
 
 use super::ai::ai_store;
+use super::privacy::privacy_store;
 use super::shared::shared_store;
 use super::turns::Turn;
 
@@ -51,6 +52,13 @@ impl PgStore {
 
     /// Postgres has many writers; nobody needs to queue or reserve.
     fn reserve_writer(&self, _window: Duration) {}
+
+    /// Postgres commits ingress with `synchronous_commit` on: durable at commit.
+    const INGRESS_DURABLE_AT_COMMIT: bool = true;
+
+    async fn sync_wal(&self) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
 
     /// Postgres has many writers; nobody needs to queue.
     async fn write_connection(
@@ -98,4 +106,14 @@ shared_store!(
     lock_outbox = " FOR UPDATE OF o SKIP LOCKED"
 );
 
+// -- privacy: audit log and erasure ----------------------------------------------
+privacy_store!(
+    PgStore,
+    Postgres,
+    find = "strpos",
+    envelope_names = "position(convert_to($2, 'UTF8') in body) > 0",
+    after_erase = ""
+);
+
+// -- AI pipeline ----
 ai_store!(PgStore, Postgres);

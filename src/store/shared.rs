@@ -377,7 +377,7 @@ macro_rules! shared_store {
                 batches: &[$crate::store::IngressBatch],
             ) -> $crate::store::Result<Vec<$crate::store::IngressOutcome>> {
                 let (_gate, mut conn) = self.write_connection(true).await?;
-                let mut tx = self.begin_write(&mut conn, true).await?;
+                let mut tx = self.begin_write(&mut conn, Self::INGRESS_DURABLE_AT_COMMIT).await?;
                 // Multi-row statements: a group of hundreds of requests is a handful
                 // of statements, not hundreds.
                 let envelopes: Vec<_> = batches.iter().flat_map(|b| &b.envelopes).collect();
@@ -455,6 +455,10 @@ macro_rules! shared_store {
                         outcome
                     })
                     .collect())
+            }
+
+            async fn sync_ingress(&self) -> $crate::store::Result<()> {
+                Ok(self.sync_wal().await?)
             }
 
             async fn claim_inbox(

@@ -1,8 +1,10 @@
 //! The embedded SQLite backend: one file in WAL mode, one writer connection (so
 //! writes queue in-process instead of failing with SQLITE_BUSY) and a few readers.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -13,6 +15,7 @@ use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::ai::ai_store;
+use super::privacy::privacy_store;
 use super::shared::shared_store;
 use super::turns::{Turn, Turns};
 
@@ -23,7 +26,31 @@ pub struct SqliteStore {
     turns: Turns,
     /// Whether the writer connection runs `synchronous = FULL` now.
     writer_full: AtomicBool,
+    /// The WAL, flushed by `sync_wal` (`None` for an in-memory database).
+    wal: Option<Arc<WalFile>>,
     checkpointer: CancellationToken,
+}
+
+/// The database's write-ahead log. Ingress commits run with `synchronous = NORMAL`
+/// (the commit's frames reach the WAL file but are not synced) and are acknowledged
+/// only after the WAL file was synced: the durability of `FULL`, whose commit syncs the
+/// same file, but the next group's inserts no longer wait for the disk.
+struct WalFile {
+    path: PathBuf,
+}
+
+impl WalFile {
+    /// Opened afresh each time, so a WAL that SQLite deleted and created again (when
+    /// every connection closed) is never mistaken for the live one.
+    fn sync(&self) -> std::io::Result<()> {
+        match std::fs::File::open(&self.path) {
+            Ok(file) => file.sync_data(),
+            // SQLite removes the WAL only after checkpointing it into the database
+            // file and syncing that: everything committed is on disk already.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl Drop for SqliteStore {
@@ -68,6 +95,16 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await?;
+        // The main database file ("" when in memory); its WAL sits beside it.
+        let main_file: String =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(&writer)
+                .await?;
+        let wal = (!main_file.is_empty()).then(|| {
+            Arc::new(WalFile {
+                path: PathBuf::from(format!("{main_file}-wal")),
+            })
+        });
         let checkpointer = CancellationToken::new();
         tokio::spawn(checkpoint(reader.clone(), checkpointer.clone()));
         Ok(Self {
@@ -75,8 +112,24 @@ impl SqliteStore {
             reader,
             turns: Turns::default(),
             writer_full: AtomicBool::new(true),
+            wal,
             checkpointer,
         })
+    }
+
+    /// Ingress commits are made durable by [`Self::sync_wal`], after the commit.
+    const INGRESS_DURABLE_AT_COMMIT: bool = false;
+
+    /// Flushes the WAL file: every transaction committed before the call is on disk
+    /// when it returns (a WAL commit is durable once its frames are synced).
+    async fn sync_wal(&self) -> Result<(), sqlx::Error> {
+        let Some(wal) = self.wal.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || wal.sync())
+            .await
+            .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
+            .map_err(sqlx::Error::Io)
     }
 
     fn writer(&self) -> &SqlitePool {
@@ -171,4 +224,42 @@ shared_store!(
     lock_outbox = ""
 );
 
+// -- privacy: audit log and erasure ----------------------------------------------
+privacy_store!(
+    SqliteStore,
+    Sqlite,
+    find = "instr",
+    envelope_names = "instr(body, $2) > 0",
+    after_erase = "PRAGMA wal_checkpoint(TRUNCATE)"
+);
+
+// -- AI pipeline ----
 ai_store!(SqliteStore, Sqlite);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// Acknowledgements wait for `sync_wal`; it must flush the file SQLite really
+    /// writes its commits to (a wrong path would look like "already checkpointed").
+    #[tokio::test]
+    async fn the_flushed_file_is_the_live_wal() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().canonicalize()?.join("og.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", db.display())).await?;
+        store.migrate().await?;
+        let wal = store.wal.clone().ok_or_else(|| anyhow::anyhow!("no WAL"))?;
+        assert_eq!(wal.path, dir.path().canonicalize()?.join("og.db-wal"));
+        assert!(
+            wal.path.metadata()?.len() > 0,
+            "the WAL holds the migrations"
+        );
+        store.sync_ingress().await?;
+
+        let memory = SqliteStore::connect("sqlite::memory:").await?;
+        assert!(memory.wal.is_none());
+        memory.sync_ingress().await?;
+        Ok(())
+    }
+}

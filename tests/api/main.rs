@@ -12,5 +12,6 @@ mod fake_llm;
 mod helpers;
 mod ingress;
 mod pipeline;
+mod privacy;
 mod process;
 mod store;
