@@ -115,6 +115,8 @@ async fn start_crawl(
             "`max_pages` must be between 1 and {limit}"
         )));
     }
+    let slot = crate::knowledge::crawl::Slot::take(&tenant_id)
+        .ok_or_else(|| AppError::Conflict("a crawl is already running for this tenant".into()))?;
     let job = CrawlJob {
         id: new_id(),
         tenant_id,
@@ -136,6 +138,7 @@ async fn start_crawl(
         app.store.clone(),
         settings,
         job,
+        slot,
     ));
     Ok((
         StatusCode::ACCEPTED,

@@ -5,8 +5,8 @@
 //! replaced, and a complete crawl removes pages of the site it no longer finds.
 //! Progress is written to the job row after every page.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::Url;
@@ -22,9 +22,42 @@ use crate::store::{now_ms, CrawlJob, CrawledPage, PageChange, Store};
 /// Most sitemap files read (an index may point to more).
 const MAX_SITEMAPS: usize = 5;
 
+/// Tenants with a crawl running in this process: one at a time each.
+static RUNNING: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// A tenant's turn to crawl; the turn ends when this is dropped.
+pub struct Slot(String);
+
+impl Slot {
+    /// `None` while the tenant already has a crawl running.
+    pub fn take(tenant_id: &str) -> Option<Self> {
+        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .insert(tenant_id.to_string())
+            .then(|| Self(tenant_id.to_string()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        RUNNING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
+    }
+}
+
 /// Runs `job` to its end, recording progress and the outcome on the job row.
-pub async fn run(store: Arc<dyn Store>, settings: config::Knowledge, mut job: CrawlJob) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    settings: config::Knowledge,
+    mut job: CrawlJob,
+    slot: Slot,
+) {
     let result = crawl(&*store, &settings, &mut job).await;
+    // Free the tenant's turn before the job reads as finished, so a crawl started
+    // right after it finds the turn free.
+    drop(slot);
     job.finished_at = Some(now_ms());
     match result {
         Ok(()) => job.state = "done".into(),

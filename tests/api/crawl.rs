@@ -289,6 +289,8 @@ async fn crawl_progress_is_visible_while_it_runs(backend: Backend) {
         site.log().iter().any(|p| p == "/slow")
     })
     .await;
+    let (status, _) = start_crawl(&app, &tenant, &format!("{}/", site.url), 10).await;
+    assert_eq!(status, 409, "one crawl at a time per tenant");
     site.release();
     wait_until("crawl done", || async {
         app.get_json(&tenant, &path).await.1["state"] == "done"
