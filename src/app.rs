@@ -183,6 +183,31 @@ pub async fn run(
             config.platforms.meta.api_version.clone(),
         )),
     );
+    // -- Meta messaging (Messenger, Instagram) --------------------------------------
+    channels.insert(
+        ChannelKind::Messenger,
+        Arc::new(channels::messenger::Messenger::new(
+            http.clone(),
+            config.platforms.meta.graph_url.clone(),
+            config.platforms.meta.api_version.clone(),
+        )),
+    );
+    channels.insert(
+        ChannelKind::Instagram,
+        Arc::new(channels::instagram::Instagram::new(
+            http.clone(),
+            config.platforms.meta.graph_url.clone(),
+            config.platforms.meta.api_version.clone(),
+        )),
+    );
+    // -- slack ----
+    channels.insert(
+        ChannelKind::Slack,
+        Arc::new(channels::slack::Slack::new(
+            http.clone(),
+            config.platforms.slack.api_url.clone(),
+        )),
+    );
     let inbox_wake = Arc::new(Notify::new());
     let committer_stop = CancellationToken::new();
     let (committer, committer_task) =
@@ -206,6 +231,8 @@ pub async fn run(
         }),
     };
 
+    // -- Meta data-deletion callback: finish erasures a stop interrupted.
+    tokio::spawn(crate::inbound::data_deletion::resume_pending(app.clone()));
     let work_stop = CancellationToken::new();
     let worker = tokio::spawn(crate::pipeline::run_worker(app.clone(), work_stop.clone()));
     let dispatcher = tokio::spawn(crate::outbound::run_dispatcher(

@@ -141,11 +141,25 @@ pub struct Slack {
     pub client_id: Option<String>,
     #[serde(default)]
     pub client_secret: Option<SecretString>,
+    // -- slack install (additions to CONTRACT.md's keys) ----
+    /// Where a workspace admin is sent to approve the install (OAuth v2).
+    #[serde(default = "Slack::default_authorize_url")]
+    pub authorize_url: String,
+    /// Bot scopes the install asks for, comma-separated.
+    #[serde(default = "Slack::default_scopes")]
+    pub scopes: String,
 }
 
 impl Slack {
     fn default_api_url() -> String {
         "https://slack.com/api".into()
+    }
+    fn default_authorize_url() -> String {
+        "https://slack.com/oauth/v2/authorize".into()
+    }
+    fn default_scopes() -> String {
+        "app_mentions:read,channels:history,groups:history,im:history,mpim:history,chat:write"
+            .into()
     }
 }
 
@@ -156,6 +170,8 @@ impl Default for Slack {
             signing_secret: None,
             client_id: None,
             client_secret: None,
+            authorize_url: Self::default_authorize_url(),
+            scopes: Self::default_scopes(),
         }
     }
 }
@@ -489,6 +505,10 @@ impl Config {
         for (key, url) in [
             ("platforms.meta.graph_url", &self.platforms.meta.graph_url),
             ("platforms.slack.api_url", &self.platforms.slack.api_url),
+            (
+                "platforms.slack.authorize_url",
+                &self.platforms.slack.authorize_url,
+            ),
             (
                 "platforms.telegram.api_url",
                 &self.platforms.telegram.api_url,

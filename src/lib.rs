@@ -12,6 +12,7 @@ pub mod config;
 pub mod crypto;
 pub mod http;
 pub mod inbound;
+pub mod install;
 pub mod knowledge;
 pub mod outbound;
 pub mod pipeline;

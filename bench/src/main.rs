@@ -2,6 +2,11 @@
 //! axum handler, in the same run, on the same machine; prints requests/s, p50/p99
 //! acknowledgement latency and the ratio to the bare handler. After each gateway run
 //! it checks that every acknowledged event is committed in the database.
+//!
+//! Besides requests/s it reports the server process's CPU time per acknowledged
+//! request (from /proc), which other load on a shared machine disturbs far less than
+//! throughput, and with `--rounds N` it alternates reference and gateway runs N times
+//! and summarizes the median ratio.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -27,6 +32,9 @@ struct Args {
     /// Also measure the gateway on this PostgreSQL server (a scratch database is created).
     #[arg(long)]
     postgres: Option<String>,
+    /// Measure everything this many times, alternating reference and gateway runs.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Run as the bare reference server on this port (used by the benchmark itself).
     #[arg(long, hide = true)]
     bare_server: Option<u16>,
@@ -184,8 +192,20 @@ fn payload(seq: u64) -> String {
     .to_string()
 }
 
+/// CPU time (user + system) a process has used so far, from /proc (Linux).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, in clock ticks (USER_HZ = 100).
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 struct Measured {
     requests: u64,
+    /// Server CPU microseconds per acknowledged request.
+    cpu_us: f64,
     errors: u64,
     rps: f64,
     p50_ms: f64,
@@ -194,11 +214,13 @@ struct Measured {
 
 /// Sends signed deliveries from `concurrency` connections for `duration`.
 async fn load(
-    url: &str,
+    server: &Server,
     concurrency: usize,
     duration: Duration,
     seq: Arc<AtomicU64>,
 ) -> anyhow::Result<Measured> {
+    let url = server.url.as_str();
+    let cpu_before = cpu_time(server.child.id());
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
@@ -237,6 +259,9 @@ async fn load(
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_before
+        .zip(cpu_time(server.child.id()))
+        .map_or(0.0, |(before, after)| (after - before).as_secs_f64());
     all.sort();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -244,6 +269,7 @@ async fn load(
     };
     Ok(Measured {
         requests: all.len() as u64,
+        cpu_us: cpu * 1e6 / all.len().max(1) as f64,
         errors,
         rps: all.len() as f64 / elapsed,
         p50_ms: pct(0.50),
@@ -293,43 +319,76 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let scratch = format!("og_bench_{}", std::process::id());
 
     println!(
-        "| target | backend | concurrency | requests/s | p50 ms | p99 ms | errors | vs bare |"
+        "| target | backend | concurrency | requests/s | p50 ms | p99 ms | errors | vs bare | server CPU µs/req |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut all_committed = true;
-    for &concurrency in &args.concurrency {
-        let bare = start_bare().await?;
-        let reference = load(
-            &bare.url,
-            concurrency,
-            duration,
-            Arc::new(AtomicU64::new(0)),
-        )
-        .await?;
-        drop(bare);
-        row("bare axum", "-", concurrency, &reference, reference.rps);
-        for &backend in &backends {
-            // A fresh database for every run.
-            let database_url = match (backend, &args.postgres) {
-                ("postgres", Some(admin_url)) => recreate_postgres(admin_url, &scratch).await?,
-                _ => format!(
-                    "sqlite://{}",
-                    dir.path().join(format!("bench-{concurrency}.db")).display()
-                ),
-            };
-            let gateway = start_gateway(&args.gateway, &database_url, &graph, dir.path()).await?;
-            let seq = Arc::new(AtomicU64::new(0));
-            let measured = load(&gateway.url, concurrency, duration, seq).await?;
-            let committed = committed_events(&database_url).await?;
-            drop(gateway);
-            row("omnigate", backend, concurrency, &measured, reference.rps);
-            if committed != measured.requests as i64 {
-                all_committed = false;
-                println!(
-                    "  ! {backend}: {} acknowledged but {committed} committed",
-                    measured.requests
-                );
+    // (backend, concurrency) -> per-round (throughput ratio, CPU ratio).
+    let mut ratios: std::collections::BTreeMap<(&str, usize), Vec<(f64, f64)>> = Default::default();
+    for round in 0..args.rounds {
+        for &concurrency in &args.concurrency {
+            let bare = start_bare().await?;
+            let reference = load(&bare, concurrency, duration, Arc::new(AtomicU64::new(0))).await?;
+            drop(bare);
+            row("bare axum", "-", concurrency, &reference, reference.rps);
+            for &backend in &backends {
+                // A fresh database for every run.
+                let database_url = match (backend, &args.postgres) {
+                    ("postgres", Some(admin_url)) => recreate_postgres(admin_url, &scratch).await?,
+                    _ => format!(
+                        "sqlite://{}",
+                        dir.path()
+                            .join(format!("bench-{concurrency}-{round}.db"))
+                            .display()
+                    ),
+                };
+                let gateway =
+                    start_gateway(&args.gateway, &database_url, &graph, dir.path()).await?;
+                let seq = Arc::new(AtomicU64::new(0));
+                let measured = load(&gateway, concurrency, duration, seq).await?;
+                let committed = committed_events(&database_url).await?;
+                drop(gateway);
+                row("omnigate", backend, concurrency, &measured, reference.rps);
+                ratios.entry((backend, concurrency)).or_default().push((
+                    measured.rps / reference.rps,
+                    measured.cpu_us / reference.cpu_us.max(f64::MIN_POSITIVE),
+                ));
+                if committed != measured.requests as i64 {
+                    all_committed = false;
+                    println!(
+                        "  ! {backend}: {} acknowledged but {committed} committed",
+                        measured.requests
+                    );
+                }
             }
+        }
+    }
+    if args.rounds > 1 {
+        println!();
+        println!("| backend | concurrency | median vs bare (requests/s) | rounds | median CPU per request vs bare |");
+        println!("|---|---:|---:|---|---:|");
+        for ((backend, concurrency), mut runs) in ratios {
+            let all: Vec<String> = runs
+                .iter()
+                .map(|r| format!("{:.0}%", r.0 * 100.0))
+                .collect();
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let mut rps: Vec<f64> = runs.iter().map(|r| r.0).collect();
+            runs.retain(|r| r.1.is_finite());
+            let mut cpu: Vec<f64> = runs.iter().map(|r| r.1).collect();
+            println!(
+                "| {backend} | {concurrency} | {:.0}% | {} | {:.1}x |",
+                median(&mut rps) * 100.0,
+                all.join(" "),
+                if cpu.is_empty() {
+                    f64::NAN
+                } else {
+                    median(&mut cpu)
+                }
+            );
         }
     }
     println!();
@@ -352,11 +411,12 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
 fn row(target: &str, backend: &str, concurrency: usize, m: &Measured, reference_rps: f64) {
     println!(
-        "| {target} | {backend} | {concurrency} | {:.0} | {:.2} | {:.2} | {} | {:.0}% |",
+        "| {target} | {backend} | {concurrency} | {:.0} | {:.2} | {:.2} | {} | {:.0}% | {:.0} |",
         m.rps,
         m.p50_ms,
         m.p99_ms,
         m.errors,
-        100.0 * m.rps / reference_rps
+        100.0 * m.rps / reference_rps,
+        m.cpu_us
     );
 }

@@ -6,7 +6,11 @@
 //! to say; a channel only knows its platform's wire format.
 
 pub mod error;
+pub mod instagram;
+pub mod messenger;
 pub mod model;
+pub mod pacing;
+pub mod slack;
 pub mod text;
 pub mod whatsapp;
 
@@ -14,6 +18,7 @@ use async_trait::async_trait;
 
 pub use error::{NormalizeError, SendError};
 pub use model::*;
+pub use pacing::Pacing;
 
 /// A messaging platform: inbound normalization and outbound sending.
 #[async_trait]
@@ -37,4 +42,23 @@ pub trait Channel: Send + Sync {
         credentials: &Credentials,
         reply: &OutboundReply,
     ) -> Result<SendReceipt, SendError>;
+
+    /// Sends one text message with a platform message tag (Messenger and Instagram:
+    /// `HUMAN_AGENT`, a person's reply after the standard messaging window). Platforms
+    /// without message tags have no window that a tag opens and send as [`Channel::send`].
+    async fn send_tagged(
+        &self,
+        credentials: &Credentials,
+        reply: &OutboundReply,
+        tag: Option<&str>,
+    ) -> Result<SendReceipt, SendError> {
+        let _ = tag;
+        self.send(credentials, reply).await
+    }
+
+    /// The platform's posting limit for `reply`'s destination, when it has one the
+    /// dispatcher should pace sends to instead of collecting rate-limit errors.
+    fn pacing(&self, _reply: &OutboundReply) -> Option<Pacing> {
+        None
+    }
 }

@@ -101,14 +101,7 @@ pub struct InboundEvent {
 impl InboundEvent {
     /// The conversation the event belongs to (external chat id), when it has one.
     pub fn chat(&self) -> Option<&str> {
-        match &self.body {
-            EventBody::Message(m) => Some(&m.chat),
-            EventBody::Reaction(r) => Some(&r.chat),
-            EventBody::Edit(e) => Some(&e.chat),
-            EventBody::Delete(d) => Some(&d.chat),
-            EventBody::Status(s) => s.recipient.as_deref(),
-            EventBody::AccountError(_) => None,
-        }
+        self.body.chat()
     }
 
     /// Short kind name for storage and metrics.
@@ -120,6 +113,28 @@ impl InboundEvent {
             EventBody::Delete(_) => "delete",
             EventBody::Status(_) => "status",
             EventBody::AccountError(_) => "account_error",
+            EventBody::Echo(_) => "echo",
+            EventBody::Receipt(_) => "receipt",
+            EventBody::Standby(_) => "standby",
+            EventBody::Handover(_) => "handover",
+        }
+    }
+}
+
+impl EventBody {
+    /// The external chat id the body belongs to, when it has one.
+    pub fn chat(&self) -> Option<&str> {
+        match self {
+            Self::Message(m) => Some(&m.chat),
+            Self::Reaction(r) => Some(&r.chat),
+            Self::Edit(e) => Some(&e.chat),
+            Self::Delete(d) => Some(&d.chat),
+            Self::Status(s) => s.recipient.as_deref(),
+            Self::AccountError(_) => None,
+            Self::Echo(e) => Some(&e.chat),
+            Self::Receipt(r) => Some(&r.chat),
+            Self::Standby(s) => s.body.chat(),
+            Self::Handover(h) => Some(&h.chat),
         }
     }
 }
@@ -139,6 +154,17 @@ pub enum EventBody {
     Status(StatusUpdate),
     /// An error about the account as a whole (WhatsApp `value.errors[]`).
     AccountError(PlatformError),
+    // -- Meta messaging (Messenger, Instagram) ----------------------------------------
+    /// A message the business account itself sent (from any app, or a person in the
+    /// platform's own inbox).
+    Echo(Echo),
+    /// Read or delivery receipt covering outbound messages up to a watermark.
+    Receipt(Receipt),
+    /// An event delivered while another app owns the thread (handover protocol): kept,
+    /// never answered.
+    Standby(Standby),
+    /// Thread control changed hands between apps (handover protocol).
+    Handover(Handover),
 }
 
 /// The person on the platform side.
@@ -191,6 +217,30 @@ pub enum Content {
     System {
         body: String,
     },
+    // -- Meta messaging (Messenger, Instagram) ----------------------------------------
+    /// A tap on a button, persistent menu item or ice breaker.
+    Postback {
+        title: Option<String>,
+        payload: Option<String>,
+        referral: Option<Referral>,
+    },
+    /// A tap on a quick reply: its text and the developer payload.
+    QuickReply {
+        text: String,
+        payload: String,
+    },
+    /// A reply to one of the business's stories (Instagram).
+    StoryReply {
+        body: String,
+        story_id: Option<String>,
+        url: Option<String>,
+    },
+    /// The person arrived through a link or an ad.
+    Referral(Referral),
+    /// Several attachments in one message.
+    Attachments {
+        items: Vec<Media>,
+    },
     /// A message type the platform itself could not deliver to us, or one we do not
     /// model; the raw part is kept.
     Unsupported {
@@ -212,6 +262,11 @@ impl Content {
             Self::Button { .. } => "button",
             Self::System { .. } => "system",
             Self::Unsupported { .. } => "unsupported",
+            Self::Postback { .. } => "postback",
+            Self::QuickReply { .. } => "quick_reply",
+            Self::StoryReply { .. } => "story_reply",
+            Self::Referral(_) => "referral",
+            Self::Attachments { .. } => "attachments",
         }
     }
 
@@ -225,6 +280,11 @@ impl Content {
             Self::Button { text, .. } => Some(text),
             Self::Location(l) => l.name.as_deref().or(l.address.as_deref()),
             Self::Contacts { .. } | Self::Unsupported { .. } => None,
+            Self::Postback { title, .. } => title.as_deref(),
+            Self::QuickReply { text, .. } => Some(text),
+            Self::StoryReply { body, .. } => Some(body),
+            Self::Referral(_) => None,
+            Self::Attachments { items } => items.iter().find_map(|m| m.caption.as_deref()),
         }
     }
 }
@@ -237,6 +297,17 @@ pub enum MediaKind {
     Video,
     Document,
     Sticker,
+    // -- Meta messaging (Messenger, Instagram) ----------------------------------------
+    /// A shared post, link or product (`share`, `ig_post`, `post`).
+    Share,
+    /// A reel (`reel`, `ig_reel`).
+    Reel,
+    /// The person mentioned the business in their story (Instagram).
+    StoryMention,
+    /// A story (`story`, `ig_story`).
+    Story,
+    /// Content the platform shows only as a link or placeholder (`fallback`, unknown types).
+    Fallback,
 }
 
 impl MediaKind {
@@ -247,6 +318,11 @@ impl MediaKind {
             Self::Video => "video",
             Self::Document => "document",
             Self::Sticker => "sticker",
+            Self::Share => "share",
+            Self::Reel => "reel",
+            Self::StoryMention => "story_mention",
+            Self::Story => "story",
+            Self::Fallback => "fallback",
         }
     }
 }
@@ -308,6 +384,60 @@ pub struct Delete {
     pub chat: String,
     pub sender: Participant,
     pub target: String,
+}
+
+// -- Meta messaging (Messenger, Instagram) --------------------------------------------
+
+/// A message the business account sent itself, as echoed by the platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Echo {
+    /// The chat (the customer's id) the message went to.
+    pub chat: String,
+    pub recipient: Participant,
+    pub content: Content,
+    /// The app that sent it; absent (or Meta's own) for a person in the Meta inbox.
+    pub app_id: Option<String>,
+    /// The `metadata` the sending app attached.
+    pub metadata: Option<String>,
+}
+
+/// A watermark receipt: every outbound message up to `watermark` (platform
+/// milliseconds) and each of `message_ids` reached `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub chat: String,
+    pub status: DeliveryStatus,
+    pub watermark: Option<i64>,
+    #[serde(default)]
+    pub message_ids: Vec<String>,
+}
+
+/// An event of a thread another app owns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Standby {
+    pub body: Box<EventBody>,
+}
+
+/// `pass_thread_control`, `take_thread_control`, `request_thread_control` or
+/// `app_roles`, with its raw object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handover {
+    pub chat: String,
+    pub sender: Participant,
+    pub action: String,
+    pub raw: serde_json::Value,
+}
+
+/// Where a person came from (`ref` of an m.me / ig.me link, an ad, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Referral {
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    pub source: Option<String>,
+    /// The platform's `type` (e.g. `OPEN_THREAD`); not named `type`, which is the
+    /// content's own tag.
+    pub kind: Option<String>,
+    pub ad_id: Option<String>,
 }
 
 /// Delivery progress of an outbound message. Ordered: a later status never moves a
@@ -374,12 +504,19 @@ pub struct SendReceipt {
 pub enum Credentials {
     #[serde(rename = "whatsapp")]
     WhatsApp(WhatsAppCredentials),
+    // -- Meta messaging (Messenger, Instagram) ----------------------------------------
+    Messenger(MessengerCredentials),
+    Instagram(InstagramCredentials),
+    Slack(SlackCredentials),
 }
 
 impl Credentials {
     pub fn kind(&self) -> ChannelKind {
         match self {
             Self::WhatsApp(_) => ChannelKind::WhatsApp,
+            Self::Messenger(_) => ChannelKind::Messenger,
+            Self::Instagram(_) => ChannelKind::Instagram,
+            Self::Slack(_) => ChannelKind::Slack,
         }
     }
 
@@ -387,6 +524,9 @@ impl Credentials {
     pub fn account_id(&self) -> &str {
         match self {
             Self::WhatsApp(c) => &c.phone_number_id,
+            Self::Messenger(c) => &c.page_id,
+            Self::Instagram(c) => &c.account_id,
+            Self::Slack(c) => &c.team_id,
         }
     }
 
@@ -395,6 +535,9 @@ impl Credentials {
     pub fn signing_secret(&self) -> Option<&SecretString> {
         match self {
             Self::WhatsApp(c) => c.app_secret.as_ref(),
+            Self::Messenger(c) => c.app_secret.as_ref(),
+            Self::Instagram(c) => c.app_secret.as_ref(),
+            Self::Slack(c) => c.signing_secret.as_ref(),
         }
     }
 
@@ -402,6 +545,9 @@ impl Credentials {
     pub fn verify_token(&self) -> Option<&SecretString> {
         match self {
             Self::WhatsApp(c) => c.verify_token.as_ref(),
+            Self::Messenger(c) => c.verify_token.as_ref(),
+            Self::Instagram(c) => c.verify_token.as_ref(),
+            Self::Slack(_) => None,
         }
     }
 }
@@ -417,6 +563,54 @@ pub struct WhatsAppCredentials {
     pub app_secret: Option<SecretString>,
     #[serde(default, serialize_with = "expose_opt")]
     pub verify_token: Option<SecretString>,
+}
+
+/// A Facebook Page's Messenger connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessengerCredentials {
+    pub page_id: String,
+    #[serde(serialize_with = "expose")]
+    pub page_access_token: SecretString,
+    #[serde(default, serialize_with = "expose_opt")]
+    pub app_secret: Option<SecretString>,
+    #[serde(default, serialize_with = "expose_opt")]
+    pub verify_token: Option<SecretString>,
+}
+
+/// An Instagram professional account's messaging connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstagramCredentials {
+    pub account_id: String,
+    #[serde(serialize_with = "expose")]
+    pub access_token: SecretString,
+    #[serde(default, serialize_with = "expose_opt")]
+    pub app_secret: Option<SecretString>,
+    #[serde(default, serialize_with = "expose_opt")]
+    pub verify_token: Option<SecretString>,
+}
+
+// -- slack ----
+
+/// A Slack workspace's installation of the app: its own app (with its own signing
+/// secret) or the operator's distributed app (installed through OAuth).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlackCredentials {
+    /// The workspace (`T...`): routes deliveries to the channel.
+    pub team_id: String,
+    #[serde(default)]
+    pub team_name: Option<String>,
+    /// The app the workspace installed (`A...`); deliveries for another app are refused.
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// The bot's own user id (`U...`): its messages are never answered.
+    #[serde(default)]
+    pub bot_user_id: Option<String>,
+    /// `xoxb-...`; `None` once Slack revoked it (uninstall, token revocation).
+    #[serde(default, serialize_with = "expose_opt")]
+    pub bot_token: Option<SecretString>,
+    /// The workspace app's own signing secret; `None`: the operator app's applies.
+    #[serde(default, serialize_with = "expose_opt")]
+    pub signing_secret: Option<SecretString>,
 }
 
 fn expose<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {

@@ -5,7 +5,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use channels::{ChannelKind, Credentials, WhatsAppCredentials};
+use channels::{
+    ChannelKind, Credentials, InstagramCredentials, MessengerCredentials, SlackCredentials,
+    WhatsAppCredentials,
+};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -83,6 +86,73 @@ fn credentials_for(
                 verify_token: optional("verify_token")?.map(SecretString::from),
             }))
         }
+        // -- Meta messaging (Messenger, Instagram) ----------------------------------------
+        ChannelKind::Messenger | ChannelKind::Instagram => {
+            let (account, token) = match kind {
+                ChannelKind::Messenger => ("page_id", "page_access_token"),
+                _ => ("account_id", "access_token"),
+            };
+            let known = ["app_secret", "verify_token", account, token];
+            if let Some(unknown) = fields.keys().find(|k| !known.contains(&k.as_str())) {
+                return Err(AppError::Unprocessable(format!(
+                    "unknown field `{unknown}` for {kind}"
+                )));
+            }
+            let account_id = required(account)?;
+            if !account_id.chars().all(|c| c.is_ascii_digit()) {
+                return Err(AppError::Unprocessable(format!(
+                    "`{account}` must be digits"
+                )));
+            }
+            let token = SecretString::from(required(token)?);
+            let app_secret = optional("app_secret")?.map(SecretString::from);
+            let verify_token = optional("verify_token")?.map(SecretString::from);
+            Ok(match kind {
+                ChannelKind::Messenger => Credentials::Messenger(MessengerCredentials {
+                    page_id: account_id,
+                    page_access_token: token,
+                    app_secret,
+                    verify_token,
+                }),
+                _ => Credentials::Instagram(InstagramCredentials {
+                    account_id,
+                    access_token: token,
+                    app_secret,
+                    verify_token,
+                }),
+            })
+        }
+        // -- slack ----
+        ChannelKind::Slack => {
+            let known = ["signing_secret", "bot_token", "team_id"];
+            if let Some(unknown) = fields.keys().find(|k| !known.contains(&k.as_str())) {
+                return Err(AppError::Unprocessable(format!(
+                    "unknown field `{unknown}` for slack"
+                )));
+            }
+            let team_id = required("team_id")?;
+            if !team_id.starts_with(['T', 'E'])
+                || !team_id.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                return Err(AppError::Unprocessable(
+                    "`team_id` must be a Slack workspace id (T...)".into(),
+                ));
+            }
+            let bot_token = required("bot_token")?;
+            if !bot_token.starts_with("xoxb-") {
+                return Err(AppError::Unprocessable(
+                    "`bot_token` must be a bot token (xoxb-...)".into(),
+                ));
+            }
+            Ok(Credentials::Slack(SlackCredentials {
+                team_id,
+                team_name: None,
+                app_id: None,
+                bot_user_id: None,
+                bot_token: Some(SecretString::from(bot_token)),
+                signing_secret: optional("signing_secret")?.map(SecretString::from),
+            }))
+        }
         other => Err(AppError::Unprocessable(format!(
             "platform `{other}` is not supported yet"
         ))),
@@ -96,6 +166,8 @@ fn webhook_url(app: &App, channel: &ChannelRecord, own_secret: bool) -> String {
             "{}/webhooks/{}/{}",
             app.public_url, channel.platform, channel.id
         )
+    } else if channel.platform == ChannelKind::Slack.as_str() {
+        format!("{}/webhooks/slack", app.public_url)
     } else {
         format!("{}/webhooks/meta", app.public_url)
     }
@@ -112,7 +184,13 @@ async fn create(
         .map_err(|_| AppError::Unprocessable(format!("unknown platform `{}`", body.platform)))?;
     let credentials = credentials_for(kind, &body.fields)?;
     let own_secret = credentials.signing_secret().is_some();
-    if !own_secret && app.config.platforms.meta.app_secret.is_none() {
+    if kind == ChannelKind::Slack {
+        if !own_secret && app.config.platforms.slack.signing_secret.is_none() {
+            return Err(AppError::Unprocessable(
+                "`signing_secret` is required: no operator Slack app is configured".into(),
+            ));
+        }
+    } else if !own_secret && app.config.platforms.meta.app_secret.is_none() {
         return Err(AppError::Unprocessable(
             "`app_secret` is required: no operator Meta app is configured".into(),
         ));

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::app::App;
 use crate::http::extract::{JsonBody, TenantAuth};
 use crate::http::AppError;
+use crate::outbound::window;
 use crate::store::{new_id, now_ms, ConversationFilter, ConversationRecord, Effect, NewMessage};
 
 pub fn router() -> Router<App> {
@@ -161,7 +162,10 @@ async fn reply(
         .map_or(1000, |c| c.text_limit());
     let now = now_ms();
     let message_id = new_id();
-    let effects = vec![
+    // -- Meta messaging: the reply must fit the platform's messaging window.
+    let tag = agent_window(&app, &tenant_id, &conversation, now).await?;
+    let held = held_reason(&app, &conversation.channel_id).await;
+    let mut effects = vec![
         Effect::EnqueueReply {
             conversation_id: conversation.id.clone(),
             channel_id: conversation.channel_id.clone(),
@@ -192,12 +196,66 @@ async fn reply(
             status: "human",
         },
     ];
+    if let Some(tag) = tag {
+        effects.push(Effect::TagReply {
+            message_id: message_id.clone(),
+            tag: tag.into(),
+        });
+    }
     app.store.apply(&tenant_id, &effects).await?;
     app.outbox_wake.notify_one();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"id": message_id, "status": "queued"})),
-    ))
+    let mut answer = json!({"id": message_id, "status": "queued"});
+    if let Some(tag) = tag {
+        answer["message_tag"] = json!(tag);
+    }
+    if let Some(held) = held {
+        answer["held"] = json!(held);
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+// -- Meta messaging (Messenger, Instagram) ------------------------------------------------
+
+/// The message tag a person's reply needs (`HUMAN_AGENT` after the 24-hour window),
+/// or a refusal once the customer has not written for 7 days.
+async fn agent_window(
+    app: &App,
+    tenant_id: &str,
+    conversation: &ConversationRecord,
+    now: i64,
+) -> Result<Option<&'static str>, AppError> {
+    let Ok(kind) = conversation.platform.parse() else {
+        return Ok(None);
+    };
+    if !window::applies(kind) {
+        return Ok(None);
+    }
+    let last = app
+        .store
+        .last_customer_message_at(tenant_id, &conversation.id)
+        .await?;
+    match window::agent_reply(kind, last, now) {
+        window::AgentReply::Standard => Ok(None),
+        window::AgentReply::Tagged(tag) => Ok(Some(tag)),
+        window::AgentReply::Closed => Err(AppError::Refused(
+            "outside_messaging_window",
+            format!(
+                "{kind} allows a person's reply only within 7 days of the customer's last \
+                 message; this customer has not written since then, so the reply was not queued"
+            ),
+        )),
+    }
+}
+
+/// Why replies on the channel are held rather than sent, if they are (its
+/// credentials were rejected and need re-authorization).
+async fn held_reason(app: &App, channel_id: &str) -> Option<String> {
+    let channel = app.store.channel(channel_id).await.ok().flatten()?;
+    (channel.status != "active").then(|| {
+        channel
+            .status_detail
+            .unwrap_or_else(|| format!("channel is {}", channel.status))
+    })
 }
 
 async fn set_status(

@@ -22,6 +22,9 @@ pub enum AppError {
     Unprocessable(String),
     #[error("the database is unavailable")]
     Unavailable,
+    /// 422 with its own stable code (e.g. `outside_messaging_window`).
+    #[error("{1}")]
+    Refused(&'static str, String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -35,6 +38,7 @@ impl AppError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Refused(code, _) => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

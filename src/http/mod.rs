@@ -22,6 +22,7 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(crate::inbound::router())
+        .merge(crate::install::router())
         .merge(crate::admin::router())
         .merge(crate::assistant::usage::router())
         .layer(TimeoutLayer::with_status_code(

@@ -1,5 +1,5 @@
-//! Meta webhooks (WhatsApp Cloud API today): the subscription handshake and signed
-//! deliveries, on a channel's own route (`/webhooks/{platform}/{channel_id}`) and on
+//! Meta webhooks (WhatsApp Cloud API, Messenger, Instagram): the subscription
+//! handshake and signed deliveries, on a channel's own route (`/webhooks/{platform}/{channel_id}`) and on
 //! the operator app's shared route (`/webhooks/meta`), which routes each event to a
 //! channel by the account id inside it.
 
@@ -179,7 +179,7 @@ async fn receive_shared(
             tracing::warn!(reason = %e, "rejected webhook on the shared Meta route");
             AppError::Unauthorized
         })?;
-    let kind = ChannelKind::WhatsApp;
+    let kind = platform_of(&body);
     let channel_impl = app.channel_impl(kind).ok_or(AppError::NotFound)?;
     let received_at = now_ms();
     let mut batch = IngressBatch::default();
@@ -239,6 +239,26 @@ async fn receive_shared(
     commit(&app, batch).await
 }
 
+/// The platform a delivery to the shared route is for, by its `object`: `page`
+/// (Messenger), `instagram`, anything else read as WhatsApp (whose normalizer keeps
+/// an unknown object as unhandled).
+fn platform_of(body: &[u8]) -> ChannelKind {
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow, default)]
+        object: Option<std::borrow::Cow<'a, str>>,
+    }
+    match serde_json::from_slice::<Envelope>(body)
+        .ok()
+        .and_then(|e| e.object)
+        .as_deref()
+    {
+        Some("page") => ChannelKind::Messenger,
+        Some("instagram") => ChannelKind::Instagram,
+        _ => ChannelKind::WhatsApp,
+    }
+}
+
 async fn route(
     app: &App,
     routes: &mut HashMap<String, Option<ChannelRecord>>,
@@ -256,7 +276,7 @@ async fn route(
     Ok(found)
 }
 
-async fn commit(app: &App, batch: IngressBatch) -> Result<Response, AppError> {
+pub(super) async fn commit(app: &App, batch: IngressBatch) -> Result<Response, AppError> {
     match app.committer.commit(batch).await {
         Ok(outcome) => {
             tracing::debug!(
@@ -272,7 +292,7 @@ async fn commit(app: &App, batch: IngressBatch) -> Result<Response, AppError> {
 }
 
 /// Queues one event in the inbox under its channel.
-fn push_event(
+pub(super) fn push_event(
     batch: &mut IngressBatch,
     channel: &ChannelRecord,
     kind: ChannelKind,
@@ -287,10 +307,11 @@ fn push_event(
         }
     }
     let conv_key = match event.chat() {
-        Some(chat) if !matches!(event.body, EventBody::Status(_)) => {
+        Some(chat) if !matches!(event.body, EventBody::Status(_) | EventBody::Receipt(_)) => {
             format!("{}:{chat}", channel.id)
         }
-        // Statuses and account notices need no conversation order among messages.
+        // Statuses, receipts and account notices need no conversation order among
+        // messages.
         _ => format!("{}:{}:{}", channel.id, event.kind(), event.external_id),
     };
     let platform_ts = if event.timestamp > 0 {
@@ -314,7 +335,7 @@ fn push_event(
     });
 }
 
-fn unhandled_row(
+pub(super) fn unhandled_row(
     channel: Option<&ChannelRecord>,
     kind: ChannelKind,
     reason: &str,
@@ -332,7 +353,7 @@ fn unhandled_row(
     }
 }
 
-fn unparseable_row(
+pub(super) fn unparseable_row(
     channel: Option<&ChannelRecord>,
     kind: ChannelKind,
     body: &[u8],

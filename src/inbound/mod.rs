@@ -4,7 +4,9 @@
 //! and acknowledge it once it is committed.
 
 mod commit;
+pub mod data_deletion;
 mod meta;
+mod slack;
 
 use axum::Router;
 
@@ -17,4 +19,6 @@ pub const MAX_BODY: usize = 1024 * 1024;
 
 pub fn router() -> Router<App> {
     meta::router()
+        .merge(data_deletion::router())
+        .merge(slack::router())
 }

@@ -7,6 +7,10 @@
 //! dies during the call, the lease expires and the part is sent again, flagged as a
 //! possible duplicate: the platforms offer no idempotency key for these sends.
 
+mod pace;
+pub mod window;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use channels::{OutboundReply, SendError};
@@ -16,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::queue::Queue;
 use crate::store::{new_id, now_ms, OutboxItem, SendOutcome};
+use pace::Pacer;
 
 /// How long a paused channel's parts wait before they are looked at again.
 const PARK_MS: i64 = 60_000;
@@ -33,7 +38,8 @@ pub async fn run_dispatcher(app: App, stop: CancellationToken) {
                 .await
         }
     };
-    let handle = |item| send(app.clone(), owner.clone(), item);
+    let pacer = Arc::new(Pacer::default());
+    let handle = |item| send(app.clone(), owner.clone(), pacer.clone(), item);
     let queue = Queue {
         name: "outbox",
         wake: &app.outbox_wake,
@@ -44,8 +50,8 @@ pub async fn run_dispatcher(app: App, stop: CancellationToken) {
     crate::queue::run(queue, stop, claim, handle).await;
 }
 
-async fn send(app: App, owner: String, item: OutboxItem) {
-    let outcome = attempt(&app, &item).await;
+async fn send(app: App, owner: String, pacer: Arc<Pacer>, item: OutboxItem) {
+    let outcome = attempt(&app, &pacer, &item).await;
     if let SendOutcome::Failed { code, .. } = &outcome {
         tracing::warn!(outbox_id = item.id, channel_id = %item.channel_id, code = ?code, "reply failed permanently");
     }
@@ -58,7 +64,7 @@ async fn send(app: App, owner: String, item: OutboxItem) {
     app.outbox_wake.notify_one();
 }
 
-async fn attempt(app: &App, item: &OutboxItem) -> SendOutcome {
+async fn attempt(app: &App, pacer: &Pacer, item: &OutboxItem) -> SendOutcome {
     let now = now_ms();
     let resolved = match app.resolved_channel(&item.channel_id).await {
         Ok(Some(resolved)) => resolved,
@@ -91,7 +97,19 @@ async fn attempt(app: &App, item: &OutboxItem) -> SendOutcome {
         text: item.text.clone(),
         reply_to: item.reply_to.clone(),
     };
-    match channel_impl.send(credentials, &reply).await {
+    // -- pacing: wait for the destination's next free slot without spending an attempt
+    if let Some(pacing) = channel_impl.pacing(&reply) {
+        if let Err(wait) = pacer.take(&channel.id, &pacing) {
+            let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+            return SendOutcome::Parked {
+                at: now_ms().saturating_add(wait_ms.max(1)),
+            };
+        }
+    }
+    match channel_impl
+        .send_tagged(credentials, &reply, item.message_tag.as_deref())
+        .await
+    {
         Ok(receipt) => SendOutcome::Sent {
             external_id: receipt.external_id,
             at: now_ms(),

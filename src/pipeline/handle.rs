@@ -2,6 +2,7 @@
 
 use channels::{Content, EventBody, InboundEvent, InboundMessage, Participant};
 
+use super::messaging;
 use crate::app::App;
 use crate::assistant::Question;
 use crate::store::{
@@ -13,7 +14,7 @@ pub const DISCLOSURE: &str =
     "You are chatting with an automated assistant (AI). Reply HUMAN at any time to reach a person.";
 const DISCLOSURE_IDLE_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 /// Statuses that arrive before their send is recorded are retried this many times.
-const STATUS_RETRIES: i64 = 8;
+pub(super) const STATUS_RETRIES: i64 = 8;
 /// An event that keeps failing is given up after this many attempts (about half an
 /// hour of backoff), instead of being retried forever.
 const MAX_ATTEMPTS: i64 = 12;
@@ -119,7 +120,12 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
         )
     })?;
     let platform_ts = (event.timestamp > 0).then(|| event.timestamp * 1000);
-    match event.body {
+    // -- Meta messaging: another app owns the thread; keep the event, never answer.
+    let (body, standby) = match event.body {
+        EventBody::Standby(s) => (*s.body, true),
+        body => (body, false),
+    };
+    match body {
         EventBody::Message(message) => {
             let conversation = resolve(app, &item, &message.chat, &message.sender, now).await?;
             Ok(
@@ -129,7 +135,7 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
                     conversation,
                     message,
                     event.external_id,
-                    platform_ts,
+                    (platform_ts, standby),
                     now,
                 )
                 .await?
@@ -177,13 +183,19 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
         }
         EventBody::Delete(delete) => {
             let conversation = resolve(app, &item, &delete.chat, &delete.sender, now).await?;
-            Ok(done(
-                "deleted",
-                vec![Effect::DeleteMessage {
+            // Meta messaging: an unsent message leaves storage altogether.
+            let effect = if matches!(item.platform.as_str(), "messenger" | "instagram") {
+                Effect::RemoveMessage {
                     conversation_id: conversation.id,
                     target: delete.target,
-                }],
-            ))
+                }
+            } else {
+                Effect::DeleteMessage {
+                    conversation_id: conversation.id,
+                    target: delete.target,
+                }
+            };
+            Ok(done("deleted", vec![effect]))
         }
         EventBody::Status(status) => {
             if !app
@@ -227,10 +239,20 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
                 }],
             ))
         }
+        // -- Meta messaging (Messenger, Instagram) ----------------------------------------
+        other @ (EventBody::Echo(_)
+        | EventBody::Receipt(_)
+        | EventBody::Handover(_)
+        | EventBody::Standby(_)) => Ok(
+            match messaging::handle(app, &item, other, event.external_id, platform_ts, now).await? {
+                messaging::Outcome::Done(outcome, effects) => done(outcome, effects),
+                messaging::Outcome::Later(note) => Step::Later(note),
+            },
+        ),
     }
 }
 
-async fn resolve(
+pub(super) async fn resolve(
     app: &App,
     item: &InboxItem,
     chat: &str,
@@ -252,7 +274,7 @@ async fn resolve(
         .await?)
 }
 
-fn inbound(external_id: String, platform_ts: Option<i64>, now: i64) -> NewMessage {
+pub(super) fn inbound(external_id: String, platform_ts: Option<i64>, now: i64) -> NewMessage {
     NewMessage {
         id: new_id(),
         direction: "inbound",
@@ -278,7 +300,7 @@ async fn answer(
     conversation: ConversationRef,
     message: InboundMessage,
     external_id: String,
-    platform_ts: Option<i64>,
+    (platform_ts, standby): (Option<i64>, bool),
     now: i64,
 ) -> anyhow::Result<Option<(&'static str, Vec<Effect>)>> {
     let text = message.content.text().map(str::to_string);
@@ -312,6 +334,9 @@ async fn answer(
     if hold.as_ref().is_some_and(|h| h.agent_replied) {
         effects.push(Effect::ClearAiHold { inbox_id: item.id });
         return Ok(Some(("handed_off", effects)));
+    }
+    if let Some(reason) = messaging::silence(item, standby, platform_ts, now) {
+        return Ok(Some((reason, effects)));
     }
     let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
         return Ok(Some(("skipped:no_text", effects)));

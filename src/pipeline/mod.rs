@@ -4,6 +4,7 @@
 //! done.
 
 mod handle;
+mod messaging;
 
 pub use handle::DISCLOSURE;
 

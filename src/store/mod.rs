@@ -165,4 +165,49 @@ pub trait Store: PrivacyStore + AiStore + Send + Sync + 'static {
         terms: &[String],
         limit: i64,
     ) -> Result<Vec<Passage>>;
+
+    // -- Meta messaging (Messenger, Instagram) ------------------------------------------
+    /// Whether a reply part to `recipient` on the channel is being sent right now (its
+    /// platform id is not recorded yet).
+    async fn outbox_sending(&self, channel_id: &str, recipient: &str) -> Result<bool>;
+    /// When the customer last wrote in the conversation (platform time, ms).
+    async fn last_customer_message_at(
+        &self,
+        tenant_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<i64>>;
+
+    // -- Meta data-deletion callback ------------------------------------------------------
+    async fn create_deletion_request(&self, request: &DeletionRequest) -> Result<()>;
+    async fn deletion_request(&self, code: &str) -> Result<Option<DeletionRequest>>;
+    /// Marks a request completed and forgets whom it was about.
+    async fn complete_deletion_request(&self, code: &str, erased: i64, at: i64) -> Result<()>;
+    /// Requests not completed yet, oldest first (resumed after a restart).
+    async fn pending_deletion_requests(&self, limit: i64) -> Result<Vec<DeletionRequest>>;
+    /// Platform-caller look-up (Meta names a person, not a tenant): the contacts with
+    /// an identity of this user id on a Messenger or Instagram channel, as
+    /// (tenant id, contact id, channel id).
+    async fn contacts_by_platform_user(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<(String, String, String)>>;
+
+    // -- slack install and revocation -----------------------------------------------------
+    /// Records an OAuth `state` (by hash) issued to `tenant_id`, usable until `expires_at`.
+    async fn create_install_state(&self, state: &NewInstallState) -> Result<()>;
+    /// Consumes an install state: the tenant it was issued to, when it exists and has not
+    /// expired. A state works once; expired ones are swept on the way.
+    async fn take_install_state(&self, state_hash: &str, now: i64) -> Result<Option<String>>;
+    /// Replaces a channel's sealed credentials and makes it active again (a re-install).
+    async fn replace_channel_credentials(
+        &self,
+        tenant_id: &str,
+        channel_id: &str,
+        credentials: &[u8],
+    ) -> Result<bool>;
+    /// Applies a platform's revocation of the channel's access, once per event: the
+    /// channel is disabled, its credentials replaced by the token-less ones given,
+    /// replies not yet sent fail, and the audit entry is appended, in one transaction.
+    /// `false` when this event was applied before (nothing changes then).
+    async fn revoke_channel(&self, revocation: &ChannelRevocation) -> Result<bool>;
 }

@@ -28,6 +28,9 @@ impl PgStore {
          WHERE p.tenant_id = $2 AND p.tsv @@ to_tsquery('english', $1) \
          ORDER BY ts_rank(p.tsv, to_tsquery('english', $1)) DESC, p.id LIMIT $3";
 
+    /// Whether a raw delivery (`body`) holds the text `$2` (Meta messaging unsend).
+    const ENVELOPE_HOLDS: &'static str = "position(convert_to($2, 'UTF8') in body) > 0";
+
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
         let pool = PgPoolOptions::new()
             .max_connections(16)

@@ -111,6 +111,34 @@ macro_rules! shared_store {
                                 .execute(&mut **tx)
                                 .await?;
                         }
+                        // -- Meta messaging (Messenger, Instagram) --------------------------
+                        Effect::RemoveMessage { conversation_id, target } => {
+                            Self::remove_message(tx, tenant_id, conversation_id, target).await?;
+                        }
+                        Effect::ApplyReceipt { channel_id, recipient, status, watermark, external_ids } => {
+                            let mut ids: Vec<String> = sqlx::query_scalar(
+                                "SELECT external_id FROM outbox WHERE tenant_id = $1 AND channel_id = $2 \
+                                 AND recipient = $3 AND external_id IS NOT NULL AND sent_at <= $4",
+                            )
+                            .bind(tenant_id)
+                            .bind(channel_id)
+                            .bind(recipient)
+                            .bind(watermark.unwrap_or(i64::MIN))
+                            .fetch_all(&mut **tx)
+                            .await?;
+                            ids.extend(external_ids.iter().cloned());
+                            for id in ids {
+                                Self::apply_status(tx, tenant_id, channel_id, &id, *status, None, None).await?;
+                            }
+                        }
+                        Effect::TagReply { message_id, tag } => {
+                            sqlx::query("UPDATE outbox SET message_tag = $3 WHERE tenant_id = $1 AND message_id = $2")
+                                .bind(tenant_id)
+                                .bind(message_id)
+                                .bind(tag)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
                         Effect::ChannelNotice { channel_id, detail } => {
                             sqlx::query("UPDATE channels SET status_detail = $3 WHERE tenant_id = $1 AND id = $2")
                                 .bind(tenant_id)
@@ -141,6 +169,34 @@ macro_rules! shared_store {
                         }
                     }
                 }
+                Ok(())
+            }
+
+            /// Deletes an inbound message and every raw delivery that carried it.
+            async fn remove_message(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tenant_id: &str,
+                conversation_id: &str,
+                target: &str,
+            ) -> $crate::store::Result<()> {
+                sqlx::query(
+                    "DELETE FROM messages WHERE tenant_id = $1 AND conversation_id = $2 \
+                     AND direction = 'inbound' AND external_id = $3",
+                )
+                .bind(tenant_id)
+                .bind(conversation_id)
+                .bind(target)
+                .execute(&mut **tx)
+                .await?;
+                // Deliveries spanning several tenants are kept without a tenant.
+                sqlx::query(&format!(
+                    "DELETE FROM raw_envelopes WHERE (tenant_id = $1 OR tenant_id IS NULL) AND {}",
+                    Self::ENVELOPE_HOLDS
+                ))
+                .bind(tenant_id)
+                .bind(target)
+                .execute(&mut **tx)
+                .await?;
                 Ok(())
             }
 
@@ -708,7 +764,7 @@ macro_rules! shared_store {
                      ORDER BY o.next_attempt_at, o.id LIMIT $4",
                     $lock_outbox,
                     ") RETURNING id, tenant_id, channel_id, conversation_id, message_id, part, recipient, text, \
-                     reply_to, attempts, possible_duplicate"
+                     reply_to, attempts, possible_duplicate, message_tag"
                 ))
                 .bind(owner)
                 .bind(now + lease_ms)
@@ -937,6 +993,218 @@ macro_rules! shared_store {
                     .bind(limit)
                     .fetch_all(self.reader())
                     .await?)
+            }
+
+            // -- Meta messaging (Messenger, Instagram) ------------------------------------
+            async fn outbox_sending(&self, channel_id: &str, recipient: &str) -> $crate::store::Result<bool> {
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM outbox WHERE channel_id = $1 AND recipient = $2 AND state = 'sending' LIMIT 1",
+                )
+                .bind(channel_id)
+                .bind(recipient)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(found.is_some())
+            }
+
+            async fn last_customer_message_at(
+                &self,
+                tenant_id: &str,
+                conversation_id: &str,
+            ) -> $crate::store::Result<Option<i64>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT MAX(COALESCE(platform_ts, created_at)) FROM messages \
+                     WHERE tenant_id = $1 AND conversation_id = $2 AND direction = 'inbound' AND author = 'customer'",
+                )
+                .bind(tenant_id)
+                .bind(conversation_id)
+                .fetch_one(self.reader())
+                .await?)
+            }
+
+            // -- Meta data-deletion callback ------------------------------------------------
+            async fn create_deletion_request(&self, r: &$crate::store::DeletionRequest) -> $crate::store::Result<()> {
+                let (_gate, mut conn) = self.write_connection(true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                sqlx::query(
+                    "INSERT INTO data_deletion_requests (code, channel_id, subject, status, erased_contacts, \
+                     requested_at, completed_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&r.code)
+                .bind(&r.channel_id)
+                .bind(&r.subject)
+                .bind(&r.status)
+                .bind(r.erased_contacts)
+                .bind(r.requested_at)
+                .bind(r.completed_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn deletion_request(&self, code: &str) -> $crate::store::Result<Option<$crate::store::DeletionRequest>> {
+                Ok(sqlx::query_as(
+                    "SELECT code, channel_id, subject, status, erased_contacts, requested_at, completed_at \
+                     FROM data_deletion_requests WHERE code = $1",
+                )
+                .bind(code)
+                .fetch_optional(self.reader())
+                .await?)
+            }
+
+            async fn complete_deletion_request(&self, code: &str, erased: i64, at: i64) -> $crate::store::Result<()> {
+                let (_gate, mut conn) = self.write_connection(true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                sqlx::query(
+                    "UPDATE data_deletion_requests SET status = 'completed', subject = NULL, \
+                     erased_contacts = $2, completed_at = $3 WHERE code = $1",
+                )
+                .bind(code)
+                .bind(erased)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn pending_deletion_requests(&self, limit: i64) -> $crate::store::Result<Vec<$crate::store::DeletionRequest>> {
+                Ok(sqlx::query_as(
+                    "SELECT code, channel_id, subject, status, erased_contacts, requested_at, completed_at \
+                     FROM data_deletion_requests WHERE status = 'pending' ORDER BY requested_at, code LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(self.reader())
+                .await?)
+            }
+
+            async fn contacts_by_platform_user(
+                &self,
+                user_id: &str,
+            ) -> $crate::store::Result<Vec<(String, String, String)>> {
+                Ok(sqlx::query_as(
+                    "SELECT i.tenant_id, i.contact_id, i.channel_id FROM contact_identities i \
+                     JOIN channels c ON c.id = i.channel_id AND c.tenant_id = i.tenant_id \
+                     WHERE i.external_user_id = $1 AND c.platform IN ('messenger', 'instagram')",
+                )
+                .bind(user_id)
+                .fetch_all(self.reader())
+                .await?)
+            }
+
+            // -- slack install and revocation ----------------------------------------------
+            async fn create_install_state(&self, st: &$crate::store::NewInstallState) -> $crate::store::Result<()> {
+                let (_gate, mut conn) = self.write_connection(true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                sqlx::query(
+                    "INSERT INTO slack_install_states (state_hash, tenant_id, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&st.state_hash)
+                .bind(&st.tenant_id)
+                .bind(st.created_at)
+                .bind(st.expires_at)
+                .execute(&mut *tx)
+                .await?;
+                // Links nobody used: swept here and on every callback.
+                sqlx::query("DELETE FROM slack_install_states WHERE expires_at <= $1")
+                    .bind(st.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn take_install_state(&self, state_hash: &str, now: i64) -> $crate::store::Result<Option<String>> {
+                let (_gate, mut conn) = self.write_connection(true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                let tenant: Option<(String, i64)> = sqlx::query_as(
+                    "DELETE FROM slack_install_states WHERE state_hash = $1 RETURNING tenant_id, expires_at",
+                )
+                .bind(state_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM slack_install_states WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(tenant.filter(|(_, expires_at)| *expires_at > now).map(|(t, _)| t))
+            }
+
+            async fn replace_channel_credentials(
+                &self,
+                tenant_id: &str,
+                channel_id: &str,
+                credentials: &[u8],
+            ) -> $crate::store::Result<bool> {
+                let (_gate, mut conn) = self.write_connection(true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                let done = sqlx::query(
+                    "UPDATE channels SET credentials = $3, status = 'active', status_detail = NULL \
+                     WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+                )
+                .bind(tenant_id)
+                .bind(channel_id)
+                .bind(credentials)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn revoke_channel(&self, r: &$crate::store::ChannelRevocation) -> $crate::store::Result<bool> {
+                let (_gate, mut conn) = self.write_connection(true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                let fresh = sqlx::query(
+                    "INSERT INTO channel_revocations (channel_id, event_id, tenant_id, kind, received_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (channel_id, event_id) DO NOTHING",
+                )
+                .bind(&r.channel_id)
+                .bind(&r.event_id)
+                .bind(&r.tenant_id)
+                .bind(&r.kind)
+                .bind(r.at)
+                .execute(&mut *tx)
+                .await?;
+                if fresh.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "UPDATE channels SET credentials = $3, status = 'revoked', status_detail = $4 \
+                     WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+                )
+                .bind(&r.tenant_id)
+                .bind(&r.channel_id)
+                .bind(&r.credentials)
+                .bind(&r.detail)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE messages SET status = 'failed', error_detail = $3 \
+                     WHERE tenant_id = $1 AND status = 'queued' AND id IN (SELECT message_id FROM outbox \
+                     WHERE tenant_id = $1 AND channel_id = $2 AND state IN ('pending', 'sending'))",
+                )
+                .bind(&r.tenant_id)
+                .bind(&r.channel_id)
+                .bind(&r.detail)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE outbox SET state = 'failed', error_detail = $3, text = '', \
+                     lease_owner = NULL, lease_until = NULL \
+                     WHERE tenant_id = $1 AND channel_id = $2 AND state IN ('pending', 'sending')",
+                )
+                .bind(&r.tenant_id)
+                .bind(&r.channel_id)
+                .bind(&r.detail)
+                .execute(&mut *tx)
+                .await?;
+                Self::audit_in(&mut tx, &r.audit).await?;
+                tx.commit().await?;
+                Ok(true)
             }
         }
     };

@@ -71,6 +71,9 @@ impl SqliteStore {
          WHERE knowledge_fts MATCH $1 AND p.tenant_id = $2 \
          ORDER BY bm25(knowledge_fts) LIMIT $3";
 
+    /// Whether a raw delivery (`body`) holds the text `$2` (Meta messaging unsend).
+    const ENVELOPE_HOLDS: &'static str = "instr(body, CAST($2 AS BLOB)) > 0";
+
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)

@@ -197,6 +197,27 @@ pub enum Effect {
         channel_id: String,
         detail: String,
     },
+    // -- Meta messaging (Messenger, Instagram) ----------------------------------------
+    /// Removes a message the customer unsent from storage altogether (the row, and
+    /// the raw deliveries that carried it).
+    RemoveMessage {
+        conversation_id: String,
+        target: String,
+    },
+    /// A watermark receipt: moves every part sent to `recipient` on the channel at or
+    /// before `watermark` (ms), and the parts named in `external_ids`, to `status`.
+    ApplyReceipt {
+        channel_id: String,
+        recipient: String,
+        status: channels::DeliveryStatus,
+        watermark: Option<i64>,
+        external_ids: Vec<String>,
+    },
+    /// Sends the parts of an enqueued reply with a platform message tag.
+    TagReply {
+        message_id: String,
+        tag: String,
+    },
     // -- AI pipeline ----
     /// Every provider failed for this event: its customer was told "we will get back
     /// to you" (once), and the event is retried.
@@ -235,6 +256,9 @@ pub struct OutboxItem {
     pub reply_to: Option<String>,
     pub attempts: i64,
     pub possible_duplicate: bool,
+    /// Platform message tag to send with (Meta messaging `HUMAN_AGENT`).
+    #[sqlx(default)]
+    pub message_tag: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -325,4 +349,46 @@ pub struct Passage {
     pub title: String,
     pub url: Option<String>,
     pub text: String,
+}
+
+// -- Meta data-deletion callback ---------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeletionRequest {
+    pub code: String,
+    #[serde(skip)]
+    pub channel_id: Option<String>,
+    /// The person's app-scoped id; never shown, cleared once erased.
+    #[serde(skip)]
+    pub subject: Option<String>,
+    pub status: String,
+    pub erased_contacts: i64,
+    pub requested_at: i64,
+    pub completed_at: Option<i64>,
+}
+
+// -- slack install and revocation -------------------------------------------------------
+
+pub struct NewInstallState {
+    /// SHA-256 (hex) of the state handed to the browser.
+    pub state_hash: String,
+    pub tenant_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+pub struct ChannelRevocation {
+    pub tenant_id: String,
+    pub channel_id: String,
+    /// The platform's event id: a redelivery of the same event changes nothing.
+    pub event_id: String,
+    /// `app_uninstalled` or `tokens_revoked`.
+    pub kind: String,
+    /// The channel's credentials sealed again without any token.
+    pub credentials: Vec<u8>,
+    /// Shown as the channel's status detail and on replies that will not be sent.
+    pub detail: String,
+    pub at: i64,
+    /// Appended to the tenant's audit log in the same transaction.
+    pub audit: crate::audit::Audit,
 }

@@ -218,6 +218,17 @@ async fn graph_send(
     };
     let (status, extra, reply) = match scripted {
         Some(s) => (s.status, s.headers, s.body),
+        // Messenger / Instagram Send API.
+        None if body.0.get("recipient").is_some() => {
+            state.sent += 1;
+            let to = body
+                .0
+                .pointer("/recipient/id")
+                .cloned()
+                .unwrap_or(Value::Null);
+            let id = format!("m_out.{}", state.sent);
+            (200, vec![], json!({"recipient_id": to, "message_id": id}))
+        }
         None => {
             state.sent += 1;
             let to = body.0.get("to").cloned().unwrap_or(Value::Null);

@@ -13,4 +13,13 @@ pub enum VerifyError {
     BadVerifyToken,
     #[error("handshake mode is not `subscribe`")]
     BadMode,
+    #[error("signed_request is malformed")]
+    MalformedSignedRequest,
+    #[error("signed_request algorithm is not HMAC-SHA256")]
+    UnsupportedAlgorithm,
+    // -- slack ----
+    #[error("request timestamp header is missing or not a number")]
+    BadTimestamp,
+    #[error("request timestamp is outside the replay window")]
+    StaleTimestamp,
 }

@@ -7,6 +7,8 @@
 
 mod error;
 pub mod meta;
+pub mod signed_request;
+pub mod slack;
 
 pub use error::VerifyError;
 
