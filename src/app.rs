@@ -239,6 +239,12 @@ pub async fn run(
         app.clone(),
         work_stop.clone(),
     ));
+    // -- privacy: the retention sweeper
+    let sweeper = tokio::spawn(crate::privacy::retention::run_sweeper(
+        app.store.clone(),
+        app.config.retention.clone(),
+        work_stop.clone(),
+    ));
 
     tracing::info!(addr = %listener.local_addr()?, backend = app.store.backend(), "omnigate listening");
     let router = crate::http::router(app.clone());
@@ -255,7 +261,7 @@ pub async fn run(
     committer_stop.cancel();
     let _ = committer_task.await;
     work_stop.cancel();
-    let _ = tokio::join!(worker, dispatcher);
+    let _ = tokio::join!(worker, dispatcher, sweeper);
     tracing::info!("stopped");
     Ok(())
 }

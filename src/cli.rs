@@ -1,4 +1,4 @@
-//! The command line (CONTRACT.md): `serve`, `migrate`, `tenant create`.
+//! The command line (CONTRACT.md): `serve`, `migrate`, `tenant create`, `retention run`.
 
 use std::path::PathBuf;
 
@@ -32,6 +32,24 @@ pub enum Command {
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
+    },
+    /// Retention (privacy): delete what expired.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Run one retention sweep now and print what it deleted per data class.
+    Run {
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -74,6 +92,27 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                     created.api_key.expose_secret()
                 );
                 println!("(the API key is shown only now; store it safely)");
+            }
+            Ok(())
+        }
+        Command::Retention {
+            command: RetentionCommand::Run { dry_run, json },
+        } => {
+            let store = crate::store::open(&config.database_url).await?;
+            let report = crate::privacy::retention::sweep(
+                store.as_ref(),
+                &config.retention,
+                crate::store::now_ms(),
+                dry_run,
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                for (class, n) in &report.classes {
+                    println!("{class}: {verb} {n}");
+                }
             }
             Ok(())
         }

@@ -37,6 +37,9 @@ pub struct Config {
     pub knowledge: Knowledge,
     #[serde(default)]
     pub worker: Worker,
+    // -- privacy: retention ----------------------------------------------------------
+    #[serde(default)]
+    pub retention: Retention,
 }
 
 /// A database URL whose `Debug` hides any password.
@@ -434,6 +437,62 @@ impl Default for Worker {
     }
 }
 
+// -- privacy: retention --------------------------------------------------------------
+
+/// The platform's retention maximums (tenants choose up to these) and the sweeper.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(default = "Retention::default_messages")]
+    pub max_messages_days: i64,
+    #[serde(default = "Retention::default_raw_events")]
+    pub max_raw_events_days: i64,
+    #[serde(default = "Retention::default_analytics")]
+    pub max_analytics_days: i64,
+    #[serde(default = "Retention::default_audit")]
+    pub max_audit_days: i64,
+    /// How often `serve` sweeps.
+    #[serde(default = "Retention::default_interval")]
+    pub sweep_interval_minutes: u64,
+    /// Rows deleted per short transaction.
+    #[serde(default = "Retention::default_batch")]
+    pub batch_size: i64,
+}
+
+impl Retention {
+    fn default_messages() -> i64 {
+        90
+    }
+    fn default_raw_events() -> i64 {
+        30
+    }
+    fn default_analytics() -> i64 {
+        180
+    }
+    fn default_audit() -> i64 {
+        730
+    }
+    fn default_interval() -> u64 {
+        60
+    }
+    fn default_batch() -> i64 {
+        500
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_messages_days: Self::default_messages(),
+            max_raw_events_days: Self::default_raw_events(),
+            max_analytics_days: Self::default_analytics(),
+            max_audit_days: Self::default_audit(),
+            sweep_interval_minutes: Self::default_interval(),
+            batch_size: Self::default_batch(),
+        }
+    }
+}
+
 /// Built-in values for the top-level keys that always have one.
 #[derive(Serialize)]
 struct Defaults {
@@ -543,6 +602,29 @@ impl Config {
         }
         if self.worker.lease_ms < 1_000 {
             return bad("worker.lease_ms", "must be at least 1000");
+        }
+        // -- privacy: retention
+        for (key, value) in [
+            (
+                "retention.max_messages_days",
+                self.retention.max_messages_days,
+            ),
+            (
+                "retention.max_raw_events_days",
+                self.retention.max_raw_events_days,
+            ),
+            (
+                "retention.max_analytics_days",
+                self.retention.max_analytics_days,
+            ),
+            ("retention.max_audit_days", self.retention.max_audit_days),
+        ] {
+            if value < 0 {
+                return bad(key, "must not be negative");
+            }
+        }
+        if self.retention.batch_size < 1 {
+            return bad("retention.batch_size", "must be positive");
         }
         Ok(())
     }

@@ -117,6 +117,7 @@ impl InboundEvent {
             EventBody::Receipt(_) => "receipt",
             EventBody::Standby(_) => "standby",
             EventBody::Handover(_) => "handover",
+            EventBody::Consent(_) => "consent",
         }
     }
 }
@@ -135,6 +136,7 @@ impl EventBody {
             Self::Receipt(r) => Some(&r.chat),
             Self::Standby(s) => s.body.chat(),
             Self::Handover(h) => Some(&h.chat),
+            Self::Consent(c) => Some(&c.chat),
         }
     }
 }
@@ -165,6 +167,21 @@ pub enum EventBody {
     Standby(Standby),
     /// Thread control changed hands between apps (handover protocol).
     Handover(Handover),
+    /// A person's consent changed on the platform's side (WhatsApp marketing
+    /// preferences; a blocked or unblocked bot, ...). Feeds the consent ledger.
+    Consent(ConsentSignal),
+}
+
+/// A consent change the platform reports for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentSignal {
+    pub chat: String,
+    pub sender: Participant,
+    /// The gateway's purpose: `ai_processing`, `marketing` or `analytics`.
+    pub purpose: String,
+    pub granted: bool,
+    /// The platform's own name for the signal (e.g. `user_preferences`).
+    pub signal: String,
 }
 
 /// The person on the platform side.

@@ -728,6 +728,47 @@ fn unknown_field_is_unhandled_with_the_change() {
     );
 }
 
+#[test]
+fn user_preferences_stop_and_resume_are_marketing_consent_signals() {
+    let event = only_event("user-preferences.json");
+    assert_eq!(
+        event,
+        InboundEvent {
+            external_id: format!("user_preferences:{USER}:1731705721:stop"),
+            account_id: "106540352242922".into(),
+            timestamp: 1731705721,
+            body: EventBody::Consent(ConsentSignal {
+                chat: USER.into(),
+                sender: sheena(),
+                purpose: "marketing".into(),
+                granted: false,
+                signal: "user_preferences".into(),
+            }),
+        }
+    );
+    let mut resume = fixture_json("user-preferences.json");
+    let item = "/entry/0/changes/0/value/user_preferences/0";
+    if let Some(v) = resume.pointer_mut(&format!("{item}/value")) {
+        *v = "resume".into();
+    }
+    if let Some(v) = resume.pointer_mut(&format!("{item}/timestamp")) {
+        *v = "1731705800".into();
+    }
+    let normalized = normalize_bytes(resume.to_string().as_bytes()).expect("normalize");
+    let EventBody::Consent(signal) = &normalized.events[0].body else {
+        panic!("{normalized:?}");
+    };
+    assert!(signal.granted);
+    assert_eq!(normalized.events[0].timestamp, 1731705800);
+    // An unknown preference value is kept raw, not guessed.
+    if let Some(v) = resume.pointer_mut(&format!("{item}/value")) {
+        *v = "maybe".into();
+    }
+    let normalized = normalize_bytes(resume.to_string().as_bytes()).expect("normalize");
+    assert!(normalized.events.is_empty());
+    assert_eq!(normalized.unhandled[0].reason, "unknown_preference:maybe");
+}
+
 // ---------------------------------------------------------------------------------
 // Batches and robustness
 

@@ -183,7 +183,13 @@ async fn approve(
         }
         Some(text) => {
             // The AI disclosure the draft carried stays, whatever the edit.
-            let disclosure = crate::pipeline::DISCLOSURE;
+            let disclosure = app
+                .store
+                .privacy_settings(&tenant_id)
+                .await?
+                .disclosure
+                .unwrap_or_else(|| crate::privacy::policy::DISCLOSURE.to_string());
+            let disclosure = disclosure.as_str();
             let text = text.trim().to_string();
             if original.starts_with(disclosure) && !text.starts_with(disclosure) {
                 (format!("{disclosure}\n\n{text}"), true)

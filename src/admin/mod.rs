@@ -6,6 +6,7 @@ mod assistant;
 // -- privacy -------------------------------------------------------------------------
 pub mod audit;
 mod contacts;
+mod settings;
 // ----------------------------------------------------------------------------------
 mod channels;
 mod conversations;
@@ -28,4 +29,5 @@ pub fn router() -> Router<App> {
         // -- privacy
         .merge(audit::router())
         .merge(contacts::router())
+        .merge(settings::router())
 }

@@ -66,6 +66,14 @@ pub async fn create(
         created_at: now_ms(),
     };
     store.create_tenant(&tenant).await?;
+    // privacy: the new API key is a credential change, audited in the tenant's log.
+    crate::audit::record(
+        store,
+        &crate::audit::Audit::new(&tenant.id, "operator", "credentials.create")
+            .target(&tenant.key_id)
+            .detail(serde_json::json!({"kind": "api_key", "prefix": tenant.key_prefix})),
+    )
+    .await?;
     Ok(CreatedTenant {
         id: tenant.id,
         api_key: key.key,

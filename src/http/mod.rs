@@ -23,7 +23,12 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .merge(crate::inbound::router())
         .merge(crate::install::router())
-        .merge(crate::admin::router())
+        .merge(
+            crate::admin::router().layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                crate::admin::audit::record_access, // privacy: audit of admin access
+            )),
+        )
         .merge(crate::assistant::usage::router())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

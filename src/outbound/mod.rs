@@ -66,6 +66,20 @@ async fn send(app: App, owner: String, pacer: Arc<Pacer>, item: OutboxItem) {
 
 async fn attempt(app: &App, pacer: &Pacer, item: &OutboxItem) -> SendOutcome {
     let now = now_ms();
+    // Privacy: consent and restriction are checked again right before sending.
+    match crate::privacy::policy::may_send(app, &item.tenant_id, &item.message_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return SendOutcome::Failed {
+                code: None,
+                detail: "withheld: consent withdrawn or processing restricted".into(),
+            }
+        }
+        Err(e) => {
+            tracing::error!(outbox_id = item.id, error = %e, "send policy unavailable");
+            return SendOutcome::Parked { at: now + PARK_MS };
+        }
+    }
     let resolved = match app.resolved_channel(&item.channel_id).await {
         Ok(Some(resolved)) => resolved,
         Ok(None) => {

@@ -5,14 +5,11 @@ use channels::{Content, EventBody, InboundEvent, InboundMessage, Participant};
 use super::messaging;
 use crate::app::App;
 use crate::assistant::Question;
+use crate::privacy::policy::{self, Verdict};
 use crate::store::{
     new_id, now_ms, Completion, ConversationKey, ConversationRef, Effect, InboxItem, NewMessage,
 };
 
-/// Disclosure given on the first assistant message and after 30 idle days.
-pub const DISCLOSURE: &str =
-    "You are chatting with an automated assistant (AI). Reply HUMAN at any time to reach a person.";
-const DISCLOSURE_IDLE_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 /// Statuses that arrive before their send is recorded are retried this many times.
 pub(super) const STATUS_RETRIES: i64 = 8;
 /// An event that keeps failing is given up after this many attempts (about half an
@@ -225,6 +222,12 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
                 }],
             ))
         }
+        EventBody::Consent(signal) => {
+            let conversation = resolve(app, &item, &signal.chat, &signal.sender, now).await?;
+            let (outcome, effects) =
+                policy::signal_effects(&conversation, &signal, &item.platform, now);
+            Ok(done(outcome, effects))
+        }
         EventBody::AccountError(error) => {
             let detail = format!(
                 "platform error {}: {}",
@@ -328,14 +331,53 @@ async fn answer(
     // A conversation held while the providers were down is still the assistant's,
     // unless an agent has written in it since.
     let hold = crate::assistant::hold::find(app, item).await?;
-    if conversation.status != "bot" && hold.is_none() {
-        return Ok(Some(("handed_off", effects)));
-    }
     if hold.as_ref().is_some_and(|h| h.agent_replied) {
         effects.push(Effect::ClearAiHold { inbox_id: item.id });
         return Ok(Some(("handed_off", effects)));
     }
-    if let Some(reason) = messaging::silence(item, standby, platform_ts, now) {
+    // Standby (another app owns the thread) or outside the platform's window: nothing
+    // may be sent, but the policy still records keywords and consent.
+    let silent = messaging::silence(item, standby, platform_ts, now);
+    // Privacy policy first: keywords, restriction, consent, hand-off, disclosure. The
+    // hold put the conversation in `human` status; to the policy it is the assistant's.
+    let held = hold.as_ref().map(|_| ConversationRef {
+        status: "bot".into(),
+        ..conversation.clone()
+    });
+    let seen = held.as_ref().unwrap_or(&conversation);
+    let verdict = policy::check(app, &item.tenant_id, seen, text.as_deref(), now).await?;
+    let disclosure = match verdict {
+        Verdict::Assistant {
+            disclosure,
+            effects: more,
+        } => {
+            effects.extend(more);
+            disclosure
+        }
+        Verdict::Policy {
+            outcome,
+            notice,
+            effects: more,
+        } => {
+            effects.extend(more);
+            if hold.is_some() {
+                effects.push(Effect::ClearAiHold { inbox_id: item.id });
+            }
+            if let Some(notice) = notice.filter(|_| silent.is_none()) {
+                effects.push(policy::notice_effect(
+                    app,
+                    &item.platform,
+                    &conversation.id,
+                    &item.channel_id,
+                    &message.chat,
+                    &notice,
+                    now,
+                ));
+            }
+            return Ok(Some((outcome, effects)));
+        }
+    };
+    if let Some(reason) = silent {
         return Ok(Some((reason, effects)));
     }
     let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
@@ -367,13 +409,9 @@ async fn answer(
             status: "bot",
         });
     }
-    let disclose = conversation
-        .disclosed_at
-        .is_none_or(|_| now - conversation.last_message_at > DISCLOSURE_IDLE_MS);
-    let body = if disclose {
-        format!("{DISCLOSURE}\n\n{}", answer.text)
-    } else {
-        answer.text.clone()
+    let body = match &disclosure {
+        Some(disclosure) => format!("{disclosure}\n\n{}", answer.text),
+        None => answer.text.clone(),
     };
     let limit = item
         .platform
@@ -410,7 +448,7 @@ async fn answer(
             parts: channels::text::split(&body, limit),
         });
     }
-    if disclose && !answer.draft {
+    if disclosure.is_some() && !answer.draft {
         effects.push(Effect::MarkDisclosed {
             conversation_id: conversation.id.clone(),
             at: now,

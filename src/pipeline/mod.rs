@@ -6,8 +6,6 @@
 mod handle;
 mod messaging;
 
-pub use handle::DISCLOSURE;
-
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;

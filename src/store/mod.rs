@@ -24,7 +24,10 @@ pub use ai::{
 };
 pub use postgres::PgStore;
 // -- privacy (audit log, erasure) --------------------------------------------------
-pub use privacy::{AuditHead, AuditRecord, ContactRef, ErasureCounts, PrivacyStore};
+pub use privacy::{
+    AuditHead, AuditRecord, ConsentRecord, ContactRecord, ContactRef, DataClass, ErasureCounts,
+    IdentityRecord, PolicyState, PrivacyEffect, PrivacySettings, PrivacyStore, Purpose,
+};
 pub use sqlite::SqliteStore;
 pub use types::*;
 

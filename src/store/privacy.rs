@@ -1,13 +1,14 @@
-//! Storage of the privacy engine: the hash-chained audit log and erasure of a contact
-//! everywhere. [`PrivacyStore`] is a supertrait of [`Store`](super::Store), so every
+//! Storage of the privacy engine: the hash-chained audit log, erasure of a contact
+//! everywhere, the consent ledger, restriction, settings and retention. [`PrivacyStore`] is a supertrait of [`Store`](super::Store), so every
 //! store has these methods; both backends implement it through [`privacy_store!`]
 //! with the few statements that differ passed in.
 
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::Result;
+use super::{ConversationRecord, Result};
 use crate::audit::Audit;
+use crate::privacy::retention::RetentionSettings;
 
 /// One stored audit entry.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -54,6 +55,186 @@ pub struct ErasureCounts {
     pub consent_events: u64,
 }
 
+/// A purpose a contact consents to (or withdraws from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    AiProcessing,
+    Marketing,
+    Analytics,
+}
+
+impl Purpose {
+    pub const ALL: [Self; 3] = [Self::AiProcessing, Self::Marketing, Self::Analytics];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AiProcessing => "ai_processing",
+            Self::Marketing => "marketing",
+            Self::Analytics => "analytics",
+        }
+    }
+}
+
+/// A tenant's policy words (besides the built-in STOP/START/HUMAN), disclosure
+/// wording and the time after which an unanswered hand-off returns to the assistant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PrivacySettings {
+    pub stop_words: Vec<String>,
+    pub start_words: Vec<String>,
+    pub human_words: Vec<String>,
+    pub disclosure: Option<String>,
+    pub handoff_idle_minutes: i64,
+}
+
+impl Default for PrivacySettings {
+    fn default() -> Self {
+        Self {
+            stop_words: Vec::new(),
+            start_words: Vec::new(),
+            human_words: Vec::new(),
+            disclosure: None,
+            handoff_idle_minutes: 24 * 60,
+        }
+    }
+}
+
+/// What the policy layer needs to know about a contact.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyState {
+    pub restricted: bool,
+    /// The latest `ai_processing` entry of the ledger; `None`: never asked.
+    pub ai_processing: Option<bool>,
+    pub settings: PrivacySettings,
+}
+
+/// A privacy change, applied (with its audit entry) in the transaction that carries it.
+#[derive(Debug, Clone)]
+pub enum PrivacyEffect {
+    /// An audit entry; its tenant is the transaction's.
+    Audit(Audit),
+    /// A consent ledger entry (`source`: keyword | admin_api | platform).
+    Consent {
+        contact_id: String,
+        purpose: Purpose,
+        granted: bool,
+        source: &'static str,
+        detail: Option<String>,
+        actor: String,
+        at: i64,
+    },
+    Restrict {
+        contact_id: String,
+        restricted: bool,
+        actor: String,
+        at: i64,
+    },
+    /// Corrected profile fields; `Some("")` clears one.
+    Rectify {
+        contact_id: String,
+        display_name: Option<String>,
+        email: Option<String>,
+        actor: String,
+        at: i64,
+    },
+}
+
+/// The data classes retention deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataClass {
+    /// Messages (text, attachments' metadata) and their finished outbox parts.
+    Messages,
+    /// Raw webhook envelopes.
+    RawEvents,
+    /// Events kept raw because they were not understood.
+    Unhandled,
+    /// Handled inbox rows: platform ids only, the redelivery guard.
+    DedupeKeys,
+    /// Analytics events (none are stored yet).
+    Analytics,
+    Audit,
+}
+
+impl DataClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Messages => "messages",
+            Self::RawEvents => "raw_events",
+            Self::Unhandled => "unhandled_events",
+            Self::DedupeKeys => "dedupe_keys",
+            Self::Analytics => "analytics",
+            Self::Audit => "audit",
+        }
+    }
+
+    /// One batch's DELETE and the matching COUNT (`$1` tenant or NULL for rows no
+    /// tenant owns, `$2` cutoff, `$3` batch size). `None`: nothing stored.
+    pub(crate) fn statements(self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            Self::Messages => (
+                "DELETE FROM messages WHERE seq IN (SELECT m.seq FROM messages m WHERE m.tenant_id = $1 \
+                 AND m.created_at <= $2 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id \
+                 AND o.state IN ('pending', 'sending')) LIMIT $3)",
+                "SELECT COUNT(*) FROM messages m WHERE m.tenant_id = $1 AND m.created_at <= $2 \
+                 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id \
+                 AND o.state IN ('pending', 'sending'))",
+            ),
+            Self::RawEvents => (
+                "DELETE FROM raw_envelopes WHERE id IN (SELECT id FROM raw_envelopes \
+                 WHERE (tenant_id = $1 OR ($1 IS NULL AND tenant_id IS NULL)) AND received_at <= $2 LIMIT $3)",
+                "SELECT COUNT(*) FROM raw_envelopes \
+                 WHERE (tenant_id = $1 OR ($1 IS NULL AND tenant_id IS NULL)) AND received_at <= $2",
+            ),
+            Self::Unhandled => (
+                "DELETE FROM unhandled_events WHERE id IN (SELECT id FROM unhandled_events \
+                 WHERE (tenant_id = $1 OR ($1 IS NULL AND tenant_id IS NULL)) AND received_at <= $2 LIMIT $3)",
+                "SELECT COUNT(*) FROM unhandled_events \
+                 WHERE (tenant_id = $1 OR ($1 IS NULL AND tenant_id IS NULL)) AND received_at <= $2",
+            ),
+            Self::DedupeKeys => (
+                "DELETE FROM inbox_events WHERE id IN (SELECT id FROM inbox_events \
+                 WHERE tenant_id = $1 AND state = 'done' AND done_at <= $2 LIMIT $3)",
+                "SELECT COUNT(*) FROM inbox_events WHERE tenant_id = $1 AND state = 'done' AND done_at <= $2",
+            ),
+            Self::Analytics | Self::Audit => return None,
+        })
+    }
+}
+
+/// A contact's own profile.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ContactRecord {
+    pub id: String,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    pub restricted_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: Option<i64>,
+}
+
+/// One of a contact's identities on a channel.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct IdentityRecord {
+    pub channel_id: String,
+    pub platform: String,
+    pub external_user_id: String,
+    pub phone: Option<String>,
+    pub username: Option<String>,
+    pub display_name: Option<String>,
+    pub created_at: i64,
+}
+
+/// One consent ledger entry.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ConsentRecord {
+    pub id: String,
+    pub purpose: String,
+    pub granted: bool,
+    pub source: String,
+    pub detail: Option<String>,
+    pub at: i64,
+}
+
 #[async_trait]
 pub trait PrivacyStore: Send + Sync {
     // -- audit -------------------------------------------------------------------------
@@ -89,6 +270,70 @@ pub trait PrivacyStore: Send + Sync {
         channel_id: Option<&str>,
         external_user_id: &str,
     ) -> Result<Vec<ContactRef>>;
+
+    // -- consent, restriction, policy --------------------------------------------------
+    /// Restriction, latest AI-processing consent and the tenant's settings.
+    async fn policy_state(&self, tenant_id: &str, contact_id: &str) -> Result<PolicyState>;
+    async fn privacy_settings(&self, tenant_id: &str) -> Result<PrivacySettings>;
+    async fn put_privacy_settings(
+        &self,
+        tenant_id: &str,
+        settings: &PrivacySettings,
+        audit: &Audit,
+    ) -> Result<()>;
+
+    // -- data-subject views ------------------------------------------------------------
+    async fn contact(&self, tenant_id: &str, contact_id: &str) -> Result<Option<ContactRecord>>;
+    async fn identities(&self, tenant_id: &str, contact_id: &str) -> Result<Vec<IdentityRecord>>;
+    async fn contact_conversations(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> Result<Vec<ConversationRecord>>;
+    /// The consent ledger of a contact, oldest first.
+    async fn consent_history(
+        &self,
+        tenant_id: &str,
+        contact_id: &str,
+    ) -> Result<Vec<ConsentRecord>>;
+
+    // -- retention ---------------------------------------------------------------------
+    async fn tenant_ids(&self) -> Result<Vec<String>>;
+    async fn retention_settings(&self, tenant_id: &str) -> Result<Option<RetentionSettings>>;
+    async fn put_retention_settings(
+        &self,
+        tenant_id: &str,
+        settings: &RetentionSettings,
+        audit: &Audit,
+    ) -> Result<()>;
+    /// Deletes one batch of `class` at or before `cutoff` for a tenant (`None`: rows
+    /// no tenant owns), in its own short transaction; the number deleted.
+    async fn delete_expired(
+        &self,
+        tenant_id: Option<&str>,
+        class: DataClass,
+        cutoff: i64,
+        batch: i64,
+    ) -> Result<u64>;
+    async fn count_expired(
+        &self,
+        tenant_id: Option<&str>,
+        class: DataClass,
+        cutoff: i64,
+    ) -> Result<u64>;
+    /// Removes a tenant's audit entries at or before `cutoff` (a prefix of the chain),
+    /// moving the chain's anchor past them; with `dry_run` only counts.
+    async fn prune_audit(&self, tenant_id: &str, cutoff: i64, dry_run: bool) -> Result<u64>;
+    /// Makes deleted data leave the files (SQLite: truncate the WAL); no-op elsewhere.
+    async fn compact(&self) -> Result<()>;
+
+    /// For a queued outbound message: its author, whether its contact is restricted,
+    /// and the contact's latest AI-processing consent. `None` if the message is gone.
+    async fn send_policy(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+    ) -> Result<Option<(String, bool, Option<bool>)>>;
 }
 
 /// Implements [`PrivacyStore`] for `$store` on database `$db`. `find` is the SQL
@@ -142,6 +387,73 @@ macro_rules! privacy_store {
                     .execute(&mut **tx)
                     .await?;
                 Ok(())
+            }
+
+            /// Applies one privacy change and its audit entry inside `tx`.
+            async fn apply_privacy(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tenant_id: &str,
+                effect: &$crate::store::PrivacyEffect,
+            ) -> $crate::store::Result<()> {
+                use $crate::audit::Audit;
+                use $crate::store::PrivacyEffect;
+                let entry = match effect {
+                    PrivacyEffect::Audit(entry) => Audit { tenant_id: tenant_id.to_string(), ..entry.clone() },
+                    PrivacyEffect::Consent { contact_id, purpose, granted, source, detail, actor, at } => {
+                        sqlx::query(
+                            "INSERT INTO consent_events (id, tenant_id, contact_id, purpose, granted, source, detail, at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        )
+                        .bind($crate::store::new_id())
+                        .bind(tenant_id)
+                        .bind(contact_id)
+                        .bind(purpose.as_str())
+                        .bind(granted)
+                        .bind(source)
+                        .bind(detail)
+                        .bind(at)
+                        .execute(&mut **tx)
+                        .await?;
+                        Audit::new(tenant_id, actor, "consent.change").contact(contact_id).detail(serde_json::json!({
+                            "purpose": purpose.as_str(), "granted": granted, "source": source, "signal": detail,
+                        }))
+                    }
+                    PrivacyEffect::Restrict { contact_id, restricted, actor, at } => {
+                        sqlx::query("UPDATE contacts SET restricted_at = $3 WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant_id)
+                            .bind(contact_id)
+                            .bind(restricted.then_some(*at))
+                            .execute(&mut **tx)
+                            .await?;
+                        let action = if *restricted { "contact.restrict" } else { "contact.unrestrict" };
+                        Audit::new(tenant_id, actor, action).contact(contact_id)
+                    }
+                    PrivacyEffect::Rectify { contact_id, display_name, email, actor, at } => {
+                        sqlx::query(
+                            "UPDATE contacts SET \
+                             display_name = CASE WHEN $3 THEN $4 ELSE display_name END, \
+                             email = CASE WHEN $5 THEN $6 ELSE email END, updated_at = $7 \
+                             WHERE tenant_id = $1 AND id = $2",
+                        )
+                        .bind(tenant_id)
+                        .bind(contact_id)
+                        .bind(display_name.is_some())
+                        .bind(display_name.as_deref().filter(|v| !v.is_empty()))
+                        .bind(email.is_some())
+                        .bind(email.as_deref().filter(|v| !v.is_empty()))
+                        .bind(at)
+                        .execute(&mut **tx)
+                        .await?;
+                        let fields: Vec<&str> = [("display_name", display_name.is_some()), ("email", email.is_some())]
+                            .into_iter()
+                            .filter_map(|(name, set)| set.then_some(name))
+                            .collect();
+                        Audit::new(tenant_id, actor, "contact.rectify")
+                            .contact(contact_id)
+                            .detail(serde_json::json!({ "fields": fields }))
+                    }
+                };
+                Self::audit_in(tx, &entry).await
             }
         }
 
@@ -370,6 +682,292 @@ macro_rules! privacy_store {
                 .bind(external_user_id)
                 .fetch_all(self.reader())
                 .await?)
+            }
+
+            async fn policy_state(
+                &self,
+                tenant_id: &str,
+                contact_id: &str,
+            ) -> $crate::store::Result<$crate::store::PolicyState> {
+                let restricted_at: Option<Option<i64>> =
+                    sqlx::query_scalar("SELECT restricted_at FROM contacts WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant_id)
+                        .bind(contact_id)
+                        .fetch_optional(self.reader())
+                        .await?;
+                let ai_processing: Option<bool> = sqlx::query_scalar(
+                    "SELECT granted FROM consent_events WHERE tenant_id = $1 AND contact_id = $2 \
+                     AND purpose = 'ai_processing' ORDER BY at DESC, id DESC LIMIT 1",
+                )
+                .bind(tenant_id)
+                .bind(contact_id)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok($crate::store::PolicyState {
+                    restricted: restricted_at.flatten().is_some(),
+                    ai_processing,
+                    settings: self.privacy_settings(tenant_id).await?,
+                })
+            }
+
+            async fn privacy_settings(&self, tenant_id: &str) -> $crate::store::Result<$crate::store::PrivacySettings> {
+                let row: Option<(String, String, String, Option<String>, i64)> = sqlx::query_as(
+                    "SELECT stop_words, start_words, human_words, disclosure, handoff_idle_minutes \
+                     FROM privacy_settings WHERE tenant_id = $1",
+                )
+                .bind(tenant_id)
+                .fetch_optional(self.reader())
+                .await?;
+                let words = |json: &str| serde_json::from_str::<Vec<String>>(json).unwrap_or_default();
+                Ok(match row {
+                    Some((stop, start, human, disclosure, handoff_idle_minutes)) => $crate::store::PrivacySettings {
+                        stop_words: words(&stop),
+                        start_words: words(&start),
+                        human_words: words(&human),
+                        disclosure,
+                        handoff_idle_minutes,
+                    },
+                    None => $crate::store::PrivacySettings::default(),
+                })
+            }
+
+            async fn put_privacy_settings(
+                &self,
+                tenant_id: &str,
+                s: &$crate::store::PrivacySettings,
+                audit: &$crate::audit::Audit,
+            ) -> $crate::store::Result<()> {
+                let (_gate, mut conn) = self.write_connection(true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                let json = |words: &Vec<String>| serde_json::to_string(words).unwrap_or_else(|_| "[]".into());
+                sqlx::query(
+                    "INSERT INTO privacy_settings (tenant_id, stop_words, start_words, human_words, disclosure, \
+                     handoff_idle_minutes, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET stop_words = $2, start_words = $3, human_words = $4, \
+                     disclosure = $5, handoff_idle_minutes = $6, updated_at = $7",
+                )
+                .bind(tenant_id)
+                .bind(json(&s.stop_words))
+                .bind(json(&s.start_words))
+                .bind(json(&s.human_words))
+                .bind(&s.disclosure)
+                .bind(s.handoff_idle_minutes)
+                .bind($crate::store::now_ms())
+                .execute(&mut *tx)
+                .await?;
+                Self::audit_in(&mut tx, &$crate::audit::Audit { tenant_id: tenant_id.to_string(), ..audit.clone() }).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn contact(
+                &self,
+                tenant_id: &str,
+                contact_id: &str,
+            ) -> $crate::store::Result<Option<$crate::store::ContactRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, display_name, email, restricted_at, created_at, updated_at FROM contacts \
+                     WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(tenant_id)
+                .bind(contact_id)
+                .fetch_optional(self.reader())
+                .await?)
+            }
+
+            async fn identities(
+                &self,
+                tenant_id: &str,
+                contact_id: &str,
+            ) -> $crate::store::Result<Vec<$crate::store::IdentityRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT i.channel_id, c.platform, i.external_user_id, i.phone, i.username, i.display_name, \
+                     i.created_at FROM contact_identities i JOIN channels c ON c.id = i.channel_id \
+                     WHERE i.tenant_id = $1 AND i.contact_id = $2 ORDER BY i.created_at, i.id",
+                )
+                .bind(tenant_id)
+                .bind(contact_id)
+                .fetch_all(self.reader())
+                .await?)
+            }
+
+            async fn contact_conversations(
+                &self,
+                tenant_id: &str,
+                contact_id: &str,
+            ) -> $crate::store::Result<Vec<$crate::store::ConversationRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT c.id, c.channel_id, ch.platform, c.contact_id, c.external_chat_id, c.status, \
+                     c.last_message_at, c.created_at FROM conversations c JOIN channels ch ON ch.id = c.channel_id \
+                     WHERE c.tenant_id = $1 AND c.contact_id = $2 ORDER BY c.created_at, c.id",
+                )
+                .bind(tenant_id)
+                .bind(contact_id)
+                .fetch_all(self.reader())
+                .await?)
+            }
+
+            async fn consent_history(
+                &self,
+                tenant_id: &str,
+                contact_id: &str,
+            ) -> $crate::store::Result<Vec<$crate::store::ConsentRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, purpose, granted, source, detail, at FROM consent_events \
+                     WHERE tenant_id = $1 AND contact_id = $2 ORDER BY at, id",
+                )
+                .bind(tenant_id)
+                .bind(contact_id)
+                .fetch_all(self.reader())
+                .await?)
+            }
+
+            async fn tenant_ids(&self) -> $crate::store::Result<Vec<String>> {
+                Ok(sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
+                    .fetch_all(self.reader())
+                    .await?)
+            }
+
+            async fn retention_settings(
+                &self,
+                tenant_id: &str,
+            ) -> $crate::store::Result<Option<$crate::privacy::retention::RetentionSettings>> {
+                Ok(sqlx::query_as(
+                    "SELECT messages_days, raw_events_days, analytics_days, audit_days \
+                     FROM retention_settings WHERE tenant_id = $1",
+                )
+                .bind(tenant_id)
+                .fetch_optional(self.reader())
+                .await?)
+            }
+
+            async fn put_retention_settings(
+                &self,
+                tenant_id: &str,
+                s: &$crate::privacy::retention::RetentionSettings,
+                audit: &$crate::audit::Audit,
+            ) -> $crate::store::Result<()> {
+                let (_gate, mut conn) = self.write_connection(true).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                sqlx::query(
+                    "INSERT INTO retention_settings (tenant_id, messages_days, raw_events_days, analytics_days, \
+                     audit_days, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET messages_days = $2, raw_events_days = $3, \
+                     analytics_days = $4, audit_days = $5, updated_at = $6",
+                )
+                .bind(tenant_id)
+                .bind(s.messages_days)
+                .bind(s.raw_events_days)
+                .bind(s.analytics_days)
+                .bind(s.audit_days)
+                .bind($crate::store::now_ms())
+                .execute(&mut *tx)
+                .await?;
+                Self::audit_in(&mut tx, &$crate::audit::Audit { tenant_id: tenant_id.to_string(), ..audit.clone() }).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_expired(
+                &self,
+                tenant_id: Option<&str>,
+                class: $crate::store::DataClass,
+                cutoff: i64,
+                batch: i64,
+            ) -> $crate::store::Result<u64> {
+                let Some((delete, _)) = class.statements() else { return Ok(0) };
+                // Background turn: acknowledgements go first.
+                let (_gate, mut conn) = self.write_connection(false).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                let n = sqlx::query(delete)
+                    .bind(tenant_id)
+                    .bind(cutoff)
+                    .bind(batch)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn count_expired(
+                &self,
+                tenant_id: Option<&str>,
+                class: $crate::store::DataClass,
+                cutoff: i64,
+            ) -> $crate::store::Result<u64> {
+                let Some((_, count)) = class.statements() else { return Ok(0) };
+                let n: i64 = sqlx::query_scalar(count)
+                    .bind(tenant_id)
+                    .bind(cutoff)
+                    .fetch_one(self.reader())
+                    .await?;
+                Ok(n.max(0) as u64)
+            }
+
+            async fn prune_audit(&self, tenant_id: &str, cutoff: i64, dry_run: bool) -> $crate::store::Result<u64> {
+                if dry_run {
+                    let n: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM audit_log WHERE tenant_id = $1 AND n <= \
+                         (SELECT COALESCE(MAX(n), 0) FROM audit_log WHERE tenant_id = $1 AND at <= $2)",
+                    )
+                    .bind(tenant_id)
+                    .bind(cutoff)
+                    .fetch_one(self.reader())
+                    .await?;
+                    return Ok(n.max(0) as u64);
+                }
+                let (_gate, mut conn) = self.write_connection(false).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                let last: Option<(i64, String)> = sqlx::query_as(
+                    "SELECT n, hash FROM audit_log WHERE tenant_id = $1 AND at <= $2 ORDER BY n DESC LIMIT 1",
+                )
+                .bind(tenant_id)
+                .bind(cutoff)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((n, hash)) = last else {
+                    tx.rollback().await?;
+                    return Ok(0);
+                };
+                // Lock the head first (as appends do), then cut the prefix.
+                sqlx::query("UPDATE audit_heads SET anchor_n = $2, anchor_hash = $3 WHERE tenant_id = $1")
+                    .bind(tenant_id)
+                    .bind(n)
+                    .bind(&hash)
+                    .execute(&mut *tx)
+                    .await?;
+                let deleted = sqlx::query("DELETE FROM audit_log WHERE tenant_id = $1 AND n <= $2")
+                    .bind(tenant_id)
+                    .bind(n)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
+            async fn send_policy(
+                &self,
+                tenant_id: &str,
+                message_id: &str,
+            ) -> $crate::store::Result<Option<(String, bool, Option<bool>)>> {
+                let row: Option<(String, Option<i64>, Option<bool>)> = sqlx::query_as(
+                    "SELECT m.author, ct.restricted_at, (SELECT e.granted FROM consent_events e                        WHERE e.tenant_id = m.tenant_id AND e.contact_id = c.contact_id                        AND e.purpose = 'ai_processing' ORDER BY e.at DESC, e.id DESC LIMIT 1)                      FROM messages m JOIN conversations c ON c.id = m.conversation_id                      JOIN contacts ct ON ct.id = c.contact_id WHERE m.tenant_id = $1 AND m.id = $2",
+                )
+                .bind(tenant_id)
+                .bind(message_id)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(row.map(|(author, restricted_at, consent)| (author, restricted_at.is_some(), consent)))
+            }
+
+            async fn compact(&self) -> $crate::store::Result<()> {
+                if !$after_erase.is_empty() {
+                    let (_gate, mut conn) = self.write_connection(false).await?;
+                    sqlx::query($after_erase).execute(&mut *conn).await?;
+                }
+                Ok(())
             }
         }
     };

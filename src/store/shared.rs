@@ -147,6 +147,7 @@ macro_rules! shared_store {
                                 .execute(&mut **tx)
                                 .await?;
                         }
+                        Effect::Privacy(privacy) => Self::apply_privacy(tx, tenant_id, privacy).await?,
                         // -- AI pipeline ----
                         Effect::HoldForAi { conversation_id, inbox_id, at } => {
                             sqlx::query(
@@ -1150,6 +1151,27 @@ macro_rules! shared_store {
                 .bind(credentials)
                 .execute(&mut *tx)
                 .await?;
+                // Consent the platform's revocation withdrew comes back with the
+                // install, for people whose current state is that withdrawal (not a
+                // STOP of their own).
+                if done.rows_affected() == 1 {
+                    sqlx::query(
+                        "INSERT INTO consent_events (id, tenant_id, contact_id, purpose, granted, source, detail, at) \
+                         SELECT $1 || ':' || i.contact_id, i.tenant_id, i.contact_id, 'ai_processing', TRUE, \
+                         'platform', 'app_installed', $4 FROM contact_identities i \
+                         WHERE i.tenant_id = $2 AND i.channel_id = $3 \
+                         AND (SELECT c.detail FROM consent_events c WHERE c.tenant_id = i.tenant_id \
+                              AND c.contact_id = i.contact_id AND c.purpose = 'ai_processing' \
+                              ORDER BY c.at DESC, c.id DESC LIMIT 1) IN ('app_uninstalled', 'tokens_revoked') \
+                         GROUP BY i.tenant_id, i.contact_id",
+                    )
+                    .bind($crate::store::new_id())
+                    .bind(tenant_id)
+                    .bind(channel_id)
+                    .bind($crate::store::now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 tx.commit().await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -1200,6 +1222,21 @@ macro_rules! shared_store {
                 .bind(&r.tenant_id)
                 .bind(&r.channel_id)
                 .bind(&r.detail)
+                .execute(&mut *tx)
+                .await?;
+                // The platform signal feeds the consent ledger: no AI processing for
+                // the people of this installation (undone by a re-install).
+                sqlx::query(
+                    "INSERT INTO consent_events (id, tenant_id, contact_id, purpose, granted, source, detail, at) \
+                     SELECT $1 || ':' || i.contact_id, i.tenant_id, i.contact_id, 'ai_processing', FALSE, \
+                     'platform', $4, $5 FROM contact_identities i \
+                     WHERE i.tenant_id = $2 AND i.channel_id = $3 GROUP BY i.tenant_id, i.contact_id",
+                )
+                .bind($crate::store::new_id())
+                .bind(&r.tenant_id)
+                .bind(&r.channel_id)
+                .bind(&r.kind)
+                .bind(r.at)
                 .execute(&mut *tx)
                 .await?;
                 Self::audit_in(&mut tx, &r.audit).await?;

@@ -218,6 +218,8 @@ pub enum Effect {
         message_id: String,
         tag: String,
     },
+    /// Consent, restriction, rectification or an audit entry (privacy engine).
+    Privacy(super::PrivacyEffect),
     // -- AI pipeline ----
     /// Every provider failed for this event: its customer was told "we will get back
     /// to you" (once), and the event is retried.

@@ -498,6 +498,12 @@ impl AuthedClient<'_> {
     pub fn delete(&self, url: String) -> reqwest::RequestBuilder {
         self.http.delete(url).bearer_auth(&self.key)
     }
+    pub fn put(&self, url: String) -> reqwest::RequestBuilder {
+        self.http.put(url).bearer_auth(&self.key)
+    }
+    pub fn patch(&self, url: String) -> reqwest::RequestBuilder {
+        self.http.patch(url).bearer_auth(&self.key)
+    }
 }
 
 #[derive(Debug, Clone)]

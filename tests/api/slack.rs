@@ -523,6 +523,17 @@ async fn uninstall_stops_all_sending_and_destroys_the_token(backend: Backend) {
         1,
         "nothing is sent after the uninstall"
     );
+    // The signal is in the person's consent ledger.
+    let (_, conversations) = s.app.get_json(&s.tenant, "/api/v1/conversations").await;
+    let contact = conversations["items"][0]["contact_id"]
+        .as_str()
+        .expect("contact");
+    let (status, profile) = s
+        .app
+        .get_json(&s.tenant, &format!("/api/v1/contacts/{contact}"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(profile["consent"]["ai_processing"], false, "{profile}");
 }
 
 async fn oauth_install_checks_state_and_creates_a_working_channel(backend: Backend) {

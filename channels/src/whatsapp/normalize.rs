@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use super::wire;
 use crate::model::{
-    Content, Delete, DeliveryStatus, Edit, EventBody, InboundEvent, InboundMessage, Location,
-    Media, MediaKind, Normalized, Participant, PlatformError, Reaction, SharedContact,
+    ConsentSignal, Content, Delete, DeliveryStatus, Edit, EventBody, InboundEvent, InboundMessage,
+    Location, Media, MediaKind, Normalized, Participant, PlatformError, Reaction, SharedContact,
     StatusUpdate, Unhandled,
 };
 use crate::NormalizeError;
@@ -27,6 +27,9 @@ const FIELD: &str = "messages";
 const MALFORMED_MESSAGE: &str = "malformed_message";
 const MALFORMED_STATUS: &str = "malformed_status";
 const MALFORMED_ERROR: &str = "malformed_error";
+/// The change `field` of marketing preference updates.
+const PREFERENCES: &str = "user_preferences";
+const MALFORMED_PREFERENCE: &str = "malformed_preference";
 
 /// Normalizes one delivery body (already authenticated by the caller).
 pub(super) fn normalize(body: &[u8]) -> Result<Normalized, NormalizeError> {
@@ -70,6 +73,7 @@ fn normalize_change(entry_id: &str, change: &Value, out: &mut Normalized) {
         .filter(|s| !s.is_empty());
     match change.get("field").and_then(Value::as_str) {
         Some(FIELD) => {}
+        Some(PREFERENCES) => return preferences(entry_id, account_id, value, change, out),
         Some(other) => {
             out.unhandled.push(unhandled(
                 account_id,
@@ -121,6 +125,44 @@ fn normalize_change(entry_id: &str, change: &Value, out: &mut Normalized) {
         .chain(errors.iter().map(|e| (e, scope.account_error(e))));
     for (raw, result) in mapped {
         match result {
+            Ok(event) => out.events.push(event),
+            Err(reason) => out
+                .unhandled
+                .push(unhandled(Some(account_id), &reason, raw)),
+        }
+    }
+}
+
+/// Maps a `user_preferences` change: one consent signal per item.
+fn preferences(
+    entry_id: &str,
+    account_id: Option<&str>,
+    value: Option<&Value>,
+    change: &Value,
+    out: &mut Normalized,
+) {
+    let (Some(account_id), Some(value)) = (account_id, value) else {
+        out.unhandled
+            .push(unhandled(account_id, "malformed_change", change));
+        return;
+    };
+    let prefs = items(value, PREFERENCES);
+    if prefs.is_empty() {
+        out.unhandled
+            .push(unhandled(Some(account_id), "empty_change", change));
+        return;
+    }
+    let contacts: Vec<wire::Contact> = items(value, "contacts")
+        .iter()
+        .filter_map(|c| wire::Contact::deserialize(c).ok())
+        .collect();
+    let scope = Scope {
+        account_id,
+        entry_id,
+        contacts: &contacts,
+    };
+    for raw in prefs {
+        match scope.preference(raw) {
             Ok(event) => out.events.push(event),
             Err(reason) => out
                 .unhandled
@@ -223,6 +265,41 @@ impl Scope<'_> {
             username: profile.and_then(|p| p.username.clone()),
         };
         Some((chat.to_owned(), sender))
+    }
+
+    /// Maps one `user_preferences[]` item.
+    fn preference(&self, raw: &Value) -> Result<InboundEvent, String> {
+        let pref = wire::Preference::deserialize(raw).map_err(|_| MALFORMED_PREFERENCE)?;
+        let granted = match pref.value.as_deref() {
+            Some("stop") => false,
+            Some("resume") => true,
+            Some(other) => return Err(format!("unknown_preference:{other}")),
+            None => return Err(MALFORMED_PREFERENCE.into()),
+        };
+        match pref.category.as_deref() {
+            Some("marketing_messages") | None => {}
+            Some(other) => return Err(format!("unknown_preference_category:{other}")),
+        }
+        let head = wire::MessageHead {
+            from: pref.wa_id.clone(),
+            from_user_id: pref.user_id.clone(),
+            ..wire::MessageHead::default()
+        };
+        let (chat, sender) = self.sender(&head).ok_or(MALFORMED_PREFERENCE)?;
+        let value = if granted { "resume" } else { "stop" };
+        Ok(InboundEvent {
+            // No id of its own: who, when and which way is unique enough to dedupe.
+            external_id: format!("{PREFERENCES}:{}:{}:{value}", sender.id, pref.timestamp),
+            account_id: self.account_id.to_owned(),
+            timestamp: pref.timestamp,
+            body: EventBody::Consent(ConsentSignal {
+                chat,
+                sender,
+                purpose: "marketing".into(),
+                granted,
+                signal: PREFERENCES.into(),
+            }),
+        })
     }
 
     /// Maps one `statuses[]` item.

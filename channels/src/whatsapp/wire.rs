@@ -27,6 +27,19 @@ pub(super) struct Profile {
     pub username: Option<String>,
 }
 
+/// One `value.user_preferences[]` item: a marketing opt-out (`stop`) or opt-in
+/// (`resume`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct Preference {
+    pub wa_id: Option<String>,
+    pub user_id: Option<String>,
+    pub category: Option<String>,
+    pub value: Option<String>,
+    #[serde(deserialize_with = "unix_seconds")]
+    pub timestamp: i64,
+}
+
 /// The fields every `messages[]` item shares; the type-specific object
 /// (`text`, `image`, ...) is read separately.
 #[derive(Debug, Default, Deserialize)]

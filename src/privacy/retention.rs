@@ -1,0 +1,239 @@
+//! Retention: per-tenant periods for each data class, within the platform's maximums,
+//! and the sweep that deletes what expired — on a schedule inside `serve` and on
+//! demand with `omnigate retention run [--dry-run]`.
+//!
+//! Deletion runs in small batches, each its own short transaction taken as background
+//! work, so webhook acknowledgements never wait long for the writer. Each tenant's
+//! per-class counts are recorded in its audit log. Dedupe keys (handled inbox rows:
+//! platform ids only) are kept at least [`DEDUPE_MIN_DAYS`] whatever the message
+//! period, so a platform's late redelivery of an expired message is not answered
+//! again.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::Audit;
+use crate::config::Retention as Limits;
+use crate::store::{now_ms, DataClass, Store};
+
+pub const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+/// Handled inbox rows (platform ids, no content) outlive messages at least this long.
+pub const DEDUPE_MIN_DAYS: i64 = 7;
+
+/// A tenant's retention periods, in whole days; 0 means "as soon as handled".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    pub messages_days: i64,
+    pub raw_events_days: i64,
+    pub analytics_days: i64,
+    pub audit_days: i64,
+}
+
+impl RetentionSettings {
+    /// What a tenant gets until it chooses: the maximums, raw envelopes a week.
+    pub fn defaults(limits: &Limits) -> Self {
+        Self {
+            messages_days: limits.max_messages_days,
+            raw_events_days: limits.max_raw_events_days.min(7),
+            analytics_days: limits.max_analytics_days,
+            audit_days: limits.max_audit_days,
+        }
+    }
+
+    /// The first value outside `0..=maximum`, named.
+    pub fn check(&self, limits: &Limits) -> Result<(), String> {
+        for (name, value, max) in [
+            (
+                "messages_days",
+                self.messages_days,
+                limits.max_messages_days,
+            ),
+            (
+                "raw_events_days",
+                self.raw_events_days,
+                limits.max_raw_events_days,
+            ),
+            (
+                "analytics_days",
+                self.analytics_days,
+                limits.max_analytics_days,
+            ),
+            ("audit_days", self.audit_days, limits.max_audit_days),
+        ] {
+            if !(0..=max).contains(&value) {
+                return Err(format!("{name} must be between 0 and {max}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stored values lowered to maximums the operator has since reduced.
+    fn within(self, limits: &Limits) -> Self {
+        Self {
+            messages_days: self.messages_days.min(limits.max_messages_days),
+            raw_events_days: self.raw_events_days.min(limits.max_raw_events_days),
+            analytics_days: self.analytics_days.min(limits.max_analytics_days),
+            audit_days: self.audit_days.min(limits.max_audit_days),
+        }
+    }
+}
+
+/// A tenant's settings as they apply now.
+pub async fn settings_of(
+    store: &dyn Store,
+    limits: &Limits,
+    tenant_id: &str,
+) -> crate::store::Result<RetentionSettings> {
+    Ok(store
+        .retention_settings(tenant_id)
+        .await?
+        .map_or_else(|| RetentionSettings::defaults(limits), |s| s.within(limits)))
+}
+
+/// What one sweep deleted (or, dry, would delete), per class, summed over tenants.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SweepReport {
+    pub dry_run: bool,
+    pub classes: BTreeMap<&'static str, u64>,
+}
+
+impl SweepReport {
+    pub fn total(&self) -> u64 {
+        self.classes.values().sum()
+    }
+}
+
+const CLASSES: [DataClass; 5] = [
+    DataClass::Messages,
+    DataClass::RawEvents,
+    DataClass::Unhandled,
+    DataClass::DedupeKeys,
+    DataClass::Analytics,
+];
+
+/// Deletes (or with `dry_run` counts) everything expired at `now`, for every tenant,
+/// then the rows no tenant owns (unroutable envelopes and events) by the maximums.
+pub async fn sweep(
+    store: &dyn Store,
+    limits: &Limits,
+    now: i64,
+    dry_run: bool,
+) -> crate::store::Result<SweepReport> {
+    let mut report = SweepReport {
+        dry_run,
+        ..SweepReport::default()
+    };
+    for tenant_id in store.tenant_ids().await? {
+        let settings = settings_of(store, limits, &tenant_id).await?;
+        let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for class in CLASSES {
+            let n = expire(
+                store,
+                limits,
+                Some(&tenant_id),
+                class,
+                cutoff(class, &settings, now),
+                dry_run,
+            )
+            .await?;
+            counts.insert(class.as_str(), n);
+        }
+        let audit_cutoff = now - settings.audit_days * DAY_MS;
+        counts.insert(
+            DataClass::Audit.as_str(),
+            store.prune_audit(&tenant_id, audit_cutoff, dry_run).await?,
+        );
+        if !dry_run && counts.values().any(|n| *n > 0) {
+            store
+                .append_audit(
+                    &Audit::new(&tenant_id, "system", "retention.sweep")
+                        .detail(serde_json::to_value(&counts).unwrap_or_default()),
+                )
+                .await?;
+        }
+        for (class, n) in counts {
+            *report.classes.entry(class).or_default() += n;
+        }
+    }
+    let unowned = RetentionSettings {
+        raw_events_days: limits.max_raw_events_days,
+        ..RetentionSettings::defaults(limits)
+    };
+    for class in [DataClass::RawEvents, DataClass::Unhandled] {
+        let n = expire(
+            store,
+            limits,
+            None,
+            class,
+            cutoff(class, &unowned, now),
+            dry_run,
+        )
+        .await?;
+        *report.classes.entry(class.as_str()).or_default() += n;
+    }
+    if !dry_run && report.total() > 0 {
+        store.compact().await?;
+    }
+    Ok(report)
+}
+
+fn cutoff(class: DataClass, s: &RetentionSettings, now: i64) -> i64 {
+    let days = match class {
+        DataClass::Messages => s.messages_days,
+        DataClass::RawEvents | DataClass::Unhandled => s.raw_events_days,
+        DataClass::DedupeKeys => DEDUPE_MIN_DAYS.max(s.raw_events_days),
+        DataClass::Analytics => s.analytics_days,
+        DataClass::Audit => s.audit_days,
+    };
+    now - days * DAY_MS
+}
+
+async fn expire(
+    store: &dyn Store,
+    limits: &Limits,
+    tenant_id: Option<&str>,
+    class: DataClass,
+    cutoff: i64,
+    dry_run: bool,
+) -> crate::store::Result<u64> {
+    if dry_run {
+        return store.count_expired(tenant_id, class, cutoff).await;
+    }
+    let mut total = 0;
+    loop {
+        let n = store
+            .delete_expired(tenant_id, class, cutoff, limits.batch_size)
+            .await?;
+        total += n;
+        if n < limits.batch_size as u64 {
+            return Ok(total);
+        }
+        // Let waiting writers in between batches.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Sweeps every `sweep_interval_minutes` until `stop`.
+pub async fn run_sweeper(
+    store: std::sync::Arc<dyn Store>,
+    limits: Limits,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_secs(limits.sweep_interval_minutes.max(1) * 60);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match sweep(store.as_ref(), &limits, now_ms(), false).await {
+            Ok(report) => {
+                tracing::info!(deleted = report.total(), classes = ?report.classes, "retention sweep")
+            }
+            Err(e) => tracing::error!(error = %e, "retention sweep failed"),
+        }
+    }
+}
