@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::assistant::{Assistant, KbAnswerer};
+use crate::assistant::{Assistant, Pipeline};
 use crate::config::{self, Config};
 use crate::crypto::{self, Sealer};
 use crate::inbound::Committer;
@@ -29,6 +29,8 @@ pub struct Inner {
     pub sealer: Sealer,
     pub channels: HashMap<ChannelKind, Arc<dyn Channel>>,
     pub assistant: Arc<dyn Assistant>,
+    /// The AI pipeline behind `assistant` (its metrics).
+    pub ai: Arc<Pipeline>,
     pub committer: Committer,
     /// Wakes the worker when new inbox events are committed.
     pub inbox_wake: Arc<Notify>,
@@ -247,9 +249,11 @@ pub async fn run(
     let (committer, committer_task) =
         crate::inbound::spawn_committer(store.clone(), inbox_wake.clone(), committer_stop.clone());
     let public_url = config.public_url();
+    let ai = Arc::new(Pipeline::new(store.clone(), &config)?);
     let app = App {
         inner: Arc::new(Inner {
-            assistant: Arc::new(KbAnswerer::new(store.clone())),
+            assistant: ai.clone(),
+            ai,
             sealer: Sealer::new(&key).with_previous(&previous_master_keys(&config)?),
             store,
             channels,

@@ -248,6 +248,19 @@ pub struct Ai {
     pub anthropic: Provider,
     #[serde(default = "Provider::gemini")]
     pub gemini: Provider,
+    // -- AI pipeline tuning (additions to CONTRACT.md's keys) ----
+    /// Consecutive failures after which a provider is skipped for a cool-down.
+    #[serde(default = "Ai::default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long a failing provider is skipped before one probe call is let through.
+    #[serde(default = "Ai::default_breaker_cooldown_ms")]
+    pub breaker_cooldown_ms: u64,
+    /// Budget, in estimated tokens, for the conversation turns sent with a question.
+    #[serde(default = "Ai::default_context_tokens")]
+    pub context_tokens: usize,
+    /// Longest answer asked of a provider, in tokens.
+    #[serde(default = "Ai::default_max_output_tokens")]
+    pub max_output_tokens: u32,
 }
 
 impl Ai {
@@ -261,6 +274,18 @@ impl Ai {
     fn default_timeout_ms() -> u64 {
         20_000
     }
+    fn default_breaker_failures() -> u32 {
+        5
+    }
+    fn default_breaker_cooldown_ms() -> u64 {
+        30_000
+    }
+    fn default_context_tokens() -> usize {
+        3_000
+    }
+    fn default_max_output_tokens() -> u32 {
+        512
+    }
 }
 
 impl Default for Ai {
@@ -271,11 +296,15 @@ impl Default for Ai {
             openai: Provider::openai(),
             anthropic: Provider::anthropic(),
             gemini: Provider::gemini(),
+            breaker_failures: Self::default_breaker_failures(),
+            breaker_cooldown_ms: Self::default_breaker_cooldown_ms(),
+            context_tokens: Self::default_context_tokens(),
+            max_output_tokens: Self::default_max_output_tokens(),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderName {
     #[serde(rename = "openai")]
@@ -292,6 +321,12 @@ pub struct Provider {
     pub api_key: Option<SecretString>,
     #[serde(default)]
     pub model: Option<String>,
+    /// Price of a million input tokens in US dollars, for cost accounting.
+    #[serde(default)]
+    pub input_usd_per_mtok: f64,
+    /// Price of a million output tokens in US dollars.
+    #[serde(default)]
+    pub output_usd_per_mtok: f64,
 }
 
 impl Provider {
@@ -309,16 +344,58 @@ impl Provider {
             base_url: url.into(),
             api_key: None,
             model: None,
+            input_usd_per_mtok: 0.0,
+            output_usd_per_mtok: 0.0,
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Knowledge {
     /// Lets the website crawler fetch loopback/private addresses (tests, intranets).
     #[serde(default)]
     pub allow_private_targets: bool,
+    // -- crawler limits (additions to CONTRACT.md's keys) ----
+    /// Most pages one crawl may fetch, whatever the request asks.
+    #[serde(default = "Knowledge::default_max_pages")]
+    pub max_pages: usize,
+    /// Most links followed away from the start page.
+    #[serde(default = "Knowledge::default_max_depth")]
+    pub max_depth: usize,
+    /// Largest page read, in bytes; bigger pages are skipped.
+    #[serde(default = "Knowledge::default_max_page_bytes")]
+    pub max_page_bytes: usize,
+    /// Time allowed for one page fetch.
+    #[serde(default = "Knowledge::default_fetch_timeout_ms")]
+    pub fetch_timeout_ms: u64,
+}
+
+impl Knowledge {
+    fn default_max_pages() -> usize {
+        200
+    }
+    fn default_max_depth() -> usize {
+        3
+    }
+    fn default_max_page_bytes() -> usize {
+        2 * 1024 * 1024
+    }
+    fn default_fetch_timeout_ms() -> u64 {
+        10_000
+    }
+}
+
+impl Default for Knowledge {
+    fn default() -> Self {
+        Self {
+            allow_private_targets: false,
+            max_pages: Self::default_max_pages(),
+            max_depth: Self::default_max_depth(),
+            max_page_bytes: Self::default_max_page_bytes(),
+            fetch_timeout_ms: Self::default_fetch_timeout_ms(),
+        }
+    }
 }
 
 /// Background work tuning (an addition to CONTRACT.md's keys).
@@ -518,6 +595,19 @@ impl Config {
         }
         if self.ai.timeout_ms == 0 {
             return bad("ai.timeout_ms", "must be positive");
+        }
+        if self.ai.breaker_failures == 0 {
+            return bad("ai.breaker_failures", "must be positive");
+        }
+        for (key, p) in [
+            ("ai.openai", &self.ai.openai),
+            ("ai.anthropic", &self.ai.anthropic),
+            ("ai.gemini", &self.ai.gemini),
+        ] {
+            let ok = |v: f64| v.is_finite() && v >= 0.0;
+            if !ok(p.input_usd_per_mtok) || !ok(p.output_usd_per_mtok) {
+                return bad(key, "prices must be zero or positive");
+            }
         }
         if self.worker.concurrency == 0 {
             return bad("worker.concurrency", "must be positive");

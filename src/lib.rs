@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod http;
 pub mod inbound;
 pub mod install;
+pub mod knowledge;
 pub mod metrics;
 pub mod ops;
 pub mod outbound;

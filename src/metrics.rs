@@ -262,10 +262,14 @@ pub async fn endpoint(State(app): State<App>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "inbox gauges unavailable"),
     }
+    // The AI pipeline keeps its own counters (provider calls, failovers, breakers,
+    // tokens and cost); they are exposed here with the rest.
+    let mut body = render();
+    body.push_str(&app.ai.metrics());
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render(),
+        body,
     )
         .into_response()
 }

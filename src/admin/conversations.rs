@@ -111,6 +111,7 @@ async fn messages(
         .await?
         .into_iter()
         .map(|m| {
+            let (provider, model, offline) = super::assistant::producer(m.produced_by.as_deref());
             json!({
                 "id": m.id,
                 "direction": m.direction,
@@ -124,6 +125,9 @@ async fn messages(
                 "error_code": m.error_code,
                 "error_detail": m.error_detail,
                 "produced_by": m.produced_by,
+                "provider": provider,
+                "model": model,
+                "offline": offline,
                 "possible_duplicate": m.possible_duplicate,
                 "created_at": m.created_at,
             })

@@ -2,6 +2,7 @@
 //! unhandled events. The tenant always comes from the API key, never from the path
 //! or body; another tenant's ids are answered 404 like ids that do not exist.
 
+mod assistant;
 // -- privacy -------------------------------------------------------------------------
 pub mod audit;
 mod contacts;
@@ -24,6 +25,7 @@ pub fn router() -> Router<App> {
         .merge(conversations::router())
         .merge(knowledge::router())
         .merge(events::router())
+        .merge(assistant::router())
         // -- privacy
         .merge(audit::router())
         .merge(contacts::router())

@@ -28,31 +28,39 @@ impl KbAnswerer {
     }
 }
 
-#[async_trait]
-impl Assistant for KbAnswerer {
-    async fn answer(&self, question: &Question<'_>) -> anyhow::Result<Answer> {
-        let terms = terms(question.text);
-        let candidates = self
-            .store
-            .search_passages(question.tenant_id, &terms, 5)
-            .await?;
+impl KbAnswerer {
+    /// The best-matching passage, if one covers enough of what was asked.
+    pub async fn best(&self, tenant_id: &str, text: &str) -> anyhow::Result<Option<String>> {
+        let terms = terms(text);
+        let candidates = self.store.search_passages(tenant_id, &terms, 5).await?;
         // The database ranks; a passage counts as an answer only if it covers enough
         // of what was asked.
-        let best = candidates
+        Ok(candidates
             .into_iter()
-            .find(|p| coverage(&terms, &p.text) >= 0.5);
-        Ok(match best {
-            Some(passage) => Answer {
-                text: passage.text,
-                produced_by: "kb".into(),
-                handoff: false,
+            .find(|p| coverage(&terms, &p.text) >= 0.5)
+            .map(|p| p.text))
+    }
+}
+
+#[async_trait]
+impl Assistant for KbAnswerer {
+    async fn answer(&self, question: &Question<'_>) -> anyhow::Result<Option<Answer>> {
+        Ok(Some(
+            match self.best(question.tenant_id, question.text).await? {
+                Some(text) => Answer {
+                    text,
+                    produced_by: "kb".into(),
+                    handoff: false,
+                    draft: false,
+                },
+                None => Answer {
+                    text: HANDOFF_TEXT.into(),
+                    produced_by: "kb".into(),
+                    handoff: true,
+                    draft: false,
+                },
             },
-            None => Answer {
-                text: HANDOFF_TEXT.into(),
-                produced_by: "kb".into(),
-                handoff: true,
-            },
-        })
+        ))
     }
 }
 

@@ -15,6 +15,8 @@ pub(super) const STATUS_RETRIES: i64 = 8;
 /// An event that keeps failing is given up after this many attempts (about half an
 /// hour of backoff), instead of being retried forever.
 const MAX_ATTEMPTS: i64 = 12;
+/// Retry note of an event held because no answerer was available.
+const AI_UNAVAILABLE: &str = "ai_unavailable";
 
 pub async fn handle(app: App, owner: String, item: InboxItem) {
     let id = item.id;
@@ -97,7 +99,12 @@ enum Step {
 }
 
 async fn retry(app: &App, id: i64, owner: &str, attempts: i64, note: &str) {
-    let delay = 1000i64.saturating_mul(1 << attempts.clamp(0, 8));
+    let mut delay = 1000i64.saturating_mul(1 << attempts.clamp(0, 8));
+    if note == AI_UNAVAILABLE {
+        // Held for the providers: later messages of the conversation wait behind it,
+        // and open circuits make a retry cheap, so look again soon.
+        delay = delay.min(crate::assistant::hold::RETRY_MAX_MS);
+    }
     if let Err(e) = app
         .store
         .retry_inbox(id, owner, now_ms() + delay, note)
@@ -140,17 +147,22 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
     match body {
         EventBody::Message(message) => {
             let conversation = resolve(app, &item, &message.chat, &message.sender, now).await?;
-            Ok(answer(
-                app,
-                &item,
-                conversation,
-                message,
-                event.external_id,
-                (platform_ts, standby),
-                now,
+            Ok(
+                match answer(
+                    app,
+                    &item,
+                    conversation,
+                    message,
+                    event.external_id,
+                    (platform_ts, standby),
+                    now,
+                )
+                .await?
+                {
+                    Some((outcome, effects)) => done(outcome, effects),
+                    None => Step::Later(AI_UNAVAILABLE),
+                },
             )
-            .await
-            .map(|(outcome, effects)| done(outcome, effects))?)
         }
         EventBody::Reaction(reaction) => {
             let conversation = resolve(app, &item, &reaction.chat, &reaction.sender, now).await?;
@@ -305,7 +317,8 @@ pub(super) fn inbound(external_id: String, platform_ts: Option<i64>, now: i64) -
 }
 
 /// Records a customer's message and, when the assistant owns the conversation and
-/// there is text to answer, its reply.
+/// there is text to answer, its reply. `None`: no answerer is available now; the
+/// customer was told once that a person will follow up, and the event is retried.
 async fn answer(
     app: &App,
     item: &InboxItem,
@@ -314,7 +327,7 @@ async fn answer(
     external_id: String,
     (platform_ts, standby): (Option<i64>, bool),
     now: i64,
-) -> anyhow::Result<(&'static str, Vec<Effect>)> {
+) -> anyhow::Result<Option<(&'static str, Vec<Effect>)>> {
     let text = message.content.text().map(str::to_string);
     let record = NewMessage {
         kind: message.content.kind().to_string(),
@@ -337,11 +350,24 @@ async fn answer(
             inbound: true,
         },
     ];
+    // A conversation held while the providers were down is still the assistant's,
+    // unless an agent has written in it since.
+    let hold = crate::assistant::hold::find(app, item).await?;
+    if hold.as_ref().is_some_and(|h| h.agent_replied) {
+        effects.push(Effect::ClearAiHold { inbox_id: item.id });
+        return Ok(Some(("handed_off", effects)));
+    }
     // Standby (another app owns the thread) or outside the platform's window: nothing
     // may be sent, but the policy still records keywords and consent.
     let silent = messaging::silence(item, standby, platform_ts, now);
-    // Privacy policy first: keywords, restriction, consent, hand-off, disclosure.
-    let verdict = policy::check(app, &item.tenant_id, &conversation, text.as_deref(), now).await?;
+    // Privacy policy first: keywords, restriction, consent, hand-off, disclosure. The
+    // hold put the conversation in `human` status; to the policy it is the assistant's.
+    let held = hold.as_ref().map(|_| ConversationRef {
+        status: "bot".into(),
+        ..conversation.clone()
+    });
+    let seen = held.as_ref().unwrap_or(&conversation);
+    let verdict = policy::check(app, &item.tenant_id, seen, text.as_deref(), now).await?;
     let disclosure = match verdict {
         Verdict::Assistant {
             disclosure,
@@ -356,6 +382,9 @@ async fn answer(
             effects: more,
         } => {
             effects.extend(more);
+            if hold.is_some() {
+                effects.push(Effect::ClearAiHold { inbox_id: item.id });
+            }
             if let Some(notice) = notice.filter(|_| silent.is_none()) {
                 effects.push(policy::notice_effect(
                     app,
@@ -367,23 +396,41 @@ async fn answer(
                     now,
                 ));
             }
-            return Ok((outcome, effects));
+            return Ok(Some((outcome, effects)));
         }
     };
     if let Some(reason) = silent {
-        return Ok((reason, effects));
+        return Ok(Some((reason, effects)));
     }
     let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
-        return Ok(("skipped:no_text", effects));
+        return Ok(Some(("skipped:no_text", effects)));
     };
-    let answer = app
-        .assistant
-        .answer(&Question {
-            tenant_id: &item.tenant_id,
-            conversation_id: &conversation.id,
-            text: &text,
-        })
-        .await?;
+    let question = Question {
+        tenant_id: &item.tenant_id,
+        conversation_id: &conversation.id,
+        message_id: external_id_of(&effects),
+        text: &text,
+    };
+    let Some(answer) = app.assistant.answer(&question).await? else {
+        return crate::assistant::hold::unavailable(
+            app,
+            item,
+            &conversation,
+            &message.chat,
+            hold,
+            effects,
+            MAX_ATTEMPTS,
+            now,
+        )
+        .await;
+    };
+    if hold.is_some() {
+        effects.push(Effect::ClearAiHold { inbox_id: item.id });
+        effects.push(Effect::SetConversationStatus {
+            conversation_id: conversation.id.clone(),
+            status: "bot",
+        });
+    }
     let body = match &disclosure {
         Some(disclosure) => format!("{disclosure}\n\n{}", answer.text),
         None => answer.text.clone(),
@@ -403,19 +450,27 @@ async fn answer(
         content: None,
         external_id: None,
         reply_to: None,
-        status: "queued",
+        status: if answer.draft { "draft" } else { "queued" },
         produced_by: Some(answer.produced_by.clone()),
         platform_ts: None,
         created_at: now,
     };
-    effects.push(Effect::EnqueueReply {
-        conversation_id: conversation.id.clone(),
-        channel_id: item.channel_id.clone(),
-        recipient: message.chat.clone(),
-        message: reply,
-        parts: channels::text::split(&body, limit),
-    });
-    if disclosure.is_some() {
+    if answer.draft {
+        // Review mode: the draft waits for an agent (admin API), who may edit it.
+        effects.push(Effect::InsertMessage {
+            conversation_id: conversation.id.clone(),
+            message: reply,
+        });
+    } else {
+        effects.push(Effect::EnqueueReply {
+            conversation_id: conversation.id.clone(),
+            channel_id: item.channel_id.clone(),
+            recipient: message.chat.clone(),
+            message: reply,
+            parts: channels::text::split(&body, limit),
+        });
+    }
+    if disclosure.is_some() && !answer.draft {
         effects.push(Effect::MarkDisclosed {
             conversation_id: conversation.id.clone(),
             at: now,
@@ -426,7 +481,21 @@ async fn answer(
             conversation_id: conversation.id,
             status: "human",
         });
-        return Ok(("handed_off", effects));
+        return Ok(Some(("handed_off", effects)));
     }
-    Ok(("replied", effects))
+    Ok(Some((
+        if answer.draft { "drafted" } else { "replied" },
+        effects,
+    )))
+}
+
+/// The platform id of the inbound message among `effects`.
+fn external_id_of(effects: &[Effect]) -> &str {
+    effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::InsertMessage { message, .. } => message.external_id.as_deref(),
+            _ => None,
+        })
+        .unwrap_or_default()
 }

@@ -6,6 +6,7 @@
 //! serve platform callers and background work by internal id (ingress routing,
 //! claims), which are named as such.
 
+mod ai;
 mod ops;
 mod postgres;
 mod privacy;
@@ -18,6 +19,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use ai::{
+    AiCall, AiHold, AiStore, AssistantSettings, CrawlJob, CrawledPage, DraftRecord, HistoryTurn,
+    PageChange, UsageRow,
+};
 pub use postgres::PgStore;
 // -- privacy (audit log, erasure) --------------------------------------------------
 pub use privacy::{
@@ -61,8 +66,9 @@ pub async fn open(url: &DatabaseUrl) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store)
 }
 
+/// The AI pipeline's part of the interface lives in [`AiStore`] (`store/ai.rs`).
 #[async_trait]
-pub trait Store: PrivacyStore + OpsStore + Send + Sync + 'static {
+pub trait Store: PrivacyStore + OpsStore + AiStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     async fn migrate(&self) -> Result<()>;

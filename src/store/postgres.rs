@@ -7,6 +7,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool, Postgres, Transaction};
 
+use super::ai::ai_store;
 use super::ops::ops_store;
 use super::privacy::privacy_store;
 use super::shared::shared_store;
@@ -189,3 +190,6 @@ impl PgStore {
         ))
     }
 }
+
+// -- AI pipeline ----
+ai_store!(PgStore, Postgres);

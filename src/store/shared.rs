@@ -148,6 +148,26 @@ macro_rules! shared_store {
                                 .await?;
                         }
                         Effect::Privacy(privacy) => Self::apply_privacy(tx, tenant_id, privacy).await?,
+                        // -- AI pipeline ----
+                        Effect::HoldForAi { conversation_id, inbox_id, at } => {
+                            sqlx::query(
+                                "INSERT INTO ai_holds (inbox_id, tenant_id, conversation_id, created_at) \
+                                 VALUES ($1, $2, $3, $4) ON CONFLICT (inbox_id) DO NOTHING",
+                            )
+                            .bind(inbox_id)
+                            .bind(tenant_id)
+                            .bind(conversation_id)
+                            .bind(at)
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                        Effect::ClearAiHold { inbox_id } => {
+                            sqlx::query("DELETE FROM ai_holds WHERE tenant_id = $1 AND inbox_id = $2")
+                                .bind(tenant_id)
+                                .bind(inbox_id)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
                     }
                 }
                 Ok(())

@@ -14,6 +14,7 @@ use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
 
 use tokio_util::sync::CancellationToken;
 
+use super::ai::ai_store;
 use super::ops::ops_store;
 use super::privacy::privacy_store;
 use super::shared::shared_store;
@@ -264,6 +265,9 @@ impl SqliteStore {
         Ok(())
     }
 }
+
+// -- AI pipeline ----
+ai_store!(SqliteStore, Sqlite);
 
 #[cfg(test)]
 mod tests {

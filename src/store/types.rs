@@ -220,6 +220,18 @@ pub enum Effect {
     },
     /// Consent, restriction, rectification or an audit entry (privacy engine).
     Privacy(super::PrivacyEffect),
+    // -- AI pipeline ----
+    /// Every provider failed for this event: its customer was told "we will get back
+    /// to you" (once), and the event is retried.
+    HoldForAi {
+        conversation_id: String,
+        inbox_id: i64,
+        at: i64,
+    },
+    /// The held event got its answer (or a person took over).
+    ClearAiHold {
+        inbox_id: i64,
+    },
 }
 
 /// The end of one inbox event's processing.

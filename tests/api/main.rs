@@ -3,10 +3,13 @@
 //! PostgreSQL when `OMNIGATE_TEST_POSTGRES_URL` is set), fake platform APIs.
 
 mod admin;
+mod assistant;
 mod cli;
 mod config;
 mod crash;
+mod crawl;
 mod data_deletion;
+mod fake_llm;
 mod fake_slack;
 mod helpers;
 mod ingress;
