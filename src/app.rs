@@ -35,6 +35,10 @@ pub struct Inner {
     /// Wakes the dispatcher when replies are queued.
     pub outbox_wake: Arc<Notify>,
     pub public_url: String,
+    // -- telegram, discord ---------------------------------------------------------
+    /// The Bot API client, also used to connect and remove bots (`setWebhook`).
+    pub telegram: Arc<channels::telegram::Telegram>,
+    pub discord: Arc<channels::discord::Discord>,
     draining: AtomicBool,
     channel_cache: Mutex<HashMap<String, (Instant, Arc<ResolvedChannel>)>>,
 }
@@ -181,6 +185,17 @@ pub async fn run(
             config.platforms.meta.api_version.clone(),
         )),
     );
+    // -- telegram, discord -----------------------------------------------------------
+    let telegram = Arc::new(channels::telegram::Telegram::new(
+        http.clone(),
+        config.platforms.telegram.api_url.clone(),
+    ));
+    let discord = Arc::new(channels::discord::Discord::new(
+        http.clone(),
+        config.platforms.discord.api_url.clone(),
+    ));
+    channels.insert(ChannelKind::Telegram, telegram.clone());
+    channels.insert(ChannelKind::Discord, discord.clone());
     let inbox_wake = Arc::new(Notify::new());
     let committer_stop = CancellationToken::new();
     let (committer, committer_task) =
@@ -196,6 +211,8 @@ pub async fn run(
             inbox_wake,
             outbox_wake: Arc::new(Notify::new()),
             public_url,
+            telegram,
+            discord,
             draining: AtomicBool::new(false),
             channel_cache: Mutex::new(HashMap::new()),
             config,
@@ -209,6 +226,10 @@ pub async fn run(
         work_stop.clone(),
     ));
 
+    let gateways = tokio::spawn(crate::inbound::discord_gateway::supervise(
+        app.clone(),
+        work_stop.clone(),
+    ));
     tracing::info!(addr = %listener.local_addr()?, backend = app.store.backend(), "omnigate listening");
     let router = crate::http::router(app.clone());
     let draining_app = app.clone();
@@ -224,7 +245,7 @@ pub async fn run(
     committer_stop.cancel();
     let _ = committer_task.await;
     work_stop.cancel();
-    let _ = tokio::join!(worker, dispatcher);
+    let _ = tokio::join!(worker, dispatcher, gateways);
     tracing::info!("stopped");
     Ok(())
 }

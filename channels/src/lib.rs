@@ -9,6 +9,10 @@ pub mod error;
 pub mod model;
 pub mod text;
 pub mod whatsapp;
+// -- telegram, discord ----------------------------------------------------------
+pub mod discord;
+mod pace;
+pub mod telegram;
 
 use async_trait::async_trait;
 

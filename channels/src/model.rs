@@ -108,6 +108,7 @@ impl InboundEvent {
             EventBody::Delete(d) => Some(&d.chat),
             EventBody::Status(s) => s.recipient.as_deref(),
             EventBody::AccountError(_) => None,
+            EventBody::Reachability(r) => Some(&r.chat),
         }
     }
 
@@ -120,6 +121,7 @@ impl InboundEvent {
             EventBody::Delete(_) => "delete",
             EventBody::Status(_) => "status",
             EventBody::AccountError(_) => "account_error",
+            EventBody::Reachability(_) => "reachability",
         }
     }
 }
@@ -139,6 +141,17 @@ pub enum EventBody {
     Status(StatusUpdate),
     /// An error about the account as a whole (WhatsApp `value.errors[]`).
     AccountError(PlatformError),
+    // -- telegram, discord ---------------------------------------------------------
+    /// The customer blocked (`reachable: false`) or unblocked the bot (Telegram
+    /// `my_chat_member` in a private chat): nothing may be sent to a blocked chat.
+    Reachability(Reachability),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reachability {
+    pub chat: String,
+    pub sender: Participant,
+    pub reachable: bool,
 }
 
 /// The person on the platform side.
@@ -374,12 +387,19 @@ pub struct SendReceipt {
 pub enum Credentials {
     #[serde(rename = "whatsapp")]
     WhatsApp(WhatsAppCredentials),
+    // -- telegram, discord ---------------------------------------------------------
+    #[serde(rename = "telegram")]
+    Telegram(TelegramCredentials),
+    #[serde(rename = "discord")]
+    Discord(DiscordCredentials),
 }
 
 impl Credentials {
     pub fn kind(&self) -> ChannelKind {
         match self {
             Self::WhatsApp(_) => ChannelKind::WhatsApp,
+            Self::Telegram(_) => ChannelKind::Telegram,
+            Self::Discord(_) => ChannelKind::Discord,
         }
     }
 
@@ -387,6 +407,8 @@ impl Credentials {
     pub fn account_id(&self) -> &str {
         match self {
             Self::WhatsApp(c) => &c.phone_number_id,
+            Self::Telegram(c) => &c.bot_id,
+            Self::Discord(c) => &c.application_id,
         }
     }
 
@@ -395,6 +417,8 @@ impl Credentials {
     pub fn signing_secret(&self) -> Option<&SecretString> {
         match self {
             Self::WhatsApp(c) => c.app_secret.as_ref(),
+            Self::Telegram(c) => Some(&c.secret_token),
+            Self::Discord(_) => None,
         }
     }
 
@@ -402,6 +426,7 @@ impl Credentials {
     pub fn verify_token(&self) -> Option<&SecretString> {
         match self {
             Self::WhatsApp(c) => c.verify_token.as_ref(),
+            Self::Telegram(_) | Self::Discord(_) => None,
         }
     }
 }
@@ -417,6 +442,35 @@ pub struct WhatsAppCredentials {
     pub app_secret: Option<SecretString>,
     #[serde(default, serialize_with = "expose_opt")]
     pub verify_token: Option<SecretString>,
+}
+
+// -- telegram, discord -------------------------------------------------------------
+
+/// A Telegram bot. `bot_id` is the numeric prefix of the token; `bot_username` comes
+/// from `getMe` and is how a group addresses the bot (`@name`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TelegramCredentials {
+    pub bot_id: String,
+    #[serde(default)]
+    pub bot_username: Option<String>,
+    #[serde(serialize_with = "expose")]
+    pub bot_token: SecretString,
+    /// Sent back by Telegram in `X-Telegram-Bot-Api-Secret-Token` on every delivery.
+    #[serde(serialize_with = "expose")]
+    pub secret_token: SecretString,
+}
+
+/// A Discord application with its bot user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiscordCredentials {
+    pub application_id: String,
+    /// Hex Ed25519 key the interactions endpoint verifies with (public, not secret).
+    pub public_key: String,
+    #[serde(serialize_with = "expose")]
+    pub bot_token: SecretString,
+    /// Guild channels where the bot answers every message, not only mentions.
+    #[serde(default)]
+    pub support_channels: Vec<String>,
 }
 
 fn expose<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {

@@ -29,7 +29,7 @@ struct CreateChannel {
     fields: serde_json::Map<String, Value>,
 }
 
-fn field(
+pub(super) fn field(
     fields: &serde_json::Map<String, Value>,
     name: &str,
     required: bool,
@@ -83,6 +83,8 @@ fn credentials_for(
                 verify_token: optional("verify_token")?.map(SecretString::from),
             }))
         }
+        // -- telegram, discord ---------------------------------------------------------
+        ChannelKind::Telegram | ChannelKind::Discord => super::bots::credentials_for(kind, fields),
         other => Err(AppError::Unprocessable(format!(
             "platform `{other}` is not supported yet"
         ))),
@@ -91,7 +93,13 @@ fn credentials_for(
 
 /// Where the platform should deliver this channel's webhooks.
 fn webhook_url(app: &App, channel: &ChannelRecord, own_secret: bool) -> String {
-    if own_secret {
+    // -- telegram, discord: always the channel's own route --------------------------
+    if own_secret
+        || !matches!(
+            channel.platform.as_str(),
+            "whatsapp" | "messenger" | "instagram"
+        )
+    {
         format!(
             "{}/webhooks/{}/{}",
             app.public_url, channel.platform, channel.id
@@ -112,12 +120,18 @@ async fn create(
         .map_err(|_| AppError::Unprocessable(format!("unknown platform `{}`", body.platform)))?;
     let credentials = credentials_for(kind, &body.fields)?;
     let own_secret = credentials.signing_secret().is_some();
-    if !own_secret && app.config.platforms.meta.app_secret.is_none() {
+    let is_meta = matches!(
+        kind,
+        ChannelKind::WhatsApp | ChannelKind::Messenger | ChannelKind::Instagram
+    );
+    if is_meta && !own_secret && app.config.platforms.meta.app_secret.is_none() {
         return Err(AppError::Unprocessable(
             "`app_secret` is required: no operator Meta app is configured".into(),
         ));
     }
     let id = new_id();
+    // -- telegram, discord: the platform learns about the channel first ---------------
+    let credentials = super::bots::connect(&app, &id, credentials).await?;
     let sealed = app.seal_credentials(&tenant_id, &id, &credentials)?;
     let channel = NewChannel {
         id: id.clone(),
@@ -177,6 +191,8 @@ async fn remove(
     TenantAuth(tenant_id): TenantAuth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
+    // -- telegram, discord: tell the platform first; a failure keeps the channel -------
+    super::bots::disconnect(&app, &tenant_id, &id).await?;
     if app.store.delete_channel(&tenant_id, &id).await? {
         app.forget_channel(&id);
         Ok(StatusCode::NO_CONTENT)

@@ -24,6 +24,10 @@ pub enum AppError {
     Unavailable,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+    // -- telegram, discord ---------------------------------------------------------
+    /// A platform call the request depends on failed (e.g. Telegram `setWebhook`).
+    #[error("{0}")]
+    Platform(String),
 }
 
 impl AppError {
@@ -36,6 +40,7 @@ impl AppError {
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::Platform(_) => (StatusCode::BAD_GATEWAY, "platform_error"),
         }
     }
 }

@@ -256,7 +256,7 @@ async fn route(
     Ok(found)
 }
 
-async fn commit(app: &App, batch: IngressBatch) -> Result<Response, AppError> {
+pub(super) async fn commit(app: &App, batch: IngressBatch) -> Result<Response, AppError> {
     match app.committer.commit(batch).await {
         Ok(outcome) => {
             tracing::debug!(
@@ -272,7 +272,7 @@ async fn commit(app: &App, batch: IngressBatch) -> Result<Response, AppError> {
 }
 
 /// Queues one event in the inbox under its channel.
-fn push_event(
+pub(super) fn push_event(
     batch: &mut IngressBatch,
     channel: &ChannelRecord,
     kind: ChannelKind,
@@ -314,7 +314,7 @@ fn push_event(
     });
 }
 
-fn unhandled_row(
+pub(super) fn unhandled_row(
     channel: Option<&ChannelRecord>,
     kind: ChannelKind,
     reason: &str,
@@ -332,7 +332,7 @@ fn unhandled_row(
     }
 }
 
-fn unparseable_row(
+pub(super) fn unparseable_row(
     channel: Option<&ChannelRecord>,
     kind: ChannelKind,
     body: &[u8],

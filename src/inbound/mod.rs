@@ -5,6 +5,10 @@
 
 mod commit;
 mod meta;
+// -- telegram, discord ----------------------------------------------------------
+mod discord;
+pub mod discord_gateway;
+mod telegram;
 
 use axum::Router;
 
@@ -17,4 +21,6 @@ pub const MAX_BODY: usize = 1024 * 1024;
 
 pub fn router() -> Router<App> {
     meta::router()
+        .merge(telegram::router())
+        .merge(discord::router())
 }

@@ -7,6 +7,9 @@
 
 mod error;
 pub mod meta;
+// -- telegram, discord ----------------------------------------------------------
+pub mod discord;
+pub mod telegram;
 
 pub use error::VerifyError;
 
