@@ -12,3 +12,6 @@ mod pipeline;
 mod privacy;
 mod process;
 mod store;
+// -- telegram, discord --
+mod discord;
+mod telegram;

@@ -35,7 +35,8 @@ pub fn normalize_update(bot: &BotIdentity, body: &[u8]) -> Result<Normalized, No
         .ok_or_else(|| NormalizeError::Envelope("no `update_id`".into()))?;
     let account_id = bot.id.map(|id| id.to_string()).unwrap_or_default();
     let mut out = Normalized::default();
-    let update: Update = match serde_json::from_value(raw.clone()) {
+    // From the bytes: teloxide's `UpdateKind` does not read back from a `Value`.
+    let update: Update = match serde_json::from_slice(body) {
         Ok(update) => update,
         Err(_) => {
             out.unhandled
