@@ -24,9 +24,11 @@ async fn a_ping_is_answered_and_a_bad_signature_is_401(backend: Backend) {
     let res = app
         .api(&tenant)
         .post(format!("{}/api/v1/channels", app.url))
-        .json(&json!({"platform": "discord", "bot_token": "discord-bot-token",
+        .json(
+            &json!({"platform": "discord", "bot_token": "discord-bot-token",
                       "application_id": "1234560123453231555",
-                      "public_key": fixture["public_key_hex"]}))
+                      "public_key": fixture["public_key_hex"]}),
+        )
         .send()
         .await
         .unwrap();
@@ -39,7 +41,9 @@ async fn a_ping_is_answered_and_a_bad_signature_is_401(backend: Backend) {
     );
     let body = fixture["raw_body"].as_str().unwrap();
     let signature = fixture["headers"]["X-Signature-Ed25519"].as_str().unwrap();
-    let timestamp = fixture["headers"]["X-Signature-Timestamp"].as_str().unwrap();
+    let timestamp = fixture["headers"]["X-Signature-Timestamp"]
+        .as_str()
+        .unwrap();
     let post = |body: String, signature: Option<&str>, timestamp: &str| {
         let mut req = app
             .http
@@ -52,15 +56,38 @@ async fn a_ping_is_answered_and_a_bad_signature_is_401(backend: Backend) {
         }
         req.send()
     };
-    let res = post(body.to_string(), Some(signature), timestamp).await.unwrap();
+    let res = post(body.to_string(), Some(signature), timestamp)
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
     assert_eq!(res.json::<Value>().await.unwrap(), json!({"type": 1}));
 
     let tampered = body.replace("nelly", "nellx");
-    assert_eq!(post(tampered, Some(signature), timestamp).await.unwrap().status(), 401);
-    assert_eq!(post(body.to_string(), Some(signature), "1731000001").await.unwrap().status(), 401);
-    assert_eq!(post(body.to_string(), None, timestamp).await.unwrap().status(), 401);
+    assert_eq!(
+        post(tampered, Some(signature), timestamp)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        post(body.to_string(), Some(signature), "1731000001")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        post(body.to_string(), None, timestamp)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     let (_, unhandled) = app.get_json(&tenant, "/api/v1/events/unhandled").await;
     assert_eq!(unhandled["items"].as_array().unwrap().len(), 0);
 
@@ -72,7 +99,9 @@ async fn a_ping_is_answered_and_a_bad_signature_is_401(backend: Backend) {
     }
     let command = r#"{"application_id":"1234560123453231555","id":"99","token":"t","type":2,"data":{"name":"help"},"version":1}"#;
     let signed = webhooks::discord::sign(&seed, "1731000002", command.as_bytes());
-    let res = post(command.to_string(), Some(&signed), "1731000002").await.unwrap();
+    let res = post(command.to_string(), Some(&signed), "1731000002")
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["type"], 4);
     let (_, unhandled) = app.get_json(&tenant, "/api/v1/events/unhandled").await;
@@ -87,15 +116,26 @@ async fn one_instance_holds_a_gateway_lease_and_another_takes_over(backend: Back
     let url = omnigate::config::DatabaseUrl::new(db.url.clone());
     let first = omnigate::store::open(&url).await.unwrap();
     let key = "discord-gateway:channel-1";
-    let mut held = first.try_lease(key).await.unwrap().expect("first instance takes the lease");
+    let mut held = first
+        .try_lease(key)
+        .await
+        .unwrap()
+        .expect("first instance takes the lease");
     assert!(held.held().await);
     if matches!(backend, Backend::Sqlite) {
         return;
     }
     let second = omnigate::store::open(&url).await.unwrap();
-    assert!(second.try_lease(key).await.unwrap().is_none(), "two holders");
     assert!(
-        second.try_lease("discord-gateway:channel-2").await.unwrap().is_some(),
+        second.try_lease(key).await.unwrap().is_none(),
+        "two holders"
+    );
+    assert!(
+        second
+            .try_lease("discord-gateway:channel-2")
+            .await
+            .unwrap()
+            .is_some(),
         "another bot's lease is free"
     );
     // The first instance stops: its lease goes with its connection.

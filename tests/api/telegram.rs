@@ -27,7 +27,8 @@ on_both_backends!(
 
 const TOKEN: &str = "7001:AAH-test-token";
 const SECRET: &str = "my-secret_TOKEN-123";
-const PRIVATE_TEXT: &str = include_str!("../../../shared/fixtures/telegram/message-private-text.json");
+const PRIVATE_TEXT: &str =
+    include_str!("../../../shared/fixtures/telegram/message-private-text.json");
 const CALLBACK: &str = include_str!("../../../shared/fixtures/telegram/callback-query.json");
 const HOURS: &str =
     "Our opening hours are 9:00 to 17:00, Monday to Friday. We are closed on public holidays.";
@@ -71,12 +72,20 @@ impl FakeBotApi {
 
     fn calls(&self, method: &str) -> Vec<Call> {
         let state = self.state.lock().unwrap();
-        state.calls.iter().filter(|c| c.method == method).cloned().collect()
+        state
+            .calls
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
     }
 
     /// Messages the fake accepted.
     fn sent(&self) -> Vec<Value> {
-        self.calls("sendMessage").into_iter().map(|c| c.body).collect()
+        self.calls("sendMessage")
+            .into_iter()
+            .map(|c| c.body)
+            .collect()
     }
 }
 
@@ -108,13 +117,23 @@ async fn bot_api(
                        "chat": {"id": body["chat_id"], "type": "private"}, "text": body["text"]}}),
             )
         }
-        _ => (404, json!({"ok": false, "error_code": 404, "description": "Not Found"})),
+        _ => (
+            404,
+            json!({"ok": false, "error_code": 404, "description": "Not Found"}),
+        ),
     };
     // Only what the platform accepted counts as sent.
     if status == 200 || method != "sendMessage" {
-        state.calls.push(Call { token, method, body });
+        state.calls.push(Call {
+            token,
+            method,
+            body,
+        });
     }
-    (axum::http::StatusCode::from_u16(status).unwrap(), Json(answer))
+    (
+        axum::http::StatusCode::from_u16(status).unwrap(),
+        Json(answer),
+    )
 }
 
 async fn setup(backend: Backend) -> (TestApp, FakeBotApi, Tenant, String) {
@@ -144,7 +163,12 @@ async fn connect(app: &TestApp, tenant: &Tenant, token: &str) -> String {
     body["id"].as_str().unwrap().to_string()
 }
 
-async fn deliver(app: &TestApp, channel: &str, secret: Option<&str>, body: &str) -> reqwest::Response {
+async fn deliver(
+    app: &TestApp,
+    channel: &str,
+    secret: Option<&str>,
+    body: &str,
+) -> reqwest::Response {
     let mut req = app
         .http
         .post(format!("{}/webhooks/telegram/{channel}", app.url))
@@ -165,7 +189,10 @@ fn private_text(update_id: i64, message_id: i64, user: i64, text: &str) -> Strin
 }
 
 async fn wait_sent(bot: &FakeBotApi, n: usize) {
-    wait_until(&format!("{n} messages sent"), || async { bot.sent().len() >= n }).await;
+    wait_until(&format!("{n} messages sent"), || async {
+        bot.sent().len() >= n
+    })
+    .await;
 }
 
 async fn connecting_sets_the_webhook_and_deleting_removes_it(backend: Backend) {
@@ -173,7 +200,10 @@ async fn connecting_sets_the_webhook_and_deleting_removes_it(backend: Backend) {
     let set = bot.calls("setWebhook");
     assert_eq!(set.len(), 1);
     assert_eq!(set[0].token, TOKEN);
-    assert_eq!(set[0].body["url"], format!("{}/webhooks/telegram/{channel}", app.url));
+    assert_eq!(
+        set[0].body["url"],
+        format!("{}/webhooks/telegram/{channel}", app.url)
+    );
     assert_eq!(set[0].body["secret_token"], SECRET);
     let allowed: Vec<&str> = set[0].body["allowed_updates"]
         .as_array()
@@ -181,7 +211,12 @@ async fn connecting_sets_the_webhook_and_deleting_removes_it(backend: Backend) {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for update in ["message", "edited_message", "callback_query", "my_chat_member"] {
+    for update in [
+        "message",
+        "edited_message",
+        "callback_query",
+        "my_chat_member",
+    ] {
         assert!(allowed.contains(&update), "{allowed:?}");
     }
     // The listing shows the channel, never its token or secret.
@@ -199,13 +234,22 @@ async fn connecting_sets_the_webhook_and_deleting_removes_it(backend: Backend) {
     let deleted = bot.calls("deleteWebhook");
     assert_eq!(deleted.len(), 1);
     assert_eq!(deleted[0].token, TOKEN);
-    assert_eq!(deliver(&app, &channel, Some(SECRET), PRIVATE_TEXT).await.status(), 404);
+    assert_eq!(
+        deliver(&app, &channel, Some(SECRET), PRIVATE_TEXT)
+            .await
+            .status(),
+        404
+    );
 }
 
 async fn a_failed_set_webhook_is_reported_and_nothing_is_created(backend: Backend) {
     let bot = FakeBotApi::start().await;
     bot.state.lock().unwrap().fail_set_webhook = true;
-    let app = TestApp::spawn_with(backend, &format!("[platforms.telegram]\napi_url = \"{}\"\n", bot.url)).await;
+    let app = TestApp::spawn_with(
+        backend,
+        &format!("[platforms.telegram]\napi_url = \"{}\"\n", bot.url),
+    )
+    .await;
     let tenant = app.create_tenant("Acme").await;
     let res = app
         .api(&tenant)
@@ -217,7 +261,10 @@ async fn a_failed_set_webhook_is_reported_and_nothing_is_created(backend: Backen
     assert_eq!(res.status(), 502);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "platform_error");
-    assert!(body["error"]["message"].as_str().unwrap().contains("HTTPS url must be provided"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("HTTPS url must be provided"));
     assert!(!body.to_string().contains("AAH-test-token"));
     let (_, list) = app.get_json(&tenant, "/api/v1/channels").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
@@ -226,15 +273,34 @@ async fn a_failed_set_webhook_is_reported_and_nothing_is_created(backend: Backen
 async fn a_wrong_secret_token_is_401_and_nothing_is_stored(backend: Backend) {
     let (app, bot, tenant, channel) = setup(backend).await;
     for secret in [Some("my-secret_TOKEN-124"), Some(""), None] {
-        assert_eq!(deliver(&app, &channel, secret, PRIVATE_TEXT).await.status(), 401);
+        assert_eq!(
+            deliver(&app, &channel, secret, PRIVATE_TEXT).await.status(),
+            401
+        );
     }
     // A good one goes through, and only it.
-    assert_eq!(deliver(&app, &channel, Some(SECRET), PRIVATE_TEXT).await.status(), 200);
+    assert_eq!(
+        deliver(&app, &channel, Some(SECRET), PRIVATE_TEXT)
+            .await
+            .status(),
+        200
+    );
     wait_sent(&bot, 1).await;
     let messages = app.all_messages(&tenant).await;
-    assert_eq!(messages.iter().filter(|m| m["direction"] == "inbound").count(), 1);
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m["direction"] == "inbound")
+            .count(),
+        1
+    );
     // Well-authenticated but not an update we understand: kept, 200.
-    assert_eq!(deliver(&app, &channel, Some(SECRET), r#"{"no_update_id":1}"#).await.status(), 200);
+    assert_eq!(
+        deliver(&app, &channel, Some(SECRET), r#"{"no_update_id":1}"#)
+            .await
+            .status(),
+        200
+    );
     let (_, unhandled) = app.get_json(&tenant, "/api/v1/events/unhandled").await;
     assert_eq!(unhandled["items"].as_array().unwrap().len(), 1);
 }
@@ -244,34 +310,60 @@ async fn a_repeated_update_id_is_answered_once(backend: Backend) {
     let fixture: Value = serde_json::from_str(PRIVATE_TEXT).unwrap();
     let user = fixture["message"]["chat"]["id"].as_i64().unwrap();
     for _ in 0..3 {
-        assert_eq!(deliver(&app, &channel, Some(SECRET), PRIVATE_TEXT).await.status(), 200);
+        assert_eq!(
+            deliver(&app, &channel, Some(SECRET), PRIVATE_TEXT)
+                .await
+                .status(),
+            200
+        );
     }
     wait_sent(&bot, 1).await;
     // "hello there" matches no knowledge: the assistant handed off. Take it back.
-    let conversation = app.conversations(&tenant).await[0]["id"].as_str().unwrap().to_string();
+    let conversation = app.conversations(&tenant).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let res = app
         .api(&tenant)
-        .post(format!("{}/api/v1/conversations/{conversation}/release", app.url))
+        .post(format!(
+            "{}/api/v1/conversations/{conversation}/release",
+            app.url
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
     // A later, different update is answered: by then the copies would have been too.
     let next = private_text(892252999, 6558, user, "what are your opening hours?");
-    assert_eq!(deliver(&app, &channel, Some(SECRET), &next).await.status(), 200);
+    assert_eq!(
+        deliver(&app, &channel, Some(SECRET), &next).await.status(),
+        200
+    );
     wait_sent(&bot, 2).await;
     let sent = bot.sent();
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert!(sent.iter().all(|m| m["chat_id"] == user));
     assert!(sent[1]["text"].as_str().unwrap().contains("9:00 to 17:00"));
     let inbound = app.all_messages(&tenant).await;
-    assert_eq!(inbound.iter().filter(|m| m["direction"] == "inbound").count(), 2);
+    assert_eq!(
+        inbound
+            .iter()
+            .filter(|m| m["direction"] == "inbound")
+            .count(),
+        2
+    );
 }
 
 async fn a_user_who_blocked_the_bot_gets_nothing_more(backend: Backend) {
     let (app, bot, tenant, channel) = setup(backend).await;
     let user = 4242;
-    deliver(&app, &channel, Some(SECRET), &private_text(1, 1, user, "opening hours?")).await;
+    deliver(
+        &app,
+        &channel,
+        Some(SECRET),
+        &private_text(1, 1, user, "opening hours?"),
+    )
+    .await;
     wait_sent(&bot, 1).await;
     let member = |update_id: i64, status: &str| {
         json!({"update_id": update_id, "my_chat_member": {
@@ -282,15 +374,27 @@ async fn a_user_who_blocked_the_bot_gets_nothing_more(backend: Backend) {
             "new_chat_member": {"user": {"id": 7001, "is_bot": true, "first_name": "Shop"}, "status": status, "until_date": 0}}})
         .to_string()
     };
-    assert_eq!(deliver(&app, &channel, Some(SECRET), &member(2, "kicked")).await.status(), 200);
+    assert_eq!(
+        deliver(&app, &channel, Some(SECRET), &member(2, "kicked"))
+            .await
+            .status(),
+        200
+    );
     // The next message is later than the block: the worker handles a chat's updates
     // in platform order, so the block is recorded before its reply is queued.
-    deliver(&app, &channel, Some(SECRET), &private_text(3, 2, user, "opening hours again?")).await;
+    deliver(
+        &app,
+        &channel,
+        Some(SECRET),
+        &private_text(3, 2, user, "opening hours again?"),
+    )
+    .await;
     // The reply to it is given up, not sent.
     wait_until("reply to a blocked user failed", || async {
-        app.all_messages(&tenant).await.iter().any(|m| {
-            m["direction"] == "outbound" && m["status"] == "failed"
-        })
+        app.all_messages(&tenant)
+            .await
+            .iter()
+            .any(|m| m["direction"] == "outbound" && m["status"] == "failed")
     })
     .await;
     assert_eq!(bot.sent().len(), 1);
@@ -301,9 +405,15 @@ async fn a_button_tap_is_acknowledged_and_answered(backend: Backend) {
     let res = deliver(&app, &channel, Some(SECRET), CALLBACK).await;
     assert_eq!(res.status(), 200);
     let answer: Value = res.json().await.unwrap();
-    assert_eq!(answer, json!({"method": "answerCallbackQuery", "callback_query_id": "1"}));
+    assert_eq!(
+        answer,
+        json!({"method": "answerCallbackQuery", "callback_query_id": "1"})
+    );
     wait_until("button tap stored", || async {
-        app.all_messages(&tenant).await.iter().any(|m| m["kind"] == "interactive" && m["text"] == "confirm_profile")
+        app.all_messages(&tenant)
+            .await
+            .iter()
+            .any(|m| m["kind"] == "interactive" && m["text"] == "confirm_profile")
     })
     .await;
     wait_sent(&bot, 1).await;
@@ -321,11 +431,41 @@ async fn groups_are_answered_only_when_the_bot_is_addressed(backend: Backend) {
         .to_string()
     };
     // Chatter among members: not for the bot.
-    assert_eq!(deliver(&app, &channel, Some(SECRET), &group(10, "lunch at noon?", json!([]))).await.status(), 200);
+    assert_eq!(
+        deliver(
+            &app,
+            &channel,
+            Some(SECRET),
+            &group(10, "lunch at noon?", json!([]))
+        )
+        .await
+        .status(),
+        200
+    );
     // A command for another bot: not for this one either.
-    deliver(&app, &channel, Some(SECRET), &group(11, "/start@other_bot", json!([{"type": "bot_command", "offset": 0, "length": 16}]))).await;
+    deliver(
+        &app,
+        &channel,
+        Some(SECRET),
+        &group(
+            11,
+            "/start@other_bot",
+            json!([{"type": "bot_command", "offset": 0, "length": 16}]),
+        ),
+    )
+    .await;
     // A mention of this bot: answered, in the topic.
-    deliver(&app, &channel, Some(SECRET), &group(12, "@shop_bot opening hours?", json!([{"type": "mention", "offset": 0, "length": 9}]))).await;
+    deliver(
+        &app,
+        &channel,
+        Some(SECRET),
+        &group(
+            12,
+            "@shop_bot opening hours?",
+            json!([{"type": "mention", "offset": 0, "length": 9}]),
+        ),
+    )
+    .await;
     wait_sent(&bot, 1).await;
     let sent = bot.sent();
     assert_eq!(sent[0]["chat_id"], -100123);
@@ -346,7 +486,13 @@ async fn flood_control_is_honoured_and_the_reply_sent_once(backend: Backend) {
         429,
         json!({"ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}}),
     ));
-    deliver(&app, &channel, Some(SECRET), &private_text(1, 1, 31, "opening hours?")).await;
+    deliver(
+        &app,
+        &channel,
+        Some(SECRET),
+        &private_text(1, 1, 31, "opening hours?"),
+    )
+    .await;
     wait_sent(&bot, 1).await;
     let more = private_text(2, 2, 31, "and on holidays?");
     deliver(&app, &channel, Some(SECRET), &more).await;
