@@ -232,6 +232,23 @@ privacy_store!(
     after_erase = "PRAGMA wal_checkpoint(TRUNCATE)"
 );
 
+// -- telegram, discord: gateway leases ------------------------------------------------
+impl SqliteStore {
+    /// SQLite means one instance: it holds every lease.
+    async fn lease(&self, _key: &str) -> Result<Option<Box<dyn super::Lease>>, sqlx::Error> {
+        Ok(Some(Box::new(SoleInstance)))
+    }
+}
+
+struct SoleInstance;
+
+#[async_trait::async_trait]
+impl super::Lease for SoleInstance {
+    async fn held(&mut self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,22 +274,5 @@ mod tests {
         assert!(memory.wal.is_none());
         memory.sync_ingress().await?;
         Ok(())
-    }
-}
-
-// -- telegram, discord: gateway leases ------------------------------------------------
-impl SqliteStore {
-    /// SQLite means one instance: it holds every lease.
-    async fn lease(&self, _key: &str) -> Result<Option<Box<dyn super::Lease>>, sqlx::Error> {
-        Ok(Some(Box::new(SoleInstance)))
-    }
-}
-
-struct SoleInstance;
-
-#[async_trait::async_trait]
-impl super::Lease for SoleInstance {
-    async fn held(&mut self) -> bool {
-        true
     }
 }
