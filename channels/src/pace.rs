@@ -40,7 +40,8 @@ impl Pacer {
         let global = state.global.unwrap_or(now).max(now);
         let slot = own.max(global);
         state.next.insert(key.to_string(), slot + every);
-        state.global = Some(slot + global_every);
+        // The bot-wide spacing counts sends, not one destination's wait.
+        state.global = Some(global + global_every);
         slot - now
     }
 
