@@ -65,7 +65,9 @@ pub async fn run(
     let base = api_url.trim_end_matches('/');
     let origin = base.strip_suffix("/api/v10").unwrap_or(base);
     if origin != "https://discord.com" {
-        http = http.proxy(origin);
+        // serenity's own rate limiter ignores the proxy; the session only asks
+        // `GET /gateway/bot`, and replies go through our own client.
+        http = http.proxy(origin).ratelimiter_disabled(true);
     }
     let handler = Handler {
         scope: scope.clone(),
