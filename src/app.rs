@@ -37,6 +37,10 @@ pub struct Inner {
     /// Wakes the dispatcher when replies are queued.
     pub outbox_wake: Arc<Notify>,
     pub public_url: String,
+    // -- telegram, discord ---------------------------------------------------------
+    /// The Bot API client, also used to connect and remove bots (`setWebhook`).
+    pub telegram: Arc<channels::telegram::Telegram>,
+    pub discord: Arc<channels::discord::Discord>,
     draining: AtomicBool,
     // -- operations
     /// This process among the instances sharing the database (lease owner names).
@@ -244,6 +248,17 @@ pub async fn run(
             config.platforms.slack.api_url.clone(),
         )),
     );
+    // -- telegram, discord -----------------------------------------------------------
+    let telegram = Arc::new(channels::telegram::Telegram::new(
+        http.clone(),
+        config.platforms.telegram.api_url.clone(),
+    ));
+    let discord = Arc::new(channels::discord::Discord::new(
+        http.clone(),
+        config.platforms.discord.api_url.clone(),
+    ));
+    channels.insert(ChannelKind::Telegram, telegram.clone());
+    channels.insert(ChannelKind::Discord, discord.clone());
     let inbox_wake = Arc::new(Notify::new());
     let committer_stop = CancellationToken::new();
     let (committer, committer_task) =
@@ -261,6 +276,8 @@ pub async fn run(
             inbox_wake,
             outbox_wake: Arc::new(Notify::new()),
             public_url,
+            telegram,
+            discord,
             draining: AtomicBool::new(false),
             instance: crate::store::new_id(),
             admin_limiter: crate::ops::rate::RateLimiter::new(
@@ -305,6 +322,11 @@ pub async fn run(
         tokio::spawn(async move { store.listen(inbox, outbox, stop).await })
     });
 
+    // -- telegram, discord: Discord gateway sessions (one instance holds each bot's)
+    background.push(tokio::spawn(crate::inbound::discord_gateway::supervise(
+        app.clone(),
+        work_stop.clone(),
+    )));
     tracing::info!(
         addr = %listener.local_addr()?,
         backend = app.store.backend(),

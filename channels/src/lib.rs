@@ -13,6 +13,10 @@ pub mod pacing;
 pub mod slack;
 pub mod text;
 pub mod whatsapp;
+// -- telegram, discord ----------------------------------------------------------
+pub mod discord;
+mod pace;
+pub mod telegram;
 
 use async_trait::async_trait;
 

@@ -118,6 +118,7 @@ impl InboundEvent {
             EventBody::Standby(_) => "standby",
             EventBody::Handover(_) => "handover",
             EventBody::Consent(_) => "consent",
+            EventBody::Reachability(_) => "reachability",
         }
     }
 }
@@ -137,6 +138,7 @@ impl EventBody {
             Self::Standby(s) => s.body.chat(),
             Self::Handover(h) => Some(&h.chat),
             Self::Consent(c) => Some(&c.chat),
+            Self::Reachability(r) => Some(&r.chat),
         }
     }
 }
@@ -170,6 +172,10 @@ pub enum EventBody {
     /// A person's consent changed on the platform's side (WhatsApp marketing
     /// preferences; a blocked or unblocked bot, ...). Feeds the consent ledger.
     Consent(ConsentSignal),
+    // -- telegram, discord ---------------------------------------------------------
+    /// The customer blocked (`reachable: false`) or unblocked the bot (Telegram
+    /// `my_chat_member` in a private chat): nothing may be sent to a blocked chat.
+    Reachability(Reachability),
 }
 
 /// A consent change the platform reports for a person.
@@ -182,6 +188,13 @@ pub struct ConsentSignal {
     pub granted: bool,
     /// The platform's own name for the signal (e.g. `user_preferences`).
     pub signal: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reachability {
+    pub chat: String,
+    pub sender: Participant,
+    pub reachable: bool,
 }
 
 /// The person on the platform side.
@@ -525,6 +538,11 @@ pub enum Credentials {
     Messenger(MessengerCredentials),
     Instagram(InstagramCredentials),
     Slack(SlackCredentials),
+    // -- telegram, discord ---------------------------------------------------------
+    #[serde(rename = "telegram")]
+    Telegram(TelegramCredentials),
+    #[serde(rename = "discord")]
+    Discord(DiscordCredentials),
 }
 
 impl Credentials {
@@ -534,6 +552,8 @@ impl Credentials {
             Self::Messenger(_) => ChannelKind::Messenger,
             Self::Instagram(_) => ChannelKind::Instagram,
             Self::Slack(_) => ChannelKind::Slack,
+            Self::Telegram(_) => ChannelKind::Telegram,
+            Self::Discord(_) => ChannelKind::Discord,
         }
     }
 
@@ -544,6 +564,8 @@ impl Credentials {
             Self::Messenger(c) => &c.page_id,
             Self::Instagram(c) => &c.account_id,
             Self::Slack(c) => &c.team_id,
+            Self::Telegram(c) => &c.bot_id,
+            Self::Discord(c) => &c.application_id,
         }
     }
 
@@ -555,6 +577,8 @@ impl Credentials {
             Self::Messenger(c) => c.app_secret.as_ref(),
             Self::Instagram(c) => c.app_secret.as_ref(),
             Self::Slack(c) => c.signing_secret.as_ref(),
+            Self::Telegram(c) => Some(&c.secret_token),
+            Self::Discord(_) => None,
         }
     }
 
@@ -565,6 +589,7 @@ impl Credentials {
             Self::Messenger(c) => c.verify_token.as_ref(),
             Self::Instagram(c) => c.verify_token.as_ref(),
             Self::Slack(_) => None,
+            Self::Telegram(_) | Self::Discord(_) => None,
         }
     }
 }
@@ -628,6 +653,35 @@ pub struct SlackCredentials {
     /// The workspace app's own signing secret; `None`: the operator app's applies.
     #[serde(default, serialize_with = "expose_opt")]
     pub signing_secret: Option<SecretString>,
+}
+
+// -- telegram, discord -------------------------------------------------------------
+
+/// A Telegram bot. `bot_id` is the numeric prefix of the token; `bot_username` comes
+/// from `getMe` and is how a group addresses the bot (`@name`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TelegramCredentials {
+    pub bot_id: String,
+    #[serde(default)]
+    pub bot_username: Option<String>,
+    #[serde(serialize_with = "expose")]
+    pub bot_token: SecretString,
+    /// Sent back by Telegram in `X-Telegram-Bot-Api-Secret-Token` on every delivery.
+    #[serde(serialize_with = "expose")]
+    pub secret_token: SecretString,
+}
+
+/// A Discord application with its bot user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiscordCredentials {
+    pub application_id: String,
+    /// Hex Ed25519 key the interactions endpoint verifies with (public, not secret).
+    pub public_key: String,
+    #[serde(serialize_with = "expose")]
+    pub bot_token: SecretString,
+    /// Guild channels where the bot answers every message, not only mentions.
+    #[serde(default)]
+    pub support_channels: Vec<String>,
 }
 
 fn expose<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {

@@ -32,7 +32,7 @@ struct CreateChannel {
     fields: serde_json::Map<String, Value>,
 }
 
-fn field(
+pub(super) fn field(
     fields: &serde_json::Map<String, Value>,
     name: &str,
     required: bool,
@@ -153,15 +153,20 @@ fn credentials_for(
                 signing_secret: optional("signing_secret")?.map(SecretString::from),
             }))
         }
-        other => Err(AppError::Unprocessable(format!(
-            "platform `{other}` is not supported yet"
-        ))),
+        // -- telegram, discord ---------------------------------------------------------
+        ChannelKind::Telegram | ChannelKind::Discord => super::bots::credentials_for(kind, fields),
     }
 }
 
 /// Where the platform should deliver this channel's webhooks.
 fn webhook_url(app: &App, channel: &ChannelRecord, own_secret: bool) -> String {
-    if own_secret {
+    // -- telegram, discord: always the channel's own route --------------------------
+    if own_secret
+        || !matches!(
+            channel.platform.as_str(),
+            "whatsapp" | "messenger" | "instagram" | "slack"
+        )
+    {
         format!(
             "{}/webhooks/{}/{}",
             app.public_url, channel.platform, channel.id
@@ -184,18 +189,24 @@ async fn create(
         .map_err(|_| AppError::Unprocessable(format!("unknown platform `{}`", body.platform)))?;
     let credentials = credentials_for(kind, &body.fields)?;
     let own_secret = credentials.signing_secret().is_some();
+    let is_meta = matches!(
+        kind,
+        ChannelKind::WhatsApp | ChannelKind::Messenger | ChannelKind::Instagram
+    );
     if kind == ChannelKind::Slack {
         if !own_secret && app.config.platforms.slack.signing_secret.is_none() {
             return Err(AppError::Unprocessable(
                 "`signing_secret` is required: no operator Slack app is configured".into(),
             ));
         }
-    } else if !own_secret && app.config.platforms.meta.app_secret.is_none() {
+    } else if is_meta && !own_secret && app.config.platforms.meta.app_secret.is_none() {
         return Err(AppError::Unprocessable(
             "`app_secret` is required: no operator Meta app is configured".into(),
         ));
     }
     let id = new_id();
+    // -- telegram, discord: the platform learns about the channel first ---------------
+    let credentials = super::bots::connect(&app, &id, credentials).await?;
     let sealed = app.seal_credentials(&tenant_id, &id, &credentials)?;
     let channel = NewChannel {
         id: id.clone(),
@@ -255,6 +266,8 @@ async fn remove(
     TenantAuth(tenant_id): TenantAuth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
+    // -- telegram, discord: tell the platform first; a failure keeps the channel -------
+    super::bots::disconnect(&app, &tenant_id, &id).await?;
     if app.store.delete_channel(&tenant_id, &id).await? {
         app.forget_channel(&id);
         Ok(StatusCode::NO_CONTENT)

@@ -32,6 +32,10 @@ pub enum AppError {
     RateLimited(u64),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+    // -- telegram, discord ---------------------------------------------------------
+    /// A platform call the request depends on failed (e.g. Telegram `setWebhook`).
+    #[error("{0}")]
+    Platform(String),
 }
 
 impl AppError {
@@ -47,6 +51,7 @@ impl AppError {
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::Platform(_) => (StatusCode::BAD_GATEWAY, "platform_error"),
         }
     }
 }

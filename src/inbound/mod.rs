@@ -7,6 +7,10 @@ mod commit;
 pub mod data_deletion;
 mod meta;
 mod slack;
+// -- telegram, discord ----------------------------------------------------------
+mod discord;
+pub mod discord_gateway;
+mod telegram;
 
 use axum::Router;
 
@@ -21,4 +25,6 @@ pub fn router() -> Router<App> {
     meta::router()
         .merge(data_deletion::router())
         .merge(slack::router())
+        .merge(telegram::router())
+        .merge(discord::router())
 }

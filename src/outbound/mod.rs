@@ -128,6 +128,24 @@ async fn attempt(app: &App, pacer: &Pacer, item: &OutboxItem) -> SendOutcome {
             detail: format!("platform {} not supported", channel.platform),
         };
     };
+    // -- telegram, discord: nothing more goes to a person who blocked the bot ------
+    match app
+        .store
+        .recipient_unreachable(&channel.id, &item.recipient)
+        .await
+    {
+        Ok(false) => {}
+        Ok(true) => {
+            return SendOutcome::Failed {
+                code: None,
+                detail: "the recipient blocked the bot".into(),
+            }
+        }
+        Err(e) => {
+            tracing::error!(channel_id = %channel.id, error = %e, "reachability check failed");
+            return SendOutcome::Parked { at: now + PARK_MS };
+        }
+    }
     let reply = OutboundReply {
         to: item.recipient.clone(),
         text: item.text.clone(),
@@ -163,6 +181,19 @@ async fn attempt(app: &App, pacer: &Pacer, item: &OutboxItem) -> SendOutcome {
             }
             let wait = retry_after.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
             retry_at(item, wait, code, detail)
+        }
+        Err(error) if channels::telegram::is_blocked(&error) && channel.platform == "telegram" => {
+            if let Err(e) = app
+                .store
+                .mark_unreachable(&channel.id, &item.recipient, now_ms())
+                .await
+            {
+                tracing::error!(channel_id = %channel.id, error = %e, "could not record the block");
+            }
+            SendOutcome::Failed {
+                code: error.code(),
+                detail: "the recipient blocked the bot".into(),
+            }
         }
         Err(SendError::Permanent {
             code,

@@ -250,6 +250,24 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
                 policy::signal_effects(&conversation, &signal, &item.platform, now);
             Ok(done(outcome, effects))
         }
+        // -- telegram, discord -------------------------------------------------------
+        EventBody::Reachability(change) => {
+            let conversation = resolve(app, &item, &change.chat, &change.sender, now).await?;
+            Ok(done(
+                if change.reachable {
+                    "unblocked"
+                } else {
+                    "blocked"
+                },
+                vec![Effect::SetReachable {
+                    contact_id: conversation.contact_id,
+                    channel_id: item.channel_id.clone(),
+                    user_id: change.sender.id,
+                    reachable: change.reachable,
+                    at: platform_ts.unwrap_or(now),
+                }],
+            ))
+        }
         EventBody::AccountError(error) => {
             let detail = format!(
                 "platform error {}: {}",

@@ -36,6 +36,14 @@ pub use types::*;
 
 use crate::config::DatabaseUrl;
 
+// -- telegram, discord ---------------------------------------------------------------
+/// An exclusive lease held by this instance (see [`Store::try_lease`]).
+#[async_trait]
+pub trait Lease: Send + Sync {
+    /// Whether the lease is still held (the connection holding it is alive).
+    async fn held(&mut self) -> bool;
+}
+
 /// Errors of the storage layer that callers act on; anything else is `Database`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -99,6 +107,20 @@ pub trait Store: PrivacyStore + OpsStore + AiStore + Send + Sync + 'static {
         status: &str,
         detail: Option<&str>,
     ) -> Result<()>;
+
+    // -- telegram, discord -------------------------------------------------------------
+    /// Whether the recipient (a platform user id) blocked the bot on this channel
+    /// (dispatcher, by internal id).
+    async fn recipient_unreachable(&self, channel_id: &str, recipient: &str) -> Result<bool>;
+    /// Records that a send found the recipient had blocked the bot (dispatcher).
+    async fn mark_unreachable(&self, channel_id: &str, recipient: &str, at: i64) -> Result<()>;
+    /// Every live channel of a platform, across tenants (the Discord gateway
+    /// supervisor, background work).
+    async fn platform_channels(&self, platform: &str) -> Result<Vec<ChannelRecord>>;
+    /// Tries to take the exclusive lease named `key` among the instances sharing the
+    /// database (Postgres: a session advisory lock; SQLite: one instance, always).
+    /// The lease lasts until the handle is dropped or the connection is lost.
+    async fn try_lease(&self, key: &str) -> Result<Option<Box<dyn Lease>>>;
 
     // -- ingress -----------------------------------------------------------------------
     /// Tells the store more acknowledgement writes are about to come (the committer,

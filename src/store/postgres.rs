@@ -193,3 +193,37 @@ impl PgStore {
 
 // -- AI pipeline ----
 ai_store!(PgStore, Postgres);
+
+// -- telegram, discord: gateway leases ------------------------------------------------
+impl PgStore {
+    /// A session advisory lock on a connection of its own: held while the connection
+    /// lives, released by Postgres the moment this instance stops or loses it.
+    async fn lease(&self, key: &str) -> Result<Option<Box<dyn super::Lease>>, sqlx::Error> {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(format!("omnigate-lease:{key}").as_bytes());
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        let id = i64::from_be_bytes(id);
+        let mut conn = sqlx::PgConnection::connect_with(&self.pool.connect_options()).await?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(id)
+            .fetch_one(&mut conn)
+            .await?;
+        if !taken {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        Ok(Some(Box::new(PgLease { conn })))
+    }
+}
+
+struct PgLease {
+    conn: sqlx::PgConnection,
+}
+
+#[async_trait::async_trait]
+impl super::Lease for PgLease {
+    async fn held(&mut self) -> bool {
+        self.conn.ping().await.is_ok()
+    }
+}

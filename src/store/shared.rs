@@ -18,6 +18,48 @@
 macro_rules! shared_store {
     ($store:ty, $db:ty, backend = $backend:literal, lock_inbox = $lock_inbox:literal, lock_outbox = $lock_outbox:literal) => {
         impl $store {
+            // -- telegram, discord -------------------------------------------------------
+            /// Marks (or clears) an identity as unreachable and appends the platform's
+            /// signal to the consent ledger: blocked withdraws AI processing and
+            /// marketing; unblocked grants AI processing again (like `START`).
+            async fn set_reachable(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tenant_id: &str,
+                contact_id: &str,
+                channel_id: &str,
+                user_id: &str,
+                reachable: bool,
+                at: i64,
+            ) -> $crate::store::Result<()> {
+                sqlx::query(
+                    "UPDATE contact_identities SET unreachable_at = $4 \
+                     WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $3",
+                )
+                .bind(tenant_id)
+                .bind(channel_id)
+                .bind(user_id)
+                .bind(if reachable { None } else { Some(at) })
+                .execute(&mut **tx)
+                .await?;
+                let purposes: &[&str] = if reachable { &["ai_processing"] } else { &["ai_processing", "marketing"] };
+                for purpose in purposes {
+                    sqlx::query(
+                        "INSERT INTO consent_events (id, tenant_id, contact_id, purpose, granted, source, detail, at) \
+                         VALUES ($1, $2, $3, $4, $5, 'platform', $6, $7)",
+                    )
+                    .bind($crate::store::new_id())
+                    .bind(tenant_id)
+                    .bind(contact_id)
+                    .bind(*purpose)
+                    .bind(reachable)
+                    .bind(if reachable { "bot_unblocked" } else { "bot_blocked" })
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            }
+
             async fn apply_effects(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 tenant_id: &str,
@@ -167,6 +209,10 @@ macro_rules! shared_store {
                                 .bind(inbox_id)
                                 .execute(&mut **tx)
                                 .await?;
+                        }
+                        // -- telegram, discord ---------------------------------------------
+                        Effect::SetReachable { contact_id, channel_id, user_id, reachable, at } => {
+                            Self::set_reachable(tx, tenant_id, contact_id, channel_id, user_id, *reachable, *at).await?;
                         }
                     }
                 }
@@ -380,6 +426,51 @@ macro_rules! shared_store {
                 .await?;
                 tx.commit().await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            // -- telegram, discord -----------------------------------------------------------
+            async fn recipient_unreachable(&self, channel_id: &str, recipient: &str) -> $crate::store::Result<bool> {
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT unreachable_at FROM contact_identities \
+                     WHERE channel_id = $1 AND external_user_id = $2 AND unreachable_at IS NOT NULL",
+                )
+                .bind(channel_id)
+                .bind(recipient)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(found.is_some())
+            }
+
+            async fn mark_unreachable(&self, channel_id: &str, recipient: &str, at: i64) -> $crate::store::Result<()> {
+                let (_gate, mut conn) = self.write_connection(false).await?;
+                let mut tx = self.begin_write(&mut conn, true).await?;
+                let found: Option<(String, String)> = sqlx::query_as(
+                    "SELECT tenant_id, contact_id FROM contact_identities \
+                     WHERE channel_id = $1 AND external_user_id = $2 AND unreachable_at IS NULL",
+                )
+                .bind(channel_id)
+                .bind(recipient)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((tenant_id, contact_id)) = found {
+                    Self::set_reachable(&mut tx, &tenant_id, &contact_id, channel_id, recipient, false, at).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn try_lease(&self, key: &str) -> $crate::store::Result<Option<Box<dyn $crate::store::Lease>>> {
+                Ok(self.lease(key).await?)
+            }
+
+            async fn platform_channels(&self, platform: &str) -> $crate::store::Result<Vec<$crate::store::ChannelRecord>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, tenant_id, platform, account_id, status, status_detail, credentials, created_at \
+                     FROM channels WHERE platform = $1 AND deleted_at IS NULL ORDER BY id",
+                )
+                .bind(platform)
+                .fetch_all(self.reader())
+                .await?)
             }
 
             async fn channel(&self, channel_id: &str) -> $crate::store::Result<Option<$crate::store::ChannelRecord>> {

@@ -269,6 +269,23 @@ impl SqliteStore {
 // -- AI pipeline ----
 ai_store!(SqliteStore, Sqlite);
 
+// -- telegram, discord: gateway leases ------------------------------------------------
+impl SqliteStore {
+    /// SQLite means one instance: it holds every lease.
+    async fn lease(&self, _key: &str) -> Result<Option<Box<dyn super::Lease>>, sqlx::Error> {
+        Ok(Some(Box::new(SoleInstance)))
+    }
+}
+
+struct SoleInstance;
+
+#[async_trait::async_trait]
+impl super::Lease for SoleInstance {
+    async fn held(&mut self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -232,6 +232,16 @@ pub enum Effect {
     ClearAiHold {
         inbox_id: i64,
     },
+    // -- telegram, discord ---------------------------------------------------------
+    /// The person blocked (`reachable: false`) or unblocked the bot: marks the
+    /// identity and records the platform signal in the consent ledger.
+    SetReachable {
+        contact_id: String,
+        channel_id: String,
+        user_id: String,
+        reachable: bool,
+        at: i64,
+    },
 }
 
 /// The end of one inbox event's processing.

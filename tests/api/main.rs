@@ -22,3 +22,6 @@ mod process;
 mod retention;
 mod slack;
 mod store;
+// -- telegram, discord --
+mod discord;
+mod telegram;

@@ -9,6 +9,9 @@ mod error;
 pub mod meta;
 pub mod signed_request;
 pub mod slack;
+// -- telegram, discord ----------------------------------------------------------
+pub mod discord;
+pub mod telegram;
 
 pub use error::VerifyError;
 
