@@ -245,13 +245,12 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, backend = app.store.backend(), "omnigate listening");
     let router = crate::http::router(app.clone());
     let draining_app = app.clone();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
-            draining_app.draining.store(true, Ordering::Relaxed);
-            tracing::info!("shutting down: finishing in-flight requests");
-        })
-        .await?;
+    crate::http::serve::serve(listener, router, async move {
+        shutdown.cancelled().await;
+        draining_app.draining.store(true, Ordering::Relaxed);
+        tracing::info!("shutting down: finishing in-flight requests");
+    })
+    .await;
 
     // Requests are done; let the committer flush, then stop the background work.
     committer_stop.cancel();

@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod serve; // -- fault tolerance: bounded header reads ----
 
 use std::time::Duration;
 

@@ -17,4 +17,5 @@ mod privacy;
 mod process;
 mod retention;
 mod slack;
+mod slowloris;
 mod store;
