@@ -11,6 +11,7 @@ mod fake_slack;
 mod helpers;
 mod ingress;
 mod meta;
+mod pg_restart;
 mod pipeline;
 mod policy;
 mod privacy;
