@@ -128,7 +128,8 @@ fn replacement() -> impl Strategy<Value = Option<Value>> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         ".{0,20}".prop_map(Value::String),
         Just(Value::Array(Vec::new())),
         Just(Value::Object(serde_json::Map::new())),

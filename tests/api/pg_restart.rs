@@ -35,7 +35,11 @@ impl Cluster {
     fn ctl(&self, action: &str) -> bool {
         Command::new("pg_ctlcluster")
             .args(["--skip-systemctl-redirect", &self.0, "main", action])
-            .args(if action == "stop" { &["-m", "fast"][..] } else { &[][..] })
+            .args(if action == "stop" {
+                &["-m", "fast"][..]
+            } else {
+                &[][..]
+            })
             .status()
             .is_ok_and(|s| s.success())
     }
@@ -60,9 +64,15 @@ async fn postgres_restart_under_load() {
     let cluster = Cluster::find().expect("a PostgreSQL cluster under /etc/postgresql");
     let app = TestApp::spawn(backend).await;
     let tenant = app.create_tenant("Restart").await;
-    app.add_document(&tenant, "Hours", "Our opening hours are 9 to 17 on weekdays.")
+    app.add_document(
+        &tenant,
+        "Hours",
+        "Our opening hours are 9 to 17 on weekdays.",
+    )
+    .await;
+    let channel = app
+        .create_whatsapp(&tenant, "9001", Some("restart-secret"))
         .await;
-    let channel = app.create_whatsapp(&tenant, "9001", Some("restart-secret")).await;
     let webhook = format!("{}/webhooks/whatsapp/{channel}", app.url);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -151,7 +161,11 @@ async fn postgres_restart_under_load() {
         .filter(|m| m["direction"] == "inbound")
         .map(|m| m["external_id"].as_str().unwrap_or("").to_string())
         .collect();
-    assert_eq!(inbound.len(), acked.len(), "each acknowledged message stored once");
+    assert_eq!(
+        inbound.len(),
+        acked.len(),
+        "each acknowledged message stored once"
+    );
     assert_eq!(inbound.into_iter().collect::<HashSet<_>>(), acked);
     let replies: Vec<&serde_json::Value> =
         all.iter().filter(|m| m["author"] == "assistant").collect();

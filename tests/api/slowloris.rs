@@ -17,7 +17,9 @@ const NORMAL: usize = 50;
 async fn slow_clients_do_not_block_normal_ones() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let tenant = app.create_tenant("Slow").await;
-    let channel = app.create_whatsapp(&tenant, "8001", Some("slow-secret")).await;
+    let channel = app
+        .create_whatsapp(&tenant, "8001", Some("slow-secret"))
+        .await;
     let addr = app.url.trim_start_matches("http://").to_string();
     let path = format!("/webhooks/whatsapp/{channel}");
 
@@ -30,7 +32,10 @@ async fn slow_clients_do_not_block_normal_ones() {
         heads.push(stream);
     }
     // Connections that send a complete, signed head and a tenth of the body.
-    let slow_body = wa_texts("8001", &[("15550009999", "wamid.slow.body", "never finished")]);
+    let slow_body = wa_texts(
+        "8001",
+        &[("15550009999", "wamid.slow.body", "never finished")],
+    );
     let signature = webhooks::meta::sign(b"slow-secret", slow_body.as_bytes());
     let mut bodies = Vec::new();
     for _ in 0..SLOW_BODIES {
@@ -54,7 +59,11 @@ async fn slow_clients_do_not_block_normal_ones() {
         normal.push(tokio::spawn(async move {
             let body = wa_texts(
                 "8001",
-                &[(&format!("1555000{i:04}"), &format!("wamid.normal.{i}"), "hello")],
+                &[(
+                    &format!("1555000{i:04}"),
+                    &format!("wamid.normal.{i}"),
+                    "hello",
+                )],
             );
             let signature = webhooks::meta::sign(b"slow-secret", body.as_bytes());
             http.post(format!("{url}{path}"))
@@ -99,6 +108,8 @@ async fn slow_clients_do_not_block_normal_ones() {
         .filter(|m| m["direction"] == "inbound")
         .collect();
     assert_eq!(inbound.len(), NORMAL);
-    assert!(inbound.iter().all(|m| m["external_id"] != "wamid.slow.body"));
+    assert!(inbound
+        .iter()
+        .all(|m| m["external_id"] != "wamid.slow.body"));
     drop(heads);
 }
