@@ -21,3 +21,4 @@ mod retention;
 mod slack;
 mod slowloris;
 mod store;
+mod storm;
