@@ -128,8 +128,13 @@ fn replacement() -> impl Strategy<Value = Option<Value>> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
+        // Floats that survive a re-parse: serde_json without `float_roundtrip` may
+        // move an extreme one by one ulp, which is not the normalizer's doing.
         any::<f64>()
-            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number))
+            .prop_filter("float survives a re-parse", |v| {
+                serde_json::from_str::<Value>(&v.to_string()).ok().as_ref() == Some(v)
+            }),
         ".{0,20}".prop_map(Value::String),
         Just(Value::Array(Vec::new())),
         Just(Value::Object(serde_json::Map::new())),
