@@ -337,20 +337,19 @@ pub async fn run(
     let router = crate::http::router(app.clone());
     let draining_app = app.clone();
     let grace = Duration::from_millis(app.config.shutdown.grace_ms);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
-            // Readiness goes false first; requests are still served for the grace
-            // period, so the load balancer stops routing here before the listener closes.
-            draining_app.draining.store(true, Ordering::Relaxed);
-            tracing::info!(
-                grace_ms = grace.as_millis() as u64,
-                "draining: not ready, still accepting"
-            );
-            tokio::time::sleep(grace).await;
-            tracing::info!("shutting down: finishing in-flight requests");
-        })
-        .await?;
+    crate::http::serve::serve(listener, router, async move {
+        shutdown.cancelled().await;
+        // Readiness goes false first; requests are still served for the grace
+        // period, so the load balancer stops routing here before the listener closes.
+        draining_app.draining.store(true, Ordering::Relaxed);
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "draining: not ready, still accepting"
+        );
+        tokio::time::sleep(grace).await;
+        tracing::info!("shutting down: finishing in-flight requests");
+    })
+    .await;
 
     // Requests are done; let the committer flush, then stop the background work,
     // letting in-flight events and sends finish within the drain period.

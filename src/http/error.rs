@@ -68,19 +68,39 @@ impl From<StoreError> for AppError {
 
 impl From<anyhow::Error> for AppError {
     fn from(e: anyhow::Error) -> Self {
+        // -- fault tolerance: a database outage reached through a context chain is
+        // still a 503, so platforms deliver again.
+        let unavailable = e.chain().any(|cause| {
+            let sqlx = cause.downcast_ref::<sqlx::Error>().or_else(|| {
+                match cause.downcast_ref::<StoreError>() {
+                    Some(StoreError::Database(e)) => Some(e),
+                    _ => None,
+                }
+            });
+            sqlx.is_some_and(is_unavailable)
+        });
+        if unavailable {
+            return Self::Unavailable;
+        }
         Self::Internal(e)
     }
 }
 
 /// Connection-level failures: the database is away, the caller should retry.
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
+    match e {
         sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-    )
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
+        // -- fault tolerance: a Postgres server shutting down or restarting ends its
+        // sessions with class 57 (operator intervention, e.g. 57P01
+        // admin_shutdown) or class 08 (connection exception).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("57") || code.starts_with("08")),
+        _ => false,
+    }
 }
 
 impl IntoResponse for AppError {

@@ -4,6 +4,7 @@ pub mod error;
 pub mod extract;
 // -- operations
 pub mod openapi;
+pub mod serve; // -- fault tolerance: bounded header reads ----
 
 use std::time::Duration;
 

@@ -151,7 +151,9 @@ async fn commit_group(store: &dyn Store, group: Vec<(IngressBatch, Reply)>) -> (
                 fresh,
             )
         }
-        Err(e) if batches.len() == 1 => {
+        // -- fault tolerance: with the database away every request fails alike;
+        // retrying them one by one would only hold each for another pool timeout.
+        Err(e) if batches.len() == 1 || is_outage(&e) => {
             let failed = log_failure(&e);
             (
                 replies.into_iter().map(|r| (r, Err(failed))).collect(),
@@ -172,6 +174,10 @@ async fn commit_group(store: &dyn Store, group: Vec<(IngressBatch, Reply)>) -> (
             (answers, fresh)
         }
     }
+}
+
+fn is_outage(e: &StoreError) -> bool {
+    matches!(e, StoreError::Database(db) if crate::http::error::is_unavailable(db))
 }
 
 fn log_failure(e: &StoreError) -> CommitFailed {

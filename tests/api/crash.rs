@@ -1,6 +1,6 @@
-//! SIGKILL under load: every message that got a 200 is stored and answered; a reply
-//! goes out twice only when its send was in flight at the instant of a kill, and such
-//! a re-send is flagged on the message.
+//! SIGKILL under load, repeatedly: every message that got a 200 is stored and
+//! answered; a reply goes out twice only when its send was in flight at the instant
+//! of a kill, and such a re-send is flagged on the message.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,8 @@ use crate::process::{free_port, write_config, Gateway};
 
 const SENDERS: usize = 60;
 const PER_SENDER: usize = 5;
-const KILL_AT: [usize; 2] = [90, 190];
+/// Acknowledgement counts at which the gateway is killed and started again.
+const KILL_AT: [usize; 5] = [40, 90, 140, 190, 240];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_sqlite() {
@@ -102,7 +103,8 @@ async fn sigkill_under_load(backend: Backend) {
         }));
     }
 
-    // Kill the gateway twice mid-load and start it again on the same database.
+    // Kill the gateway again and again mid-load, each time starting it on the same
+    // database.
     for kill_at in KILL_AT {
         wait_until("enough acknowledgements", || async {
             acked.lock().expect("lock").len() >= kill_at

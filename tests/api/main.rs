@@ -4,6 +4,7 @@
 
 mod admin;
 mod assistant;
+mod bad_input;
 mod cli;
 mod config;
 mod crash;
@@ -15,13 +16,16 @@ mod helpers;
 mod ingress;
 mod meta;
 mod ops;
+mod pg_restart;
 mod pipeline;
 mod policy;
 mod privacy;
 mod process;
 mod retention;
 mod slack;
+mod slowloris;
 mod store;
 // -- telegram, discord --
 mod discord;
+mod storm;
 mod telegram;

@@ -1,0 +1,207 @@
+//! Property tests of every verifier: arbitrary and mutated input never panics, a
+//! delivery is accepted exactly when it carries the right MAC over the exact bytes
+//! received, and every rejection is one of the named `VerifyError`s.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use proptest::prelude::*;
+use webhooks::{meta, signed_request, slack, VerifyError};
+
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..max)
+}
+
+/// Header values a sender might send: absent, random bytes, or a plausible
+/// `prefix=hex` of random length.
+fn header(prefix: &'static str) -> impl Strategy<Value = Option<Vec<u8>>> {
+    prop_oneof![
+        Just(None),
+        bytes(80).prop_map(Some),
+        "[0-9a-fA-F]{0,70}".prop_map(move |h| Some(format!("{prefix}{h}").into_bytes())),
+    ]
+}
+
+/// `body` with one byte changed, inserted or removed at `at`.
+fn mutate(body: &[u8], at: usize, op: u8, value: u8) -> Vec<u8> {
+    let mut out = body.to_vec();
+    let i = if out.is_empty() { 0 } else { at % out.len() };
+    match op % 3 {
+        0 if !out.is_empty() => out[i] ^= value.max(1),
+        1 => out.insert(i, value),
+        _ if !out.is_empty() => {
+            out.remove(i);
+        }
+        _ => out.push(value),
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn meta_arbitrary_input_is_rejected_or_correctly_signed(
+        secret in bytes(64),
+        sig in header("sha256="),
+        body in bytes(512),
+    ) {
+        let result = meta::verify_signature(&secret, sig.as_deref(), &body);
+        let expected = meta::sign(&secret, &body);
+        match result {
+            Ok(verified) => {
+                prop_assert_eq!(*verified.get(), &body[..]);
+                let given = String::from_utf8(sig.unwrap()).unwrap();
+                prop_assert!(given.eq_ignore_ascii_case(&expected));
+            }
+            Err(e) => prop_assert!(matches!(
+                e,
+                VerifyError::MissingSignature | VerifyError::MalformedSignature | VerifyError::BadSignature
+            )),
+        }
+    }
+
+    #[test]
+    fn meta_signed_body_verifies_and_any_change_is_refused(
+        secret in bytes(64),
+        body in bytes(512),
+        at in any::<usize>(),
+        op in any::<u8>(),
+        value in any::<u8>(),
+    ) {
+        let sig = meta::sign(&secret, &body);
+        prop_assert!(meta::verify_signature(&secret, Some(sig.as_bytes()), &body).is_ok());
+        let changed = mutate(&body, at, op, value);
+        if changed != body {
+            prop_assert_eq!(
+                meta::verify_signature(&secret, Some(sig.as_bytes()), &changed).err(),
+                Some(VerifyError::BadSignature)
+            );
+        }
+        // A changed byte, not an appended zero: HMAC pads short keys with zeros, so
+        // `k` and `k\0` are the same key.
+        let mut other_secret = secret.clone();
+        match other_secret.len() {
+            0 => other_secret.push(1),
+            n => other_secret[at % n] ^= value.max(1),
+        }
+        {
+            prop_assert_eq!(
+                meta::verify_signature(&other_secret, Some(sig.as_bytes()), &body).err(),
+                Some(VerifyError::BadSignature)
+            );
+        }
+    }
+
+    #[test]
+    fn meta_handshake_never_echoes_without_the_token(
+        expected in bytes(32),
+        mode in proptest::option::of("[a-z]{0,10}"),
+        token in proptest::option::of(".{0,40}"),
+        challenge in proptest::option::of(".{0,40}"),
+    ) {
+        let query = meta::Subscription { mode: mode.clone(), verify_token: token.clone(), challenge };
+        if let Ok(echo) = meta::verify_subscription(&expected, &query) {
+            prop_assert_eq!(mode.as_deref(), Some("subscribe"));
+            prop_assert!(!expected.is_empty());
+            prop_assert_eq!(token.as_deref().map(str::as_bytes), Some(&expected[..]));
+            prop_assert_eq!(echo, query.challenge.as_deref().unwrap_or_default());
+        }
+    }
+
+    #[test]
+    fn signed_request_arbitrary_input_never_panics(secret in bytes(32), input in ".{0,300}") {
+        if let Err(e) = signed_request::verify_signed_request(&secret, &input) {
+            prop_assert!(matches!(
+                e,
+                VerifyError::MalformedSignedRequest | VerifyError::BadSignature | VerifyError::UnsupportedAlgorithm
+            ));
+        }
+    }
+
+    #[test]
+    fn signed_request_roundtrip_and_tampering(
+        secret in bytes(32),
+        user_id in "[0-9]{1,20}",
+        issued_at in any::<i64>(),
+        at in any::<usize>(),
+        op in any::<u8>(),
+        value in any::<u8>(),
+    ) {
+        let payload = serde_json::json!({"algorithm": "HMAC-SHA256", "user_id": user_id, "issued_at": issued_at});
+        let signed = signed_request::sign_signed_request(&secret, payload.to_string().as_bytes());
+        let verified = signed_request::verify_signed_request(&secret, &signed).expect("signed verifies");
+        prop_assert_eq!(&verified.get().user_id, &user_id);
+        prop_assert_eq!(verified.get().issued_at, Some(issued_at));
+        let changed = mutate(signed.as_bytes(), at, op, value);
+        if let Ok(changed) = String::from_utf8(changed) {
+            if changed.trim() != signed {
+                // base64 tolerates a changed padding bit only when it decodes to
+                // the same bytes; anything that verifies must name the same person.
+                if let Ok(v) = signed_request::verify_signed_request(&secret, &changed) {
+                    prop_assert_eq!(&v.get().user_id, &user_id);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn slack_arbitrary_input_is_rejected_or_correctly_signed(
+        secret in bytes(64),
+        timestamp in prop_oneof![Just(None), bytes(16).prop_map(Some), "[0-9]{1,12}".prop_map(|t| Some(t.into_bytes()))],
+        sig in header("v0="),
+        body in bytes(512),
+        now in 0i64..4_000_000_000,
+    ) {
+        match slack::verify(&secret, timestamp.as_deref(), sig.as_deref(), &body, now) {
+            Ok(verified) => {
+                prop_assert_eq!(*verified.get(), &body[..]);
+                let ts = String::from_utf8(timestamp.unwrap()).unwrap();
+                prop_assert!(ts.parse::<i64>().unwrap().abs_diff(now) <= 300);
+                let given = String::from_utf8(sig.unwrap()).unwrap();
+                prop_assert!(given.eq_ignore_ascii_case(&slack::sign(&secret, &ts, &body)));
+            }
+            Err(e) => prop_assert!(matches!(
+                e,
+                VerifyError::BadTimestamp
+                    | VerifyError::StaleTimestamp
+                    | VerifyError::MissingSignature
+                    | VerifyError::MalformedSignature
+                    | VerifyError::BadSignature
+            )),
+        }
+    }
+
+    #[test]
+    fn slack_signature_holds_only_inside_the_replay_window(
+        secret in bytes(64),
+        body in bytes(512),
+        sent in 1_000_000_000i64..2_000_000_000,
+        skew in -1000i64..1000,
+        at in any::<usize>(),
+        op in any::<u8>(),
+        value in any::<u8>(),
+    ) {
+        let ts = sent.to_string();
+        let sig = slack::sign(&secret, &ts, &body);
+        let result = slack::verify(&secret, Some(ts.as_bytes()), Some(sig.as_bytes()), &body, sent + skew);
+        if skew.abs() <= slack::TOLERANCE_SECS {
+            prop_assert!(result.is_ok());
+            let changed = mutate(&body, at, op, value);
+            if changed != body {
+                prop_assert_eq!(
+                    slack::verify(&secret, Some(ts.as_bytes()), Some(sig.as_bytes()), &changed, sent + skew).err(),
+                    Some(VerifyError::BadSignature)
+                );
+            }
+            // The same signature under another timestamp inside the window (a replay
+            // with a fresh time) is refused.
+            let moved = (if skew == 0 { sent + 1 } else { sent + skew }).to_string();
+            prop_assert_eq!(
+                slack::verify(&secret, Some(moved.as_bytes()), Some(sig.as_bytes()), &body, sent + skew).err(),
+                Some(VerifyError::BadSignature)
+            );
+        } else {
+            prop_assert_eq!(result.err(), Some(VerifyError::StaleTimestamp));
+        }
+    }
+}
