@@ -162,10 +162,15 @@ pub fn master_key(config: &Config) -> anyhow::Result<[u8; 32]> {
 /// Builds the gateway on `config`: opens and migrates the database, starts the
 /// committer, worker and dispatcher, and serves HTTP on `listener` until `shutdown`.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // -- web: the sandbox's fake platform APIs are served by this process ----
+    let self_url = crate::web::self_url(listener.local_addr()?);
+    if config.sandbox {
+        crate::sandbox::configure(&mut config, &self_url);
+    }
     let key = master_key(&config)?;
     let store = store::open(&config.database_url).await?;
     let http = reqwest::Client::builder()
@@ -243,7 +248,12 @@ pub async fn run(
     ));
 
     tracing::info!(addr = %listener.local_addr()?, backend = app.store.backend(), "omnigate listening");
-    let router = crate::http::router(app.clone());
+    let mut router = crate::http::router(app.clone());
+    // -- web: the sandbox (set up through the admin API before serving) ----
+    if app.config.sandbox {
+        let sandbox = crate::sandbox::start(app.clone(), router.clone(), self_url).await?;
+        router = router.merge(crate::sandbox::router(sandbox));
+    }
     let draining_app = app.clone();
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {

@@ -25,7 +25,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway: webhooks, admin API, worker and dispatcher.
-    Serve,
+    Serve {
+        /// Also run the sandbox: a demo tenant, stand-in platform APIs and a page at
+        /// /sandbox to write as a customer.
+        #[arg(long)]
+        sandbox: bool,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Manage tenants without the admin API.
@@ -69,7 +74,7 @@ pub enum TenantCommand {
 /// Runs a one-shot command.
 pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Serve => anyhow::bail!("serve is run by main"),
+        Command::Serve { .. } => anyhow::bail!("serve is run by main"),
         Command::Migrate => {
             let store = crate::store::open(&config.database_url).await?;
             println!("migrations applied ({})", store.backend());

@@ -40,6 +40,10 @@ pub struct Config {
     // -- privacy: retention ----------------------------------------------------------
     #[serde(default)]
     pub retention: Retention,
+    // -- web: the sandbox (`serve --sandbox`) ------------------------------------------
+    /// Runs the built-in stand-in platforms and the demo tenant (never in production).
+    #[serde(default)]
+    pub sandbox: bool,
 }
 
 /// A database URL whose `Debug` hides any password.

@@ -17,6 +17,9 @@ pub mod outbound;
 pub mod pipeline;
 pub mod privacy;
 pub mod queue;
+// -- web: sandbox and operator console ----
+pub mod sandbox;
+pub mod web;
 pub mod store;
 pub mod telemetry;
 

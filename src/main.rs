@@ -23,7 +23,11 @@ async fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve => serve(config).await,
+        Command::Serve { sandbox } => {
+            let mut config = config;
+            config.sandbox |= sandbox;
+            serve(config).await
+        }
         other => omnigate::cli::execute(other, config).await,
     };
     match result {
