@@ -3,6 +3,7 @@
 //! PostgreSQL when `OMNIGATE_TEST_POSTGRES_URL` is set), fake platform APIs.
 
 mod admin;
+mod browser;
 mod cli;
 mod config;
 mod crash;
