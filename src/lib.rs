@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod privacy;
 pub mod queue;
 // -- web: sandbox and operator console ----
+pub mod console;
 pub mod sandbox;
 pub mod web;
 pub mod store;
