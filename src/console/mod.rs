@@ -26,15 +26,17 @@ const COOKIE: &str = "og_console";
 /// The console's state: the gateway's own router, called in-process.
 #[derive(Clone)]
 pub struct Console {
+    app: crate::app::App,
     api: Router,
     /// `Secure` on the cookie when the gateway is reached over HTTPS.
     secure: bool,
 }
 
-pub fn router(api: Router, public_url: &str) -> Router {
+pub fn router(app: crate::app::App, api: Router) -> Router {
     let console = Console {
+        secure: app.public_url.starts_with("https://"),
+        app,
         api,
-        secure: public_url.starts_with("https://"),
     };
     Router::new()
         .route("/console", get(home))
@@ -53,6 +55,8 @@ pub fn router(api: Router, public_url: &str) -> Router {
         .route("/console/settings/retention", post(retention))
         .route("/console/settings/assistant", post(assistant))
         .route("/console/audit", get(pages::audit))
+        .route("/console/stamp/conversations", get(stamp_list))
+        .route("/console/stamp/conversations/{id}", get(stamp_conversation))
         .with_state(console)
 }
 
@@ -402,4 +406,51 @@ async fn assistant(State(console): State<Console>, session: Session, Form(form):
         .collect();
     let body = json!({"disclosure": form.disclosure, "human_words": words});
     act(&console, &session, &form.csrf, "PUT", "/api/v1/settings/privacy", Some(body), "/console/settings?saved=1").await
+}
+
+/// A fingerprint of what a live page shows, so the page refetches (an audited read
+/// of personal data) only when something changed. Holds no personal data itself.
+impl Console {
+    async fn tenant(&self, session: &Session) -> Option<String> {
+        let hash = crate::crypto::hash_api_key(&session.key);
+        self.app.store.tenant_by_key_hash(&hash).await.ok().flatten()
+    }
+
+    pub async fn stamp(&self, session: &Session, conversation: Option<&str>) -> Option<String> {
+        let tenant = self.tenant(session).await?;
+        let mut digest = Sha256::new();
+        match conversation {
+            None => {
+                let filter = crate::store::ConversationFilter {
+                    platform: None,
+                    status: None,
+                    after: None,
+                    limit: pages::LIST_LIMIT,
+                };
+                for c in self.app.store.list_conversations(&tenant, &filter).await.ok()? {
+                    digest.update(format!("{}|{}|{};", c.id, c.status, c.last_message_at));
+                }
+            }
+            Some(id) => {
+                let c = self.app.store.conversation(&tenant, id).await.ok()??;
+                digest.update(format!("{}|{};", c.status, c.last_message_at));
+                for m in self.app.store.messages(&tenant, id).await.ok()? {
+                    digest.update(format!("{}|{};", m.id, m.status));
+                }
+            }
+        }
+        Some(hex::encode(&digest.finalize()[..12]))
+    }
+}
+
+async fn stamp_list(State(console): State<Console>, session: Session) -> Response {
+    console.stamp(&session, None).await.unwrap_or_default().into_response()
+}
+
+async fn stamp_conversation(
+    State(console): State<Console>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Response {
+    console.stamp(&session, Some(&id)).await.unwrap_or_default().into_response()
 }

@@ -67,16 +67,25 @@ fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     }
 }
 
-/// Live updates: a page's `#live` region is fetched again every few seconds and
-/// swapped in when it changed (forms outside it keep what is being typed).
+/// How many conversations the list shows.
+pub const LIST_LIMIT: i64 = 100;
+
+/// Live updates: a page's `#live` region names a fingerprint URL; when the
+/// fingerprint changes the page is fetched again and the region swapped in (forms
+/// outside it keep what is being typed).
 const LIVE: &str = r#"
 const live = document.getElementById('live');
-if (live) setInterval(async () => {
+if (live && live.dataset.stampUrl) setInterval(async () => {
+  if (document.hidden) return;
   try {
+    const s = await fetch(live.dataset.stampUrl, {credentials: 'same-origin'});
+    const stamp = s.ok ? await s.text() : '';
+    if (!stamp || stamp === live.dataset.stamp) return;
     const r = await fetch(location.href, {credentials: 'same-origin'});
     if (!r.ok) return;
     const doc = new DOMParser().parseFromString(await r.text(), 'text/html');
     const next = doc.getElementById('live');
+    live.dataset.stamp = stamp;
     if (next && next.innerHTML !== live.innerHTML) live.innerHTML = next.innerHTML;
   } catch (_) {}
 }, 2000);
@@ -123,7 +132,8 @@ pub async fn conversations(
     session: Session,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let list = match console.get(&session, "/api/v1/conversations?limit=100").await {
+    let stamp = console.stamp(&session, None).await.unwrap_or_default();
+    let list = match console.get(&session, &format!("/api/v1/conversations?limit={LIST_LIMIT}")).await {
         Ok(list) => list,
         Err(e) => return e,
     };
@@ -133,7 +143,7 @@ pub async fn conversations(
         &session,
         html! {
             @if q.erased.is_some() { p.notice role="status" { "The contact was erased." } }
-            div id="live" aria-live="polite" {
+            div id="live" aria-live="polite" data-stamp=(stamp) data-stamp-url="/console/stamp/conversations" {
                 @if items.is_empty() { p { "No conversations yet." } } @else {
                     table {
                         thead { tr { th { "Conversation" } th { "Platform" } th { "Status" } th { "Last message" } } }
@@ -177,6 +187,7 @@ pub async fn conversation(State(console): State<Console>, session: Session, Path
         Ok(id) => id.to_string(),
         Err(e) => return e,
     };
+    let stamp = console.stamp(&session, Some(&id)).await.unwrap_or_default();
     let conv = match console.get(&session, &format!("/api/v1/conversations/{id}")).await {
         Ok(v) => v,
         Err(e) => return e,
@@ -194,7 +205,7 @@ pub async fn conversation(State(console): State<Console>, session: Session, Path
                 (s(&conv, "platform")) " · contact "
                 a href={ "/console/contacts/" (s(&conv, "contact_id")) } { "view contact" }
             }
-            div id="live" aria-live="polite" {
+            div id="live" aria-live="polite" data-stamp=(stamp) data-stamp-url={ "/console/stamp/conversations/" (id) } {
                 p { "Status: " strong id="conversation-status" { (s(&conv, "status")) } }
                 ol aria-label="Transcript" {
                     @for m in &messages {
@@ -247,7 +258,7 @@ pub async fn contact(State(console): State<Console>, session: Session, Path(id):
                 dt { "Restricted" } dd { (if contact["restricted"].as_bool() == Some(true) { "yes" } else { "no" }) }
             }
             h3 { "Channel identities" }
-            ul { @for i in &identities { li { (s(i, "platform")) ": " (s(i, "platform_user_id")) } } }
+            ul { @for i in &identities { li { (s(i, "platform")) ": " (s(i, "external_user_id")) } } }
             h3 { "Consent" }
             table {
                 thead { tr { th { "Purpose" } th { "State" } } }

@@ -112,8 +112,9 @@ poll_ms = 100
     }
 }
 
-/// Runs `tests/browser/<script>` against `url`; panics with its output on failure.
-async fn drive(browser: &Browser, script: &str, url: &str, backend: &Backend) {
+/// Runs `tests/browser/<script>` against `url`; panics with its output on failure,
+/// returns its standard output.
+async fn drive(browser: &Browser, script: &str, url: &str, backend: &Backend) -> String {
     let name = match backend {
         Backend::Sqlite => "sqlite",
         Backend::Postgres(_) => "postgres",
@@ -137,6 +138,7 @@ async fn drive(browser: &Browser, script: &str, url: &str, backend: &Backend) {
         output.status
     );
     eprintln!("{stdout}");
+    stdout.into_owned()
 }
 
 /// In the sandbox, a customer writes on the WhatsApp and Slack tabs and sees the
@@ -149,3 +151,37 @@ async fn sandbox_replies_in_the_browser(backend: Backend) {
 }
 
 on_both_backends!(sandbox_replies_in_the_browser);
+
+/// In the console: sign in, open the conversation the sandbox made, take over,
+/// reply as an agent (seen in the sandbox), release, export and erase the contact.
+async fn console_in_the_browser(backend: Backend) {
+    let Some(browser) = browser() else { return };
+    let app = SandboxApp::start(&backend).await;
+    let stdout = drive(&browser, "console.mjs", &app.url, &backend).await;
+    // The erasure really happened: the admin API no longer knows the contact.
+    let contact_id = stdout
+        .lines()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["contact_id"].as_str().map(str::to_string))
+        .expect("the script names the erased contact");
+    let http = reqwest::Client::new();
+    let demo: serde_json::Value = http
+        .get(format!("{}/sandbox/demo", app.url))
+        .send()
+        .await
+        .expect("demo")
+        .json()
+        .await
+        .expect("json");
+    let key = demo["api_key"].as_str().expect("key");
+    let res = http
+        .get(format!("{}/api/v1/contacts/{contact_id}", app.url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("contact");
+    assert_eq!(res.status(), 404);
+    app.stop().await;
+}
+
+on_both_backends!(console_in_the_browser);

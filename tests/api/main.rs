@@ -6,6 +6,7 @@ mod admin;
 mod browser;
 mod cli;
 mod config;
+mod console;
 mod crash;
 mod data_deletion;
 mod fake_slack;
