@@ -250,7 +250,9 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, backend = app.store.backend(), "omnigate listening");
     let mut router = crate::http::router(app.clone());
     // -- web: the operator console calls the admin API in-process ----
-    router = router.clone().merge(crate::console::router(app.clone(), router));
+    router = router
+        .clone()
+        .merge(crate::console::router(app.clone(), router));
     // -- web: the sandbox (set up through the admin API before serving) ----
     if app.config.sandbox {
         let sandbox = crate::sandbox::start(app.clone(), router.clone(), self_url).await?;

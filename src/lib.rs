@@ -20,8 +20,8 @@ pub mod queue;
 // -- web: sandbox and operator console ----
 pub mod console;
 pub mod sandbox;
-pub mod web;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 
 pub use app::run;

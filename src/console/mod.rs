@@ -68,14 +68,21 @@ pub struct Session {
 impl Session {
     /// The CSRF token of this session's forms.
     pub fn csrf(&self) -> String {
-        hex::encode(Sha256::digest(format!("omnigate-console-csrf:{}", self.key)))
+        hex::encode(Sha256::digest(format!(
+            "omnigate-console-csrf:{}",
+            self.key
+        )))
     }
 
     fn check_csrf(&self, token: &str) -> Result<(), Response> {
         if bool::from(self.csrf().as_bytes().ct_eq(token.as_bytes())) {
             Ok(())
         } else {
-            Err((StatusCode::FORBIDDEN, "the form expired: reload the page and try again").into_response())
+            Err((
+                StatusCode::FORBIDDEN,
+                "the form expired: reload the page and try again",
+            )
+                .into_response())
         }
     }
 }
@@ -208,7 +215,9 @@ async fn login(State(console): State<Console>, Form(form): Form<LoginForm>) -> R
     // A key is only a cookie value if it is plain printable ASCII without separators.
     let plausible = !key.is_empty()
         && key.len() <= 200
-        && key.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b',');
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b';' && b != b',');
     let session = Session { key };
     let valid = plausible
         && console
@@ -223,7 +232,10 @@ async fn login(State(console): State<Console>, Form(form): Form<LoginForm>) -> R
             .into_response();
     }
     (
-        [(header::SET_COOKIE, cookie(console.secure, &session.key, None))],
+        [(
+            header::SET_COOKIE,
+            cookie(console.secure, &session.key, None),
+        )],
         Redirect::to("/console/conversations"),
     )
         .into_response()
@@ -234,7 +246,11 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn logout(State(console): State<Console>, session: Session, Form(form): Form<CsrfForm>) -> Response {
+async fn logout(
+    State(console): State<Console>,
+    session: Session,
+    Form(form): Form<CsrfForm>,
+) -> Response {
     if let Err(e) = session.check_csrf(&form.csrf) {
         return e;
     }
@@ -263,7 +279,12 @@ async fn act(
 }
 
 fn safe_id(id: &str) -> Result<&str, Response> {
-    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         Ok(id)
     } else {
         Err(StatusCode::NOT_FOUND.into_response())
@@ -319,15 +340,31 @@ async fn reply(
     let back = format!("/console/conversations/{id}");
     let path = format!("/api/v1/conversations/{id}/messages");
     let body = json!({"text": form.text});
-    act(&console, &session, &form.csrf, "POST", &path, Some(body), &back).await
+    act(
+        &console,
+        &session,
+        &form.csrf,
+        "POST",
+        &path,
+        Some(body),
+        &back,
+    )
+    .await
 }
 
-async fn export(State(console): State<Console>, session: Session, Path(id): Path<String>) -> Response {
+async fn export(
+    State(console): State<Console>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Response {
     let id = match safe_id(&id) {
         Ok(id) => id,
         Err(e) => return e,
     };
-    match console.get(&session, &format!("/api/v1/contacts/{id}/export")).await {
+    match console
+        .get(&session, &format!("/api/v1/contacts/{id}/export"))
+        .await
+    {
         Ok(body) => (
             [
                 (header::CONTENT_TYPE, "application/json".to_string()),
@@ -368,7 +405,16 @@ async fn erase(
         );
     }
     let path = format!("/api/v1/contacts/{id}");
-    act(&console, &session, &form.csrf, "DELETE", &path, None, "/console/conversations?erased=1").await
+    act(
+        &console,
+        &session,
+        &form.csrf,
+        "DELETE",
+        &path,
+        None,
+        "/console/conversations?erased=1",
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -380,14 +426,27 @@ struct RetentionForm {
     audit_days: i64,
 }
 
-async fn retention(State(console): State<Console>, session: Session, Form(form): Form<RetentionForm>) -> Response {
+async fn retention(
+    State(console): State<Console>,
+    session: Session,
+    Form(form): Form<RetentionForm>,
+) -> Response {
     let body = json!({
         "messages_days": form.messages_days,
         "raw_events_days": form.raw_events_days,
         "analytics_days": form.analytics_days,
         "audit_days": form.audit_days,
     });
-    act(&console, &session, &form.csrf, "PUT", "/api/v1/settings/retention", Some(body), "/console/settings?saved=1").await
+    act(
+        &console,
+        &session,
+        &form.csrf,
+        "PUT",
+        "/api/v1/settings/retention",
+        Some(body),
+        "/console/settings?saved=1",
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -397,7 +456,11 @@ struct AssistantForm {
     human_words: String,
 }
 
-async fn assistant(State(console): State<Console>, session: Session, Form(form): Form<AssistantForm>) -> Response {
+async fn assistant(
+    State(console): State<Console>,
+    session: Session,
+    Form(form): Form<AssistantForm>,
+) -> Response {
     let words: Vec<String> = form
         .human_words
         .split(',')
@@ -405,7 +468,16 @@ async fn assistant(State(console): State<Console>, session: Session, Form(form):
         .filter(|w| !w.is_empty())
         .collect();
     let body = json!({"disclosure": form.disclosure, "human_words": words});
-    act(&console, &session, &form.csrf, "PUT", "/api/v1/settings/privacy", Some(body), "/console/settings?saved=1").await
+    act(
+        &console,
+        &session,
+        &form.csrf,
+        "PUT",
+        "/api/v1/settings/privacy",
+        Some(body),
+        "/console/settings?saved=1",
+    )
+    .await
 }
 
 /// A fingerprint of what a live page shows, so the page refetches (an audited read
@@ -413,7 +485,12 @@ async fn assistant(State(console): State<Console>, session: Session, Form(form):
 impl Console {
     async fn tenant(&self, session: &Session) -> Option<String> {
         let hash = crate::crypto::hash_api_key(&session.key);
-        self.app.store.tenant_by_key_hash(&hash).await.ok().flatten()
+        self.app
+            .store
+            .tenant_by_key_hash(&hash)
+            .await
+            .ok()
+            .flatten()
     }
 
     pub async fn stamp(&self, session: &Session, conversation: Option<&str>) -> Option<String> {
@@ -427,7 +504,13 @@ impl Console {
                     after: None,
                     limit: pages::LIST_LIMIT,
                 };
-                for c in self.app.store.list_conversations(&tenant, &filter).await.ok()? {
+                for c in self
+                    .app
+                    .store
+                    .list_conversations(&tenant, &filter)
+                    .await
+                    .ok()?
+                {
                     digest.update(format!("{}|{}|{};", c.id, c.status, c.last_message_at));
                 }
             }
@@ -444,7 +527,11 @@ impl Console {
 }
 
 async fn stamp_list(State(console): State<Console>, session: Session) -> Response {
-    console.stamp(&session, None).await.unwrap_or_default().into_response()
+    console
+        .stamp(&session, None)
+        .await
+        .unwrap_or_default()
+        .into_response()
 }
 
 async fn stamp_conversation(
@@ -452,5 +539,9 @@ async fn stamp_conversation(
     session: Session,
     Path(id): Path<String>,
 ) -> Response {
-    console.stamp(&session, Some(&id)).await.unwrap_or_default().into_response()
+    console
+        .stamp(&session, Some(&id))
+        .await
+        .unwrap_or_default()
+        .into_response()
 }

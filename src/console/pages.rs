@@ -104,7 +104,11 @@ pub fn error_page(session: &Session, status: StatusCode, message: &str) -> Respo
         p.error role="alert" { (message) }
         p { a href="javascript:history.back()" { "Go back" } }
     };
-    (status, Html(layout("Something went wrong", Some(session), body).into_string())).into_response()
+    (
+        status,
+        Html(layout("Something went wrong", Some(session), body).into_string()),
+    )
+        .into_response()
 }
 
 pub fn login(error: Option<&str>) -> Markup {
@@ -133,7 +137,13 @@ pub async fn conversations(
     Query(q): Query<ListQuery>,
 ) -> Response {
     let stamp = console.stamp(&session, None).await.unwrap_or_default();
-    let list = match console.get(&session, &format!("/api/v1/conversations?limit={LIST_LIMIT}")).await {
+    let list = match console
+        .get(
+            &session,
+            &format!("/api/v1/conversations?limit={LIST_LIMIT}"),
+        )
+        .await
+    {
         Ok(list) => list,
         Err(e) => return e,
     };
@@ -182,17 +192,27 @@ fn author_label(m: &Value) -> String {
     }
 }
 
-pub async fn conversation(State(console): State<Console>, session: Session, Path(id): Path<String>) -> Response {
+pub async fn conversation(
+    State(console): State<Console>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Response {
     let id = match safe_id(&id) {
         Ok(id) => id.to_string(),
         Err(e) => return e,
     };
     let stamp = console.stamp(&session, Some(&id)).await.unwrap_or_default();
-    let conv = match console.get(&session, &format!("/api/v1/conversations/{id}")).await {
+    let conv = match console
+        .get(&session, &format!("/api/v1/conversations/{id}"))
+        .await
+    {
         Ok(v) => v,
         Err(e) => return e,
     };
-    let messages = match console.get(&session, &format!("/api/v1/conversations/{id}/messages")).await {
+    let messages = match console
+        .get(&session, &format!("/api/v1/conversations/{id}/messages"))
+        .await
+    {
         Ok(v) => v["items"].as_array().cloned().unwrap_or_default(),
         Err(e) => return e,
     };
@@ -238,16 +258,26 @@ pub async fn conversation(State(console): State<Console>, session: Session, Path
     )
 }
 
-pub async fn contact(State(console): State<Console>, session: Session, Path(id): Path<String>) -> Response {
+pub async fn contact(
+    State(console): State<Console>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Response {
     let id = match safe_id(&id) {
         Ok(id) => id.to_string(),
         Err(e) => return e,
     };
-    let contact = match console.get(&session, &format!("/api/v1/contacts/{id}")).await {
+    let contact = match console
+        .get(&session, &format!("/api/v1/contacts/{id}"))
+        .await
+    {
         Ok(v) => v,
         Err(e) => return e,
     };
-    let identities = contact["identities"].as_array().cloned().unwrap_or_default();
+    let identities = contact["identities"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let consent = contact["consent"].as_object().cloned().unwrap_or_default();
     page(
         "Contact",
@@ -329,7 +359,11 @@ pub struct SavedQuery {
     saved: Option<String>,
 }
 
-pub async fn settings(State(console): State<Console>, session: Session, Query(q): Query<SavedQuery>) -> Response {
+pub async fn settings(
+    State(console): State<Console>,
+    session: Session,
+    Query(q): Query<SavedQuery>,
+) -> Response {
     let retention = match console.get(&session, "/api/v1/settings/retention").await {
         Ok(v) => v,
         Err(e) => return e,
@@ -340,7 +374,12 @@ pub async fn settings(State(console): State<Console>, session: Session, Query(q)
     };
     let words = privacy["human_words"]
         .as_array()
-        .map(|w| w.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+        .map(|w| {
+            w.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
         .unwrap_or_default();
     let fields = [
         ("messages_days", "Messages (days)"),

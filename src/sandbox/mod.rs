@@ -200,7 +200,10 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         .route("/sandbox/send", post(send))
         .route("/sandbox/demo", get(demo))
         // Fake platform send APIs (the config's base URLs point here).
-        .route("/sandbox/meta/{version}/{account}/messages", post(meta_send))
+        .route(
+            "/sandbox/meta/{version}/{account}/messages",
+            post(meta_send),
+        )
         .route("/sandbox/slack/chat.postMessage", post(slack_send))
         .with_state(sandbox)
 }
@@ -260,7 +263,11 @@ impl Sandbox {
         }
         let tenant = &self.demo.tenant_id;
         let mut known = HashMap::new();
-        for platform in pending.iter().map(|p| p.1).collect::<std::collections::BTreeSet<_>>() {
+        for platform in pending
+            .iter()
+            .map(|p| p.1)
+            .collect::<std::collections::BTreeSet<_>>()
+        {
             let filter = ConversationFilter {
                 platform: Some(platform.to_string()),
                 status: None,
@@ -291,9 +298,10 @@ impl Sandbox {
                 entry.status = Some(message.status.clone());
                 if !entry.receipts_sent {
                     entry.receipts_sent = true;
-                    if let (Some(platform), Some(id)) =
-                        (Platform::from_name(entry.platform), entry.external_id.clone())
-                    {
+                    if let (Some(platform), Some(id)) = (
+                        Platform::from_name(entry.platform),
+                        entry.external_id.clone(),
+                    ) {
                         receipts.push((platform, id));
                     }
                 }
@@ -306,7 +314,11 @@ impl Sandbox {
             for webhook in platform.receipts(&self.demo.tag, channel, now_ms(), &external_id) {
                 let status = self.post_webhook(webhook).await?;
                 if status != 200 {
-                    tracing::warn!(status, platform = platform.name(), "sandbox receipt refused");
+                    tracing::warn!(
+                        status,
+                        platform = platform.name(),
+                        "sandbox receipt refused"
+                    );
                 }
             }
         }
@@ -417,8 +429,8 @@ async fn meta_send(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let platform = Platform::by_account(&sandbox.demo.tag, &account)
-        .filter(|p| *p != Platform::Slack);
+    let platform =
+        Platform::by_account(&sandbox.demo.tag, &account).filter(|p| *p != Platform::Slack);
     let (Some(platform), Some(_token)) = (platform, bearer(&headers)) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -428,15 +440,24 @@ async fn meta_send(
     };
     let seq = rand::random::<u64>();
     if platform == Platform::WhatsApp {
-        let text = body.pointer("/text/body").and_then(Value::as_str).unwrap_or_default();
+        let text = body
+            .pointer("/text/body")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let to = body.get("to").cloned().unwrap_or(Value::Null);
         let id = format!("wamid.sandbox.out.{seq:016x}");
         business(&sandbox, platform, text.to_string(), id.clone());
         return Json(json!({"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}], "messages": [{"id": id}]}))
             .into_response();
     }
-    let text = body.pointer("/message/text").and_then(Value::as_str).unwrap_or_default();
-    let to = body.pointer("/recipient/id").cloned().unwrap_or(Value::Null);
+    let text = body
+        .pointer("/message/text")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let to = body
+        .pointer("/recipient/id")
+        .cloned()
+        .unwrap_or(Value::Null);
     let id = format!("m_sandbox.out.{seq:016x}");
     business(&sandbox, platform, text.to_string(), id.clone());
     Json(json!({"recipient_id": to, "message_id": id})).into_response()

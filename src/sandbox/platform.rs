@@ -109,7 +109,14 @@ impl Platform {
 
     /// The customer's message `text` as the platform's signed webhook; `seq` makes
     /// the platform's message id unique.
-    pub fn inbound(self, tag: &str, channel_id: &str, seq: u64, now_ms: i64, text: &str) -> Webhook {
+    pub fn inbound(
+        self,
+        tag: &str,
+        channel_id: &str,
+        seq: u64,
+        now_ms: i64,
+        text: &str,
+    ) -> Webhook {
         let now_s = now_ms / 1000;
         let account = self.account(tag);
         let body = match self {
@@ -155,7 +162,13 @@ impl Platform {
 
     /// The receipts the platform sends once the customer's device showed a reply
     /// (`external_id` is the id its send API gave the reply). Slack has none.
-    pub fn receipts(self, tag: &str, channel_id: &str, now_ms: i64, external_id: &str) -> Vec<Webhook> {
+    pub fn receipts(
+        self,
+        tag: &str,
+        channel_id: &str,
+        now_ms: i64,
+        external_id: &str,
+    ) -> Vec<Webhook> {
         let now_s = now_ms / 1000;
         let account = self.account(tag);
         let bodies: Vec<Value> = match self {

@@ -42,10 +42,18 @@ async fn console_sessions_forms_and_tenants(backend: Backend) {
     let http = client();
     let a = app.create_tenant("Acme").await;
     let b = app.create_tenant("Bolt").await;
-    let channel = app.create_whatsapp(&a, "106540352242922", Some("acme-secret")).await;
-    let body = wa_texts("106540352242922", &[("16505551234", "wamid.console.1", "hello")]);
+    let channel = app
+        .create_whatsapp(&a, "106540352242922", Some("acme-secret"))
+        .await;
+    let body = wa_texts(
+        "106540352242922",
+        &[("16505551234", "wamid.console.1", "hello")],
+    );
     assert_eq!(app.deliver(&channel, "acme-secret", &body).await, 200);
-    wait_until("conversation", || async { app.conversations(&a).await.len() == 1 }).await;
+    wait_until("conversation", || async {
+        app.conversations(&a).await.len() == 1
+    })
+    .await;
     let conversation = app.conversations(&a).await[0]["id"]
         .as_str()
         .expect("id")
@@ -93,7 +101,10 @@ async fn console_sessions_forms_and_tenants(backend: Backend) {
 
     // A form without the right token changes nothing.
     let res = http
-        .post(format!("{}/console/conversations/{conversation}/release", app.url))
+        .post(format!(
+            "{}/console/conversations/{conversation}/release",
+            app.url
+        ))
         .header("cookie", &session_a)
         .form(&[("csrf", "forged")])
         .send()
@@ -104,7 +115,10 @@ async fn console_sessions_forms_and_tenants(backend: Backend) {
 
     // With it, the conversation goes back to the assistant.
     let res = http
-        .post(format!("{}/console/conversations/{conversation}/release", app.url))
+        .post(format!(
+            "{}/console/conversations/{conversation}/release",
+            app.url
+        ))
         .header("cookie", &session_a)
         .form(&[("csrf", csrf.as_str())])
         .send()
