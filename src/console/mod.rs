@@ -74,15 +74,17 @@ impl Session {
         )))
     }
 
-    fn check_csrf(&self, token: &str) -> Result<(), Response> {
+    fn check_csrf(&self, token: &str) -> Result<(), Box<Response>> {
         if bool::from(self.csrf().as_bytes().ct_eq(token.as_bytes())) {
             Ok(())
         } else {
-            Err((
-                StatusCode::FORBIDDEN,
-                "the form expired: reload the page and try again",
-            )
-                .into_response())
+            Err(Box::new(
+                (
+                    StatusCode::FORBIDDEN,
+                    "the form expired: reload the page and try again",
+                )
+                    .into_response(),
+            ))
         }
     }
 }
@@ -252,7 +254,7 @@ async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if let Err(e) = session.check_csrf(&form.csrf) {
-        return e;
+        return *e;
     }
     signed_out(console.secure, "/console/login")
 }
@@ -269,7 +271,7 @@ async fn act(
     back: &str,
 ) -> Response {
     if let Err(e) = session.check_csrf(csrf) {
-        return e;
+        return *e;
     }
     match console.api(session, method, path, body).await {
         Ok(answer) if answer.status.is_success() => Redirect::to(back).into_response(),
@@ -278,7 +280,7 @@ async fn act(
     }
 }
 
-fn safe_id(id: &str) -> Result<&str, Response> {
+fn safe_id(id: &str) -> Result<&str, Box<Response>> {
     if !id.is_empty()
         && id.len() <= 64
         && id
@@ -287,7 +289,7 @@ fn safe_id(id: &str) -> Result<&str, Response> {
     {
         Ok(id)
     } else {
-        Err(StatusCode::NOT_FOUND.into_response())
+        Err(Box::new(StatusCode::NOT_FOUND.into_response()))
     }
 }
 
@@ -299,7 +301,7 @@ async fn handoff(
 ) -> Response {
     let id = match safe_id(&id) {
         Ok(id) => id,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let back = format!("/console/conversations/{id}");
     let path = format!("/api/v1/conversations/{id}/handoff");
@@ -314,7 +316,7 @@ async fn release(
 ) -> Response {
     let id = match safe_id(&id) {
         Ok(id) => id,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let back = format!("/console/conversations/{id}");
     let path = format!("/api/v1/conversations/{id}/release");
@@ -335,7 +337,7 @@ async fn reply(
 ) -> Response {
     let id = match safe_id(&id) {
         Ok(id) => id,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let back = format!("/console/conversations/{id}");
     let path = format!("/api/v1/conversations/{id}/messages");
@@ -359,7 +361,7 @@ async fn export(
 ) -> Response {
     let id = match safe_id(&id) {
         Ok(id) => id,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     match console
         .get(&session, &format!("/api/v1/contacts/{id}/export"))
@@ -395,7 +397,7 @@ async fn erase(
 ) -> Response {
     let id = match safe_id(&id) {
         Ok(id) => id,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     if form.confirm.as_deref() != Some("yes") {
         return pages::error_page(

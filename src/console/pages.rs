@@ -199,7 +199,7 @@ pub async fn conversation(
 ) -> Response {
     let id = match safe_id(&id) {
         Ok(id) => id.to_string(),
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let stamp = console.stamp(&session, Some(&id)).await.unwrap_or_default();
     let conv = match console
@@ -265,7 +265,7 @@ pub async fn contact(
 ) -> Response {
     let id = match safe_id(&id) {
         Ok(id) => id.to_string(),
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let contact = match console
         .get(&session, &format!("/api/v1/contacts/{id}"))
