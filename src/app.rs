@@ -204,10 +204,15 @@ pub fn previous_master_keys(config: &Config) -> anyhow::Result<Vec<[u8; 32]>> {
 /// Builds the gateway on `config`: opens and migrates the database, starts the
 /// committer, worker and dispatcher, and serves HTTP on `listener` until `shutdown`.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // -- web: the sandbox's fake platform APIs are served by this process ----
+    let self_url = crate::web::self_url(listener.local_addr()?);
+    if config.sandbox {
+        crate::sandbox::configure(&mut config, &self_url);
+    }
     let key = master_key(&config)?;
     let store = store::open(&config.database_url).await?;
     let http = reqwest::Client::builder()
@@ -334,7 +339,16 @@ pub async fn run(
         instance = %app.instance,
         "omnigate listening"
     );
-    let router = crate::http::router(app.clone());
+    let mut router = crate::http::router(app.clone());
+    // -- web: the operator console calls the admin API in-process ----
+    router = router
+        .clone()
+        .merge(crate::console::router(app.clone(), router));
+    // -- web: the sandbox (set up through the admin API before serving) ----
+    if app.config.sandbox {
+        let sandbox = crate::sandbox::start(app.clone(), router.clone(), self_url).await?;
+        router = router.merge(crate::sandbox::router(sandbox));
+    }
     let draining_app = app.clone();
     let grace = Duration::from_millis(app.config.shutdown.grace_ms);
     crate::http::serve::serve(listener, router, async move {

@@ -29,6 +29,10 @@ pub enum Command {
         /// Run only part of the gateway (overrides the `role` config key).
         #[arg(long, value_enum)]
         role: Option<crate::ops::Role>,
+        /// Also run the sandbox: a demo tenant, stand-in platform APIs and a page at
+        /// /sandbox to write as a customer.
+        #[arg(long)]
+        sandbox: bool,
     },
     /// Apply database migrations and exit.
     Migrate,

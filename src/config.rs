@@ -52,6 +52,10 @@ pub struct Config {
     pub limits: crate::ops::Limits,
     #[serde(default)]
     pub shutdown: crate::ops::Shutdown,
+    // -- web: the sandbox (`serve --sandbox`) ------------------------------------------
+    /// Runs the built-in stand-in platforms and the demo tenant (never in production).
+    #[serde(default)]
+    pub sandbox: bool,
 }
 
 /// A database URL whose `Debug` hides any password.

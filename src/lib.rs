@@ -20,7 +20,11 @@ pub mod outbound;
 pub mod pipeline;
 pub mod privacy;
 pub mod queue;
+// -- web: sandbox and operator console ----
+pub mod console;
+pub mod sandbox;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 
 pub use app::run;

@@ -17,8 +17,11 @@ async fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     let config = match Config::load(cli.config.as_deref()) {
         Ok(mut config) => {
-            if let Command::Serve { role: Some(role) } = &cli.command {
-                config.role = *role;
+            if let Command::Serve { role, sandbox } = &cli.command {
+                if let Some(role) = role {
+                    config.role = *role;
+                }
+                config.sandbox |= *sandbox;
             }
             config
         }

@@ -107,6 +107,7 @@ fn access_action(method: &Method, route: &str) -> Option<&'static str> {
     let read = *method == Method::GET;
     Some(match route {
         "/api/v1/conversations" | "/api/v1/conversations/{id}/messages" if read => "data.read",
+        "/api/v1/conversations/{id}" if read => "data.read", // -- web: console transcript
         "/api/v1/conversations/{id}/messages" => "conversation.agent_reply",
         "/api/v1/conversations/{id}/handoff" => "conversation.handoff",
         "/api/v1/conversations/{id}/release" => "conversation.release",

@@ -23,6 +23,16 @@ pub fn router() -> Router<App> {
         )
         .route("/api/v1/conversations/{id}/handoff", post(handoff))
         .route("/api/v1/conversations/{id}/release", post(release))
+        // -- web: one conversation (the console's transcript header) ----
+        .route("/api/v1/conversations/{id}", get(one))
+}
+
+async fn one(
+    State(app): State<App>,
+    TenantAuth(tenant_id): TenantAuth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    Ok(Json(conversation_json(&find(&app, &tenant_id, &id).await?)))
 }
 
 #[derive(Debug, Deserialize)]

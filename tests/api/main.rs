@@ -5,8 +5,10 @@
 mod admin;
 mod assistant;
 mod bad_input;
+mod browser;
 mod cli;
 mod config;
+mod console;
 mod crash;
 mod crawl;
 mod data_deletion;
