@@ -11,7 +11,8 @@ on_both_backends!(
     one_instance_holds_a_gateway_lease_and_another_takes_over,
 );
 
-const PING: &str = include_str!("../../../shared/fixtures/discord/interaction-ping-signed.json");
+const PING: &str =
+    include_str!("../../channels/tests/fixtures/discord/interaction-ping-signed.json");
 
 async fn a_ping_is_answered_and_a_bad_signature_is_401(backend: Backend) {
     let app = TestApp::spawn_with(

@@ -28,8 +28,8 @@ on_both_backends!(
 const TOKEN: &str = "7001:AAH-test-token";
 const SECRET: &str = "my-secret_TOKEN-123";
 const PRIVATE_TEXT: &str =
-    include_str!("../../../shared/fixtures/telegram/message-private-text.json");
-const CALLBACK: &str = include_str!("../../../shared/fixtures/telegram/callback-query.json");
+    include_str!("../../channels/tests/fixtures/telegram/message-private-text.json");
+const CALLBACK: &str = include_str!("../../channels/tests/fixtures/telegram/callback-query.json");
 const HOURS: &str =
     "Our opening hours are 9:00 to 17:00, Monday to Friday. We are closed on public holidays.";
 
