@@ -178,6 +178,11 @@ pub async fn sweep(
     if !dry_run && report.total() > 0 {
         store.compact().await?;
     }
+    if !dry_run {
+        for (class, rows) in &report.classes {
+            crate::metrics::retention_deleted(class, *rows);
+        }
+    }
     Ok(report)
 }
 

@@ -304,12 +304,27 @@ async fn sweep_deletes_exactly_what_expired_at_the_boundary(backend: Backend) {
     assert_eq!(dry.classes["messages"], 2);
     assert_eq!(dry.classes["unhandled_events"], 2);
     assert_eq!(dry.classes["dedupe_keys"], 2);
+    let counted = |class: &str| {
+        let line = format!("omnigate_retention_deleted_total{{class=\"{class}\"}} ");
+        omnigate::metrics::render()
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()).map(str::to_string))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = counted("messages");
     let report = retention::sweep(store.as_ref(), &limits, now, false)
         .await
         .expect("sweep");
     assert_eq!(
         report.classes, dry.classes,
         "the dry run counts what is deleted"
+    );
+    // Deletions are counted in the metrics (other tests of this binary may add theirs).
+    assert!(
+        counted("messages") >= before + 2.0,
+        "{}",
+        omnigate::metrics::render()
     );
     let left = |table: &'static str, column: &'static str| {
         let db = &db;
