@@ -50,3 +50,65 @@ impl SendError {
         }
     }
 }
+
+/// A transport failure of a send: nothing (or nothing readable) came back. The URL is
+/// dropped from the message (some platforms put the token in it); a request that could
+/// not even be built is permanent, anything else is worth another attempt.
+pub(crate) fn request_failed(error: reqwest::Error) -> SendError {
+    let error = error.without_url();
+    if error.is_builder() {
+        return SendError::Permanent {
+            code: None,
+            subcode: None,
+            detail: format!("invalid request: {error}"),
+            outside_window: false,
+        };
+    }
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    SendError::Retryable {
+        retry_after: None,
+        code: None,
+        detail: format!("{what}: {error}"),
+    }
+}
+
+/// Defence in depth: platform error texts do not echo the token, but never let one
+/// through into a stored or logged detail.
+pub(crate) fn redact(error: SendError, token: &str) -> SendError {
+    if token.is_empty() {
+        return error;
+    }
+    let clean = |detail: String| detail.replace(token, "[redacted]");
+    match error {
+        SendError::Retryable {
+            retry_after,
+            code,
+            detail,
+        } => SendError::Retryable {
+            retry_after,
+            code,
+            detail: clean(detail),
+        },
+        SendError::Permanent {
+            code,
+            subcode,
+            detail,
+            outside_window,
+        } => SendError::Permanent {
+            code,
+            subcode,
+            detail: clean(detail),
+            outside_window,
+        },
+        SendError::Unauthorized { code, detail } => SendError::Unauthorized {
+            code,
+            detail: clean(detail),
+        },
+    }
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use reqwest::header::RETRY_AFTER;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{redact, request_failed};
 use crate::model::{OutboundReply, SendReceipt};
 use crate::SendError;
 
@@ -135,64 +136,6 @@ pub fn classify_error(http_status: u16, retry_after: Option<Duration>, body: &[u
             subcode,
             detail,
             outside_window: false,
-        },
-    }
-}
-
-fn request_failed(error: reqwest::Error) -> SendError {
-    let error = error.without_url();
-    if error.is_builder() {
-        return SendError::Permanent {
-            code: None,
-            subcode: None,
-            detail: format!("invalid request: {error}"),
-            outside_window: false,
-        };
-    }
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    SendError::Retryable {
-        retry_after: None,
-        code: None,
-        detail: format!("{what}: {error}"),
-    }
-}
-
-/// Defence in depth: Graph error texts do not echo the token, but never let one through.
-fn redact(error: SendError, token: &str) -> SendError {
-    if token.is_empty() {
-        return error;
-    }
-    let clean = |detail: String| detail.replace(token, "[redacted]");
-    match error {
-        SendError::Retryable {
-            retry_after,
-            code,
-            detail,
-        } => SendError::Retryable {
-            retry_after,
-            code,
-            detail: clean(detail),
-        },
-        SendError::Permanent {
-            code,
-            subcode,
-            detail,
-            outside_window,
-        } => SendError::Permanent {
-            code,
-            subcode,
-            detail: clean(detail),
-            outside_window,
-        },
-        SendError::Unauthorized { code, detail } => SendError::Unauthorized {
-            code,
-            detail: clean(detail),
         },
     }
 }

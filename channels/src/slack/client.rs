@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::format::to_slack;
 use super::Slack;
+use crate::error::request_failed;
 use crate::model::{OutboundReply, SendReceipt, SlackCredentials};
 use crate::SendError;
 
@@ -190,31 +191,6 @@ pub fn classify(http_status: u16, retry_after: Option<Duration>, error: Option<&
             detail,
             outside_window: false,
         },
-    }
-}
-
-/// A transport failure: nothing (or nothing readable) came back.
-fn request_failed(error: reqwest::Error) -> SendError {
-    let error = error.without_url();
-    if error.is_builder() {
-        return SendError::Permanent {
-            code: None,
-            subcode: None,
-            detail: format!("invalid request: {error}"),
-            outside_window: false,
-        };
-    }
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    SendError::Retryable {
-        retry_after: None,
-        code: None,
-        detail: format!("{what}: {error}"),
     }
 }
 

@@ -14,6 +14,7 @@ use serde_json::Value;
 use teloxide_core::ApiError;
 
 use super::{Telegram, ALLOWED_UPDATES};
+use crate::error::request_failed;
 use crate::model::{OutboundReply, SendReceipt, TelegramCredentials};
 use crate::pace::MAX_PAUSE;
 use crate::SendError;
@@ -252,16 +253,6 @@ fn permanent(code: Option<i64>, detail: String) -> SendError {
         subcode: None,
         detail,
         outside_window: false,
-    }
-}
-
-fn request_failed(error: reqwest::Error) -> SendError {
-    // The URL holds the token: never let it into the message.
-    let error = error.without_url();
-    SendError::Retryable {
-        retry_after: None,
-        code: None,
-        detail: format!("request failed: {error}"),
     }
 }
 

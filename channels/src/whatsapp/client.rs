@@ -11,6 +11,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::WhatsApp;
+use crate::error::{redact, request_failed};
 use crate::model::{OutboundReply, SendReceipt, WhatsAppCredentials};
 use crate::SendError;
 
@@ -133,66 +134,6 @@ pub fn classify_error(http_status: u16, retry_after: Option<Duration>, body: &[u
         Some(_) if (400..500).contains(&http_status) => permanent(detail, false),
         _ if http_status == 429 || (500..600).contains(&http_status) => retryable(detail),
         _ => permanent(detail, false),
-    }
-}
-
-/// A transport failure: nothing (or nothing readable) came back.
-fn request_failed(error: reqwest::Error) -> SendError {
-    let error = error.without_url();
-    if error.is_builder() {
-        // A malformed request (e.g. a bad `graph_url`) fails the same way every time.
-        return SendError::Permanent {
-            code: None,
-            subcode: None,
-            detail: format!("invalid request: {error}"),
-            outside_window: false,
-        };
-    }
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    SendError::Retryable {
-        retry_after: None,
-        code: None,
-        detail: format!("{what}: {error}"),
-    }
-}
-
-/// Defence in depth: Graph error texts do not echo the token, but never let one through.
-fn redact(error: SendError, token: &str) -> SendError {
-    if token.is_empty() {
-        return error;
-    }
-    let clean = |detail: String| detail.replace(token, "[redacted]");
-    match error {
-        SendError::Retryable {
-            retry_after,
-            code,
-            detail,
-        } => SendError::Retryable {
-            retry_after,
-            code,
-            detail: clean(detail),
-        },
-        SendError::Permanent {
-            code,
-            subcode,
-            detail,
-            outside_window,
-        } => SendError::Permanent {
-            code,
-            subcode,
-            detail: clean(detail),
-            outside_window,
-        },
-        SendError::Unauthorized { code, detail } => SendError::Unauthorized {
-            code,
-            detail: clean(detail),
-        },
     }
 }
 
