@@ -111,13 +111,7 @@ shared_store!(
 );
 
 // -- privacy: audit log and erasure ----------------------------------------------
-privacy_store!(
-    PgStore,
-    Postgres,
-    find = "strpos",
-    envelope_names = "position(convert_to($2, 'UTF8') in body) > 0",
-    after_erase = ""
-);
+privacy_store!(PgStore, Postgres, find = "strpos", after_erase = "");
 
 // -- operations: wake-ups across instances (LISTEN/NOTIFY), backup --------------------
 ops_store!(PgStore);

@@ -337,12 +337,11 @@ pub trait PrivacyStore: Send + Sync {
 }
 
 /// Implements [`PrivacyStore`] for `$store` on database `$db`. `find` is the SQL
-/// function giving the position of a substring (`instr` / `strpos`),
-/// `envelope_names` the condition that raw envelope `body` (bytes) contains `$2`,
-/// and `after_erase` a statement run after an erasure commits (SQLite truncates the
+/// function giving the position of a substring (`instr` / `strpos`), and
+/// `after_erase` a statement run after an erasure commits (SQLite truncates the
 /// WAL so erased text does not linger in it), or empty.
 macro_rules! privacy_store {
-    ($store:ty, $db:ty, find = $find:literal, envelope_names = $envelope_names:literal, after_erase = $after_erase:literal) => {
+    ($store:ty, $db:ty, find = $find:literal, after_erase = $after_erase:literal) => {
         impl $store {
             /// Appends an audit entry inside `tx`. The head row's update locks it until
             /// commit, so concurrent appends to one chain are serialized.
@@ -609,15 +608,8 @@ macro_rules! privacy_store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-                    counts.raw_envelopes += sqlx::query(concat!(
-                        "DELETE FROM raw_envelopes WHERE (tenant_id = $1 OR tenant_id IS NULL) AND ",
-                        $envelope_names
-                    ))
-                    .bind(tenant_id)
-                    .bind(needle)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                    counts.raw_envelopes +=
+                        Self::delete_envelopes_naming(&mut tx, tenant_id, needle).await?;
                     counts.unhandled_events += sqlx::query(concat!(
                         "DELETE FROM unhandled_events WHERE (tenant_id = $1 OR tenant_id IS NULL) AND ",
                         $find, "(raw, $2) > 0"

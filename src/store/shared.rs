@@ -235,16 +235,27 @@ macro_rules! shared_store {
                 .bind(target)
                 .execute(&mut **tx)
                 .await?;
-                // Deliveries spanning several tenants are kept without a tenant.
-                sqlx::query(&format!(
+                Self::delete_envelopes_naming(tx, tenant_id, target).await?;
+                Ok(())
+            }
+
+            /// Deletes the tenant's raw deliveries whose body contains `needle` (a
+            /// message id, a person's id or text): unsend and erasure. Deliveries
+            /// spanning several tenants are kept without a tenant, so they count too.
+            async fn delete_envelopes_naming(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tenant_id: &str,
+                needle: &str,
+            ) -> $crate::store::Result<u64> {
+                Ok(sqlx::query(&format!(
                     "DELETE FROM raw_envelopes WHERE (tenant_id = $1 OR tenant_id IS NULL) AND {}",
                     Self::ENVELOPE_HOLDS
                 ))
                 .bind(tenant_id)
-                .bind(target)
+                .bind(needle)
                 .execute(&mut **tx)
-                .await?;
-                Ok(())
+                .await?
+                .rows_affected())
             }
 
             async fn insert_message(

@@ -233,7 +233,6 @@ privacy_store!(
     SqliteStore,
     Sqlite,
     find = "instr",
-    envelope_names = "instr(body, $2) > 0",
     after_erase = "PRAGMA wal_checkpoint(TRUNCATE)"
 );
 
