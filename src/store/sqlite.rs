@@ -29,6 +29,9 @@ pub struct SqliteStore {
     writer_full: AtomicBool,
     /// The WAL, flushed by `sync_wal` (`None` for an in-memory database).
     wal: Option<Arc<WalFile>>,
+    /// Set by the background checkpointer when the WAL has grown long: the next
+    /// writer finishes the checkpoint, so the log starts over (see [`checkpoint`]).
+    checkpoint_due: Arc<AtomicBool>,
     checkpointer: CancellationToken,
 }
 
@@ -62,6 +65,10 @@ impl Drop for SqliteStore {
 
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// A WAL longer than this many frames (about 4 MiB) is restarted by the writer.
+const RESTART_FRAMES: i64 = 1000;
+/// A WAL file that grew past this (a burst) is truncated back when it restarts.
+const WAL_SIZE_LIMIT: &str = "67108864";
 
 impl SqliteStore {
     const MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -83,7 +90,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
-            .pragma("secure_delete", "ON");
+            .pragma("secure_delete", "ON")
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT);
         // Checkpoints run beside the writer (below), not inside its commits, so an
         // acknowledgement never waits for the database file to be synced.
         // A local file cannot drop its connection: skip the ping before each use.
@@ -110,13 +118,19 @@ impl SqliteStore {
             })
         });
         let checkpointer = CancellationToken::new();
-        tokio::spawn(checkpoint(reader.clone(), checkpointer.clone()));
+        let checkpoint_due = Arc::new(AtomicBool::new(false));
+        tokio::spawn(checkpoint(
+            reader.clone(),
+            checkpoint_due.clone(),
+            checkpointer.clone(),
+        ));
         Ok(Self {
             writer,
             reader,
             turns: Turns::default(),
             writer_full: AtomicBool::new(true),
             wal,
+            checkpoint_due,
             checkpointer,
         })
     }
@@ -157,7 +171,20 @@ impl SqliteStore {
         } else {
             self.turns.background().await
         };
-        Ok((turn, self.writer.acquire().await?))
+        let mut conn = self.writer.acquire().await?;
+        if self.checkpoint_due.swap(false, Ordering::AcqRel) {
+            // No other write can start while this connection is held: the checkpoint
+            // reaches the end of the log (unless a reader still reads an old
+            // snapshot), and this turn's first write starts the log over instead of
+            // growing the file. A failed checkpoint costs nothing but a longer WAL.
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&mut *conn)
+                .await
+            {
+                tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
+            }
+        }
+        Ok((turn, conn))
     }
 
     /// Durable commits run with `synchronous = FULL` (the WAL is fsynced at commit,
@@ -204,20 +231,34 @@ impl SqliteStore {
 }
 
 /// Copies committed WAL frames into the database file in the background (PASSIVE:
-/// never blocks the writer or readers).
-async fn checkpoint(pool: SqlitePool, stop: CancellationToken) {
+/// never blocks the writer or readers). Under steady writes a background checkpoint
+/// never reaches the end of the log (new commits land while it copies), and SQLite
+/// starts the log over only when a write begins on a fully checkpointed WAL: the file
+/// would grow without bound. So when the log is long, the writer is asked to finish
+/// the checkpoint between two of its transactions (little is left to copy by then).
+async fn checkpoint(pool: SqlitePool, due: Arc<AtomicBool>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
+        if let Err(e) = checkpoint_once(&pool, &due).await {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
     }
+}
+
+/// One background checkpoint; asks the writer to finish it when the log is long.
+/// Returns how many frames the log held.
+async fn checkpoint_once(pool: &SqlitePool, due: &AtomicBool) -> Result<i64, sqlx::Error> {
+    // (busy, frames in the log, frames checkpointed)
+    let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await?;
+    if frames >= RESTART_FRAMES {
+        due.store(true, Ordering::Release);
+    }
+    Ok(frames)
 }
 
 shared_store!(
@@ -309,6 +350,60 @@ mod tests {
         let memory = SqliteStore::connect("sqlite::memory:").await?;
         assert!(memory.wal.is_none());
         memory.sync_ingress().await?;
+        Ok(())
+    }
+
+    /// Under steady writes the log must start over instead of growing without bound:
+    /// once it is long, the next writer finishes the checkpoint and the following
+    /// commit writes from the start of the file again.
+    #[tokio::test]
+    async fn a_long_wal_starts_over() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("og.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", db.display())).await?;
+        store.migrate().await?;
+        let blob = vec![7u8; 3000];
+        let write = |n: usize| {
+            let store = &store;
+            let blob = blob.clone();
+            async move {
+                for _ in 0..n {
+                    let (_turn, mut conn) = store.write_connection(true).await?;
+                    let mut tx = store.begin_write(&mut conn, false).await?;
+                    sqlx::query(
+                        "INSERT INTO raw_envelopes (platform, body, received_at) VALUES ('whatsapp', $1, 0)",
+                    )
+                    .bind(&blob)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                }
+                anyhow::Ok(())
+            }
+        };
+        // A reader on an old snapshot keeps the background checkpoint from reaching
+        // the end of the log, as commits landing during it do under load.
+        write(RESTART_FRAMES as usize / 2).await?;
+        let mut reader = store.reader.acquire().await?;
+        let mut old_snapshot = reader.begin().await?;
+        let _: i64 = sqlx::query_scalar("SELECT count(*) FROM raw_envelopes")
+            .fetch_one(&mut *old_snapshot)
+            .await?;
+        write(RESTART_FRAMES as usize / 2).await?;
+        let frames = checkpoint_once(&store.reader, &store.checkpoint_due).await?;
+        old_snapshot.rollback().await?;
+        drop(reader);
+        assert!(frames >= RESTART_FRAMES, "{frames} frames");
+        assert!(store.checkpoint_due.load(Ordering::Acquire));
+        let size = std::fs::metadata(dir.path().join("og.db-wal"))?.len();
+        write(3).await?;
+        let after = checkpoint_once(&store.reader, &store.checkpoint_due).await?;
+        assert!(after < 20, "the log started over: {after} frames");
+        assert_eq!(
+            std::fs::metadata(dir.path().join("og.db-wal"))?.len(),
+            size,
+            "the file is reused, not grown"
+        );
         Ok(())
     }
 }
