@@ -13,6 +13,12 @@
 //!
 //! It records every IDENTIFY, RESUME and heartbeat, every socket with its close code,
 //! the most sockets open at once, and one ordered log of opens, IDENTIFYs and closes.
+//!
+//! What serenity 0.12 does, read from its source: it connects to `{url}?v=10` (JSON,
+//! no `compress=zlib-stream`), identifies with `compress: true` (Discord may then send
+//! large payloads as zlib binary frames; serenity takes text frames too, which is
+//! what this fake sends), and resumes at the URL it first connected to, not at
+//! `resume_gateway_url` (here both are this fake).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
