@@ -328,10 +328,11 @@ pub async fn run(
     });
 
     // -- telegram, discord: Discord gateway sessions (one instance holds each bot's)
-    background.push(tokio::spawn(crate::inbound::discord_gateway::supervise(
+    let gateway_stop = CancellationToken::new();
+    let mut gateway = tokio::spawn(crate::inbound::discord_gateway::supervise(
         app.clone(),
-        work_stop.clone(),
-    )));
+        gateway_stop.clone(),
+    ));
     tracing::info!(
         addr = %listener.local_addr()?,
         backend = app.store.backend(),
@@ -365,12 +366,20 @@ pub async fn run(
     })
     .await;
 
-    // Requests are done; let the committer flush, then stop the background work,
+    // Requests are done. The Discord gateway sessions end next (sockets closed, then
+    // their leases freed for another instance), while the committer still stores
+    // what they read; then the committer flushes and the background work stops,
     // letting in-flight events and sends finish within the drain period.
+    let drain = Duration::from_millis(app.config.shutdown.drain_ms);
+    gateway_stop.cancel();
+    if tokio::time::timeout(drain, &mut gateway).await.is_err() {
+        tracing::warn!("discord gateway sessions did not end in time; abandoning them");
+        gateway.abort();
+        let _ = gateway.await;
+    }
     committer_stop.cancel();
     let _ = committer_task.await;
     work_stop.cancel();
-    let drain = Duration::from_millis(app.config.shutdown.drain_ms);
     let finished = tokio::time::timeout(drain, async {
         for task in &mut background {
             let _ = task.await;

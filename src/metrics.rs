@@ -28,6 +28,9 @@ pub const PROVIDER_CALLS: &str = "omnigate_provider_calls_total";
 pub const PROVIDER_FAILOVERS: &str = "omnigate_provider_failovers_total";
 pub const RETENTION_DELETED: &str = "omnigate_retention_deleted_total";
 pub const RATE_LIMITED: &str = "omnigate_admin_rate_limited_total";
+// -- telegram, discord ----
+pub const GATEWAY_SESSIONS: &str = "omnigate_discord_gateway_sessions";
+pub const GATEWAY_LEASES: &str = "omnigate_discord_gateway_lease_attempts_total";
 
 /// Name, type and help of every metric (unlisted names are exported untyped).
 pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
@@ -43,6 +46,8 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (PROVIDER_FAILOVERS, Kind::Counter, "Fail-overs from one assistant provider to the next."),
     (RETENTION_DELETED, Kind::Counter, "Rows deleted by the retention sweeper, by data class."),
     (RATE_LIMITED, Kind::Counter, "Admin API requests refused with 429."),
+    (GATEWAY_SESSIONS, Kind::Gauge, "Discord gateway sessions this instance holds."),
+    (GATEWAY_LEASES, Kind::Counter, "Tries to take a Discord bot's gateway session lease, by result (taken, busy: another instance holds it, error)."),
 ];
 
 /// Histogram bucket bounds, in seconds.

@@ -412,7 +412,10 @@ pub struct Edit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delete {
     pub chat: String,
-    pub sender: Participant,
+    /// Who deleted it, when the platform says (Discord's `MESSAGE_DELETE` does not:
+    /// the message is then found by its id within the channel).
+    #[serde(default)]
+    pub sender: Option<Participant>,
     pub target: String,
 }
 

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Discord gateway events, fed to the session handler's mapping as serenity reads
 //! them from the Gateway: one event per message for the bot, none for bots (itself
-//! included), none for guild chatter that does not mention it.
+//! included), none for guild chatter that does not mention it; a deletion per
+//! deleted message. The whole session against a fake gateway is in tests/api/discord.rs.
 
 use channels::discord::gateway::{
     intents, normalize_create, normalize_delete, normalize_update, BotScope,
@@ -116,12 +117,33 @@ fn edits_and_deletes() {
     };
     assert_eq!(edit.target, "334385199974967042");
 
+    // A deletion names no author: it targets the message in the chat it was sent in.
     let out = normalize_delete(
         &scope(&[]),
         serenity::all::ChannelId::new(290926798999357250),
-        serenity::all::MessageId::new(334385199974967042),
-        None,
+        &[
+            serenity::all::MessageId::new(334385199974967042),
+            serenity::all::MessageId::new(334385199974967043),
+        ],
     );
-    assert!(out.events.is_empty());
-    assert_eq!(out.unhandled[0].reason, "message_delete");
+    assert!(out.unhandled.is_empty());
+    let targets: Vec<(&str, &str)> = out
+        .events
+        .iter()
+        .map(|e| {
+            let EventBody::Delete(delete) = &e.body else {
+                panic!("{e:?}")
+            };
+            assert_eq!(delete.chat, "290926798999357250");
+            assert_eq!(delete.sender, None);
+            (e.external_id.as_str(), delete.target.as_str())
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("delete:334385199974967042", "334385199974967042"),
+            ("delete:334385199974967043", "334385199974967043")
+        ]
+    );
 }

@@ -179,7 +179,7 @@ fn edit_and_delete_target_the_original_message() {
         EventBody::Delete(d) => {
             assert_eq!(d.chat, "D024BE91L");
             assert_eq!(d.target, "D024BE91L:1355517523.000005");
-            assert_eq!(d.sender.id, "U2147483697");
+            assert_eq!(d.sender.as_ref().unwrap().id, "U2147483697");
         }
         other => panic!("{other:?}"),
     }

@@ -554,10 +554,10 @@ fn revoke_with_business_scoped_user_id() {
             timestamp: 1697043223,
             body: EventBody::Delete(Delete {
                 chat: "972987654321".into(),
-                sender: Participant {
+                sender: Some(Participant {
                     id: "US.13491208655302741918".into(),
                     ..test_name()
-                },
+                }),
                 target: "<ORIGINAL_WHATSAPP_MESSAGE_ID>".into(),
             }),
         }

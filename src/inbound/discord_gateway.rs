@@ -2,8 +2,10 @@
 //! Discord channel it tries to take the channel's lease ([`Store::try_lease`]:
 //! a Postgres advisory lock, or the only instance on SQLite) and, holding it, runs
 //! the bot's gateway session (`channels::discord::gateway`). Events go through the
-//! same durable inbox as webhooks. When the holder stops, its lease is freed and
-//! another instance takes the session over on its next scan, within seconds.
+//! same durable inbox as webhooks. When the holder stops, its session's socket is
+//! closed first and its lease freed after; another instance takes the session over
+//! on its next scan, within seconds. A holder that cannot confirm its lease ends its
+//! session rather than risk two.
 //!
 //! [`Store::try_lease`]: crate::store::Store::try_lease
 
@@ -19,10 +21,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::meta::{push_event, unhandled_row};
 use crate::app::App;
+use crate::metrics;
 use crate::store::{now_ms, ChannelRecord, IngressBatch, Lease};
 
 /// How often channels and leases are looked at.
 const SCAN: Duration = Duration::from_secs(2);
+/// A lease whose connection does not answer within this is taken as lost.
+const LEASE_CHECK: Duration = Duration::from_secs(5);
 /// Pause after a session ended with an error (bad token, Discord unreachable).
 const RETRY: Duration = Duration::from_secs(30);
 
@@ -69,12 +74,18 @@ pub async fn supervise(app: App, stop: CancellationToken) {
                 .await
             {
                 Ok(Some(lease)) => lease,
-                Ok(None) => continue, // another instance holds this bot's session
+                Ok(None) => {
+                    // Another instance holds this bot's session.
+                    metrics::inc(metrics::GATEWAY_LEASES, &[("result", "busy")]);
+                    continue;
+                }
                 Err(e) => {
+                    metrics::inc(metrics::GATEWAY_LEASES, &[("result", "error")]);
                     tracing::warn!(channel_id = %channel.id, error = %e, "could not try the gateway lease");
                     continue;
                 }
             };
+            metrics::inc(metrics::GATEWAY_LEASES, &[("result", "taken")]);
             tracing::info!(channel_id = %channel.id, "holding the discord gateway session");
             let session_stop = stop.child_token();
             let task = tokio::spawn(run_session(
@@ -91,14 +102,19 @@ pub async fn supervise(app: App, stop: CancellationToken) {
                 },
             );
         }
+        metrics::set(metrics::GATEWAY_SESSIONS, &[], sessions.len() as f64);
+    }
+    for session in sessions.values() {
+        session.stop.cancel();
     }
     for session in sessions.into_values() {
-        session.stop.cancel();
         let _ = session.task.await;
     }
+    metrics::set(metrics::GATEWAY_SESSIONS, &[], 0.0);
 }
 
-/// Holds the lease and keeps the session up until `stop` or the lease is lost.
+/// Holds the lease and keeps the session up until `stop` or the lease is lost. The
+/// lease is let go only once the session has ended (its socket closed).
 async fn run_session(
     app: App,
     channel: ChannelRecord,
@@ -122,26 +138,33 @@ async fn run_session(
         channel: channel.clone(),
     });
     let session_stop = stop.child_token();
-    // Watches the lease: a lost connection means another instance may take over.
+    // Watches the lease: a lost connection means another instance may take over. It
+    // hands the lease back when told to stop, so that it outlives the session.
     let watcher = {
         let session_stop = session_stop.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = session_stop.cancelled() => return,
-                    () = tokio::time::sleep(SCAN) => {}
-                }
-                if !lease.held().await {
-                    tracing::warn!("discord gateway lease lost; ending the session");
-                    session_stop.cancel();
-                    return;
+        let watch_stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let watch_stop = watch_stop.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        () = watch_stop.cancelled() => return lease,
+                        () = tokio::time::sleep(SCAN) => {}
+                    }
+                    let held = tokio::time::timeout(LEASE_CHECK, lease.held()).await;
+                    if !matches!(held, Ok(true)) {
+                        tracing::warn!("discord gateway lease lost; ending the session");
+                        session_stop.cancel();
+                        return lease;
+                    }
                 }
             }
-        })
+        });
+        (watch_stop, task)
     };
     while !session_stop.is_cancelled() {
         let result = gateway::run(
-            app.discord.api_url(),
+            &app.discord,
             &credentials.bot_token,
             scope.clone(),
             sink.clone(),
@@ -156,8 +179,11 @@ async fn run_session(
             }
         }
     }
-    session_stop.cancel();
-    let _ = watcher.await;
+    // The session is over and its socket closed: now the lease may go.
+    let (watch_stop, task) = watcher;
+    watch_stop.cancel();
+    drop(task.await);
+    tracing::info!(channel_id = %channel.id, "discord gateway session handed back");
 }
 
 /// Stores a session's events in the durable inbox, like a webhook delivery.

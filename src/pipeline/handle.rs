@@ -201,7 +201,19 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
             ))
         }
         EventBody::Delete(delete) => {
-            let conversation = resolve(app, &item, &delete.chat, &delete.sender, now).await?;
+            let Some(sender) = &delete.sender else {
+                // No author (Discord): the message is found by its id in the chat's
+                // conversation, and nobody new is made up for it.
+                return Ok(done(
+                    "deleted",
+                    vec![Effect::DeleteChatMessage {
+                        channel_id: item.channel_id.clone(),
+                        chat: delete.chat,
+                        target: delete.target,
+                    }],
+                ));
+            };
+            let conversation = resolve(app, &item, &delete.chat, sender, now).await?;
             // Meta messaging: an unsent message leaves storage altogether.
             let effect = if matches!(item.platform.as_str(), "messenger" | "instagram") {
                 Effect::RemoveMessage {

@@ -119,6 +119,20 @@ macro_rules! shared_store {
                             .execute(&mut **tx)
                             .await?;
                         }
+                        Effect::DeleteChatMessage { channel_id, chat, target } => {
+                            sqlx::query(
+                                "UPDATE messages SET text = NULL, content = NULL, kind = 'deleted', \
+                                 status = 'deleted' WHERE tenant_id = $1 AND direction = 'inbound' \
+                                 AND external_id = $4 AND conversation_id = (SELECT id FROM conversations \
+                                 WHERE tenant_id = $1 AND channel_id = $2 AND external_chat_id = $3)",
+                            )
+                            .bind(tenant_id)
+                            .bind(channel_id)
+                            .bind(chat)
+                            .bind(target)
+                            .execute(&mut **tx)
+                            .await?;
+                        }
                         Effect::ApplyStatus { channel_id, external_id, status, error_code, error_detail } => {
                             Self::apply_status(tx, tenant_id, channel_id, external_id, *status, *error_code, error_detail.as_deref()).await?;
                         }

@@ -173,6 +173,13 @@ pub enum Effect {
         conversation_id: String,
         target: String,
     },
+    /// Same, for a deletion that names no author: the message is looked up in the
+    /// conversation of the channel's chat.
+    DeleteChatMessage {
+        channel_id: String,
+        chat: String,
+        target: String,
+    },
     ApplyStatus {
         channel_id: String,
         external_id: String,

@@ -29,5 +29,6 @@ mod slowloris;
 mod store;
 // -- telegram, discord --
 mod discord;
+mod fake_discord;
 mod storm;
 mod telegram;

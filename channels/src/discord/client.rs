@@ -2,18 +2,74 @@
 //! `Authorization: Bot {token}`. Rate limits: a bucket whose
 //! `X-RateLimit-Remaining` reached 0 is held until `X-RateLimit-Reset-After`; a 429
 //! holds the channel (or, when `global`, every channel) for `retry_after`.
+//!
+//! Also the gateway discovery a session starts with: `GET {api_url}/gateway/bot`.
 
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Discord;
+use crate::error::{redact, request_failed};
 use crate::model::{DiscordCredentials, OutboundReply, SendReceipt};
 use crate::pace::MAX_PAUSE;
 use crate::SendError;
+
+/// Where a bot's gateway session connects (`GET /gateway/bot`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewayBot {
+    /// The WebSocket URL (`wss://gateway.discord.gg`).
+    pub url: String,
+    /// Shards Discord recommends for the bot.
+    #[serde(default = "one")]
+    pub shards: u32,
+    pub session_start_limit: SessionStartLimit,
+}
+
+/// How many gateway sessions the bot may still start (IDENTIFYs, 1000 a day).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SessionStartLimit {
+    pub total: u64,
+    pub remaining: u64,
+    /// Milliseconds until `remaining` is reset.
+    pub reset_after: u64,
+    #[serde(default = "one_u64")]
+    pub max_concurrency: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn one_u64() -> u64 {
+    1
+}
+
+impl Discord {
+    /// `GET /gateway/bot`: the gateway URL and the session starts left. A 401 means
+    /// the token is dead ([`SendError::Unauthorized`]).
+    pub async fn gateway_bot(&self, token: &SecretString) -> Result<GatewayBot, SendError> {
+        let token = token.expose_secret();
+        let response = self
+            .http
+            .get(format!("{}/gateway/bot", self.api_url))
+            .header("authorization", format!("Bot {token}"))
+            .send()
+            .await
+            .map_err(request_failed)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap_or_default();
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| permanent(None, format!("unreadable gateway/bot answer: {e}")));
+        }
+        Err(redact(classify_error(status, &headers, &bytes), token))
+    }
+}
 
 /// Global limit: 50 requests a second per bot.
 const BOT_EVERY: Duration = Duration::from_millis(20);

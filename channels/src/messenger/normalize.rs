@@ -134,7 +134,7 @@ fn event(account: &str, item: &Value) -> Result<InboundEvent, String> {
                 format!("deleted:{mid}"),
                 EventBody::Delete(Delete {
                     chat,
-                    sender,
+                    sender: Some(sender),
                     target: mid,
                 }),
             ));

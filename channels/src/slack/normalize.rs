@@ -398,8 +398,9 @@ impl Scope<'_> {
             timestamp: seconds(m.ts.as_deref().unwrap_or(deleted)),
             body: EventBody::Delete(Delete {
                 chat: chat_of(channel, im, deleted, thread),
-                // Slack does not always say who wrote it; the conversation is found by chat.
-                sender: participant(user.unwrap_or(channel), None),
+                // Slack does not always say who wrote it; then the message is found by
+                // its key within the workspace.
+                sender: user.map(|user| participant(user, None)),
                 target: key(channel, deleted),
             }),
         }])

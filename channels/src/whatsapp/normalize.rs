@@ -210,7 +210,7 @@ impl Scope<'_> {
                 let revoke: wire::Revoke = part(raw, "revoke")?;
                 EventBody::Delete(Delete {
                     chat,
-                    sender,
+                    sender: Some(sender),
                     target: revoke.original_message_id,
                 })
             }
