@@ -21,5 +21,8 @@ fuzz_target!(|input: Input<'_>| {
     }
     // A correct signature always verifies.
     let signature = webhooks::meta::sign(input.secret, input.body);
-    assert!(webhooks::meta::verify_signature(input.secret, Some(signature.as_bytes()), input.body).is_ok());
+    assert!(
+        webhooks::meta::verify_signature(input.secret, Some(signature.as_bytes()), input.body)
+            .is_ok()
+    );
 });

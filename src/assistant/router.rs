@@ -11,8 +11,9 @@ use super::providers::{ChatRequest, Completion, Provider, ProviderError};
 use crate::config::ProviderName;
 
 /// Per-provider breaker: closed while calls succeed; open for a cool-down after
-/// `threshold` consecutive failures (or one failure that will not clear soon); then
-/// half-open, letting one probe through whose result closes or re-opens it.
+/// `threshold` consecutive failures (or one failure that will not clear soon), and
+/// for as long as the provider's `Retry-After` asked; then half-open, letting one
+/// probe through whose result closes or re-opens it.
 #[derive(Debug, Default)]
 pub struct Breaker {
     failures: u32,
@@ -42,11 +43,23 @@ impl Breaker {
         *self = Self::default();
     }
 
-    pub fn failed(&mut self, now: Instant, threshold: u32, cooldown: Duration, at_once: bool) {
+    /// Counts a failure. `hold` opens the circuit at once for that long (a failure
+    /// that will not clear soon, or the provider's own `Retry-After`); the count
+    /// reaching `threshold`, or a failed probe, opens it for `cooldown`. The later
+    /// of the two wins.
+    pub fn failed(
+        &mut self,
+        now: Instant,
+        threshold: u32,
+        cooldown: Duration,
+        hold: Option<Duration>,
+    ) {
         self.failures = self.failures.saturating_add(1);
         self.probe_since = None;
-        if at_once || self.failures >= threshold || self.open_until.is_some() {
-            self.open_until = Some(now + cooldown);
+        let by_count =
+            (self.failures >= threshold || self.open_until.is_some()).then(|| now + cooldown);
+        if let Some(until) = by_count.max(hold.map(|wait| now + wait)) {
+            self.open_until = Some(until);
         }
     }
 
@@ -170,9 +183,14 @@ impl Router {
                         error = %error,
                         "provider failed; failing over"
                     );
-                    let at_once = error.cools_down();
+                    // A provider that said when to come back is not asked before.
+                    let hold = if error.cools_down() {
+                        Some(self.cooldown)
+                    } else {
+                        error.retry_after()
+                    };
                     self.with_breaker(name, |b| {
-                        b.failed(Instant::now(), self.threshold, self.cooldown, at_once)
+                        b.failed(Instant::now(), self.threshold, self.cooldown, hold)
                     });
                     record(Call {
                         provider: name,
@@ -221,16 +239,16 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Breaker::default();
         for _ in 0..4 {
-            b.failed(t0, 5, COOL, false);
+            b.failed(t0, 5, COOL, None);
             assert!(b.allow(t0, COOL));
         }
-        b.failed(t0, 5, COOL, false);
+        b.failed(t0, 5, COOL, None);
         assert!(!b.allow(t0, COOL), "open after 5 failures");
         assert!(!b.allow(t0 + COOL - Duration::from_millis(1), COOL));
         let later = t0 + COOL;
         assert!(b.allow(later, COOL), "one probe after the cool-down");
         assert!(!b.allow(later, COOL), "only one probe at a time");
-        b.failed(later, 5, COOL, false);
+        b.failed(later, 5, COOL, None);
         assert!(
             !b.allow(later + Duration::from_secs(1), COOL),
             "failed probe re-opens"
@@ -248,8 +266,32 @@ mod tests {
     fn hard_failures_open_at_once() {
         let t0 = Instant::now();
         let mut b = Breaker::default();
-        b.failed(t0, 5, COOL, true);
+        b.failed(t0, 5, COOL, Some(COOL));
         assert!(!b.allow(t0, COOL));
+    }
+
+    #[test]
+    fn retry_after_holds_the_circuit_that_long_below_the_threshold() {
+        let t0 = Instant::now();
+        let wait = Duration::from_secs(2);
+        let mut b = Breaker::default();
+        b.failed(t0, 5, COOL, Some(wait));
+        assert!(!b.allow(t0 + wait - Duration::from_millis(1), COOL));
+        assert!(b.allow(t0 + wait, COOL), "one probe once the wait is over");
+        b.succeeded();
+        // Past the threshold, the longer of the cool-down and the wait.
+        let mut b = Breaker::default();
+        for _ in 0..4 {
+            b.failed(t0, 5, COOL, None);
+        }
+        b.failed(t0, 5, COOL, Some(wait));
+        assert!(!b.allow(t0 + wait, COOL));
+        assert!(b.allow(t0 + COOL, COOL));
+        let long = COOL * 3;
+        let mut b = Breaker::default();
+        b.failed(t0, 1, COOL, Some(long));
+        assert!(!b.allow(t0 + COOL, COOL));
+        assert!(b.allow(t0 + long, COOL));
     }
 
     #[test]
@@ -257,10 +299,10 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Breaker::default();
         for _ in 0..4 {
-            b.failed(t0, 5, COOL, false);
+            b.failed(t0, 5, COOL, None);
         }
         b.succeeded();
-        b.failed(t0, 5, COOL, false);
+        b.failed(t0, 5, COOL, None);
         assert!(b.allow(t0, COOL));
     }
 }

@@ -1,7 +1,8 @@
 //! The bad inputs of docs/bad-inputs.md, each sent to a running gateway: every one
 //! gets the status the table lists, and none of them becomes a customer message (the
 //! one legitimate delivery, sent first and replayed, is stored exactly once; a signed
-//! message of an unknown type is kept as an unsupported message).
+//! message of an unknown type is kept as an unsupported message). Meta and Slack in
+//! one test, Telegram and Discord in another.
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
@@ -13,7 +14,10 @@ const A_SECRET: &str = "tenant-a-secret";
 const B_SECRET: &str = "tenant-b-secret";
 const SLACK_SECRET: &str = "tenant-a-slack-secret";
 
-crate::on_both_backends!(bad_inputs_get_their_status_and_store_nothing);
+crate::on_both_backends!(
+    bad_inputs_get_their_status_and_store_nothing,
+    telegram_and_discord_bad_inputs_get_their_status_and_store_nothing,
+);
 
 /// One row of the table: what is sent, where, and the status it must get.
 struct Case {
@@ -50,6 +54,45 @@ fn slack_headers(ts: i64, sig_ts: i64, body: &[u8]) -> Vec<(&'static str, String
             webhooks::slack::sign(SLACK_SECRET.as_bytes(), &sig_ts.to_string(), body),
         ),
     ]
+}
+
+/// Sends every case and checks the status each gets.
+async fn send_all(app: &TestApp, cases: &[Case]) {
+    for case in cases {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        for (name, value) in &case.headers {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_bytes(value.as_bytes()).expect("header"),
+            );
+        }
+        let res = app
+            .http
+            .post(format!("{}{}", app.url, case.path))
+            .headers(headers)
+            .body(case.body.clone())
+            .send()
+            .await
+            .expect(case.name);
+        assert_eq!(res.status().as_u16(), case.status, "{}", case.name);
+    }
+}
+
+/// The reasons of the unhandled events kept for `tenant`, per platform, sorted.
+async fn unhandled(app: &TestApp, tenant: &Tenant, platform: &str) -> Vec<String> {
+    let (status, body) = app.get_json(tenant, "/api/v1/events/unhandled").await;
+    assert_eq!(status, 200);
+    let mut reasons: Vec<String> = body["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|u| u["platform"] == platform)
+        .map(|u| u["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    reasons.sort();
+    reasons
 }
 
 async fn bad_inputs_get_their_status_and_store_nothing(backend: Backend) {
@@ -289,25 +332,7 @@ async fn bad_inputs_get_their_status_and_store_nothing(backend: Backend) {
             200
         );
     }
-    for case in &cases {
-        let mut headers = HeaderMap::new();
-        headers.insert("content-type", HeaderValue::from_static("application/json"));
-        for (name, value) in &case.headers {
-            headers.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_str(value).expect("header"),
-            );
-        }
-        let res = app
-            .http
-            .post(format!("{}{}", app.url, case.path))
-            .headers(headers)
-            .body(case.body.clone())
-            .send()
-            .await
-            .expect(case.name);
-        assert_eq!(res.status().as_u16(), case.status, "{}", case.name);
-    }
+    send_all(&app, &cases).await;
 
     // Only the legitimate message, once, in either tenant.
     wait_until("the legitimate message stored", || async {
@@ -367,4 +392,440 @@ async fn bad_inputs_get_their_status_and_store_nothing(backend: Backend) {
     );
     eprintln!("tenant A kept as unhandled: {a_reasons:?}; tenant B: {b_reasons:?}");
     drop(slack);
+}
+
+const A_TOKEN: &str = "tenant-a-secret_TOKEN";
+const B_TOKEN: &str = "tenant-b-secret_TOKEN";
+
+fn telegram(
+    name: &'static str,
+    path: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+    status: u16,
+) -> Case {
+    Case {
+        name,
+        path: path.to_string(),
+        headers: token
+            .map(|t| vec![("x-telegram-bot-api-secret-token", t.to_string())])
+            .unwrap_or_default(),
+        body,
+        status,
+    }
+}
+
+fn discord_headers(seed: &[u8; 32], ts: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-signature-timestamp", ts.to_string()),
+        (
+            "x-signature-ed25519",
+            webhooks::discord::sign(seed, ts, body),
+        ),
+    ]
+}
+
+fn discord(name: &'static str, path: &str, seed: &[u8; 32], body: Vec<u8>, status: u16) -> Case {
+    Case {
+        name,
+        path: path.to_string(),
+        headers: discord_headers(seed, "1750000000", &body),
+        body,
+        status,
+    }
+}
+
+async fn create(app: &TestApp, tenant: &Tenant, body: Value) -> String {
+    let res = app
+        .api(tenant)
+        .post(format!("{}/api/v1/channels", app.url))
+        .json(&body)
+        .send()
+        .await
+        .expect("create channel");
+    assert_eq!(res.status(), 201, "{:?}", res.text().await);
+    res.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
+/// Telegram's secret token and Discord's Ed25519 signature, with the same classes
+/// of bad input as above: missing, wrong, truncated and replayed credentials,
+/// oversized, truncated, non-UTF-8 and deeply nested bodies, unknown update and
+/// interaction types, other tenants' channels. Only the legitimate Telegram message
+/// is stored (once, though delivered twice); the rest is refused or kept unhandled.
+async fn telegram_and_discord_bad_inputs_get_their_status_and_store_nothing(backend: Backend) {
+    let bot_api = crate::telegram::FakeBotApi::start().await;
+    let app = TestApp::spawn_with(
+        backend,
+        &format!(
+            "[platforms.telegram]\napi_url = \"{}\"\n[platforms.discord]\napi_url = \"http://127.0.0.1:9/api/v10\"\n",
+            bot_api.url
+        ),
+    )
+    .await;
+    let a = app.create_tenant("Alpha").await;
+    let b = app.create_tenant("Beta").await;
+    let a_tg = create(
+        &app,
+        &a,
+        json!({"platform": "telegram", "bot_token": "7001:AAH-alpha", "secret_token": A_TOKEN}),
+    )
+    .await;
+    let b_tg = create(
+        &app,
+        &b,
+        json!({"platform": "telegram", "bot_token": "7002:AAH-beta", "secret_token": B_TOKEN}),
+    )
+    .await;
+    let a_seed = [1u8; 32];
+    let b_seed = [2u8; 32];
+    let discord_channel = |seed: &[u8; 32], app_id: &str| {
+        json!({"platform": "discord", "bot_token": format!("bot-{app_id}"), "application_id": app_id,
+               "public_key": webhooks::discord::public_key_hex(seed)})
+    };
+    let a_dc = create(&app, &a, discord_channel(&a_seed, "1100000000000000001")).await;
+    let b_dc = create(&app, &b, discord_channel(&b_seed, "1100000000000000002")).await;
+
+    let tg = format!("/webhooks/telegram/{a_tg}");
+    let dc = format!("/webhooks/discord/{a_dc}");
+    let update = |update_id: i64, text: &str| {
+        json!({"update_id": update_id, "message": {"message_id": update_id, "date": 1_750_000_000,
+            "from": {"id": 4242, "is_bot": false, "first_name": "Tess"},
+            "chat": {"id": 4242, "first_name": "Tess", "type": "private"}, "text": text}})
+        .to_string()
+        .into_bytes()
+    };
+    let legit = update(500, "hello from telegram");
+    let bad = |id: i64| update(id, "not to be stored");
+    let oversized = |mut body: Vec<u8>| {
+        body.resize(omnigate::inbound::MAX_BODY + 1, b' ');
+        body
+    };
+    let nested = |key: &str| {
+        format!(
+            "{{\"{key}\":2,\"x\":{}{}}}",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        )
+        .into_bytes()
+    };
+    let truncated = {
+        let whole = bad(510);
+        whole[..whole.len() / 2].to_vec()
+    };
+    let group_chatter = json!({"update_id": 511, "message": {"message_id": 511, "date": 1_750_000_000,
+        "from": {"id": 4243, "is_bot": false, "first_name": "Gus"},
+        "chat": {"id": -100_777, "title": "Fans", "type": "supergroup"}, "text": "chatting among ourselves"}})
+    .to_string()
+    .into_bytes();
+    let interaction = |kind: u64, id: &str| {
+        json!({"application_id": "1100000000000000001", "id": id, "token": "t", "type": kind,
+               "version": 1, "data": {"name": "help"},
+               "user": {"id": "80351110224678912", "username": "nelly"}})
+        .to_string()
+        .into_bytes()
+    };
+    let command = interaction(2, "1200000000000000001");
+    let mut tampered = command.clone();
+    let tampered_headers = discord_headers(&a_seed, "1750000000", &tampered);
+    tampered[20] ^= 1;
+    let short_sig = {
+        let mut h = discord_headers(&a_seed, "1750000000", &command);
+        h[1].1.pop();
+        h
+    };
+
+    let cases = vec![
+        telegram("telegram: missing secret token", &tg, None, bad(501), 401),
+        telegram("telegram: wrong secret token", &tg, Some("not-the-token"), bad(502), 401),
+        telegram(
+            "telegram: another tenant's secret token",
+            &tg,
+            Some(B_TOKEN),
+            bad(503),
+            401,
+        ),
+        telegram(
+            "telegram: secret token in another case",
+            &tg,
+            Some(&A_TOKEN.to_uppercase()),
+            bad(504),
+            401,
+        ),
+        telegram(
+            "telegram: secret token one character short",
+            &tg,
+            Some(&A_TOKEN[..A_TOKEN.len() - 1]),
+            bad(505),
+            401,
+        ),
+        telegram(
+            "telegram: empty secret token",
+            &tg,
+            Some(""),
+            bad(506),
+            401,
+        ),
+        telegram(
+            "telegram: oversized body (1 MiB + 1), right token",
+            &tg,
+            Some(A_TOKEN),
+            oversized(bad(507)),
+            413,
+        ),
+        telegram(
+            "telegram: truncated body, right token",
+            &tg,
+            Some(A_TOKEN),
+            truncated,
+            200,
+        ),
+        telegram(
+            "telegram: non-UTF-8 body, right token",
+            &tg,
+            Some(A_TOKEN),
+            vec![0xff, 0xfe, b'{', 0x80, b'}'],
+            200,
+        ),
+        telegram(
+            "telegram: JSON nested 5,000 deep, right token",
+            &tg,
+            Some(A_TOKEN),
+            nested("update_id"),
+            200,
+        ),
+        telegram(
+            "telegram: no update_id, right token",
+            &tg,
+            Some(A_TOKEN),
+            br#"{"message": {"text": "x"}}"#.to_vec(),
+            200,
+        ),
+        telegram(
+            "telegram: unknown update type, right token",
+            &tg,
+            Some(A_TOKEN),
+            br#"{"update_id": 512, "mystery_update": {"id": 1}}"#.to_vec(),
+            200,
+        ),
+        telegram(
+            "telegram: update type the bot does not take, right token",
+            &tg,
+            Some(A_TOKEN),
+            br#"{"update_id": 513, "poll": {"id": "1", "question": "?", "options": [], "total_voter_count": 0, "is_closed": false, "is_anonymous": true, "type": "regular", "allows_multiple_answers": false}}"#.to_vec(),
+            200,
+        ),
+        telegram(
+            "telegram: message without a chat, right token",
+            &tg,
+            Some(A_TOKEN),
+            br#"{"update_id": 514, "message": {"message_id": 1, "date": 1750000000, "text": "x"}}"#.to_vec(),
+            200,
+        ),
+        telegram(
+            "telegram: update_id beyond the Bot API's range, right token",
+            &tg,
+            Some(A_TOKEN),
+            update(5_000_000_000, "not to be stored"),
+            200,
+        ),
+        telegram(
+            "telegram: group chatter not addressed to the bot",
+            &tg,
+            Some(A_TOKEN),
+            group_chatter,
+            200,
+        ),
+        telegram(
+            "telegram: other tenant's channel, our token",
+            &format!("/webhooks/telegram/{b_tg}"),
+            Some(A_TOKEN),
+            bad(515),
+            401,
+        ),
+        telegram(
+            "telegram: unknown channel id",
+            "/webhooks/telegram/00000000-0000-0000-0000-000000000000",
+            Some(A_TOKEN),
+            bad(516),
+            404,
+        ),
+        telegram(
+            "telegram: channel id under another platform",
+            &format!("/webhooks/discord/{a_tg}"),
+            Some(A_TOKEN),
+            bad(517),
+            404,
+        ),
+        Case {
+            name: "discord: missing signature",
+            path: dc.clone(),
+            headers: discord_headers(&a_seed, "1750000000", &command)[..1].to_vec(),
+            body: command.clone(),
+            status: 401,
+        },
+        Case {
+            name: "discord: missing timestamp",
+            path: dc.clone(),
+            headers: discord_headers(&a_seed, "1750000000", &command)[1..].to_vec(),
+            body: command.clone(),
+            status: 401,
+        },
+        discord(
+            "discord: signed with another application's key",
+            &dc,
+            &b_seed,
+            command.clone(),
+            401,
+        ),
+        Case {
+            name: "discord: signature one hex digit short",
+            path: dc.clone(),
+            headers: short_sig,
+            body: command.clone(),
+            status: 401,
+        },
+        Case {
+            name: "discord: signature not hex",
+            path: dc.clone(),
+            headers: vec![
+                ("x-signature-timestamp", "1750000000".into()),
+                ("x-signature-ed25519", "zz".repeat(64)),
+            ],
+            body: command.clone(),
+            status: 401,
+        },
+        Case {
+            name: "discord: body changed after signing",
+            path: dc.clone(),
+            headers: tampered_headers,
+            body: tampered,
+            status: 401,
+        },
+        Case {
+            name: "discord: signature replayed under another timestamp",
+            path: dc.clone(),
+            headers: vec![
+                ("x-signature-timestamp", "1750000001".into()),
+                (
+                    "x-signature-ed25519",
+                    webhooks::discord::sign(&a_seed, "1750000000", &command),
+                ),
+            ],
+            body: command.clone(),
+            status: 401,
+        },
+        discord(
+            "discord: oversized body (1 MiB + 1), signed",
+            &dc,
+            &a_seed,
+            oversized(command.clone()),
+            413,
+        ),
+        discord(
+            "discord: non-UTF-8 body, signed",
+            &dc,
+            &a_seed,
+            vec![0xff, 0xfe, b'{', 0x80, b'}'],
+            200,
+        ),
+        discord(
+            "discord: no interaction type, signed",
+            &dc,
+            &a_seed,
+            br#"{"id": "1", "application_id": "1100000000000000001"}"#.to_vec(),
+            200,
+        ),
+        discord(
+            "discord: JSON nested 5,000 deep, signed",
+            &dc,
+            &a_seed,
+            nested("type"),
+            200,
+        ),
+        discord(
+            "discord: application command (not modelled), signed",
+            &dc,
+            &a_seed,
+            command.clone(),
+            200,
+        ),
+        discord(
+            "discord: unknown interaction type, signed",
+            &dc,
+            &a_seed,
+            interaction(99, "1200000000000000002"),
+            200,
+        ),
+        discord(
+            "discord: other tenant's channel, our key",
+            &format!("/webhooks/discord/{b_dc}"),
+            &a_seed,
+            command.clone(),
+            401,
+        ),
+        discord(
+            "discord: unknown channel id",
+            "/webhooks/discord/00000000-0000-0000-0000-000000000000",
+            &a_seed,
+            command.clone(),
+            404,
+        ),
+    ];
+
+    // The one legitimate Telegram update, then its redelivery.
+    for _ in 0..2 {
+        send_all(
+            &app,
+            &[telegram(
+                "telegram: legitimate update",
+                &tg,
+                Some(A_TOKEN),
+                legit.clone(),
+                200,
+            )],
+        )
+        .await;
+    }
+    send_all(&app, &cases).await;
+
+    wait_until("the legitimate message stored", || async {
+        !app.all_messages(&a).await.is_empty()
+    })
+    .await;
+    let inbound = |all: Vec<Value>| {
+        all.into_iter()
+            .filter(|m| m["direction"] == "inbound")
+            .map(|m| m["external_id"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(inbound(app.all_messages(&a).await), ["4242:500"]);
+    assert!(inbound(app.all_messages(&b).await).is_empty());
+    assert_eq!(
+        unhandled(&app, &a, "telegram").await,
+        [
+            "unhandled_update",
+            "unknown_update",
+            "unknown_update",
+            "unparseable",
+            "unparseable",
+            "unparseable",
+            "unparseable",
+            "unreadable_update",
+        ]
+    );
+    assert_eq!(
+        unhandled(&app, &a, "discord").await,
+        [
+            "interaction:2",
+            "interaction:99",
+            "unparseable",
+            "unparseable",
+            "unparseable",
+        ]
+    );
+    let (_, b_unhandled) = app.get_json(&b, "/api/v1/events/unhandled").await;
+    assert_eq!(b_unhandled["items"], json!([]));
 }

@@ -16,6 +16,7 @@ mod fake_llm;
 mod fake_slack;
 mod helpers;
 mod ingress;
+mod llm_storm;
 mod meta;
 mod ops;
 mod pg_restart;

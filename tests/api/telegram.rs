@@ -51,13 +51,13 @@ struct BotState {
 }
 
 #[derive(Clone)]
-struct FakeBotApi {
-    url: String,
+pub(crate) struct FakeBotApi {
+    pub(crate) url: String,
     state: Arc<Mutex<BotState>>,
 }
 
 impl FakeBotApi {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(BotState::default()));

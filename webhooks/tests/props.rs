@@ -1,11 +1,12 @@
 //! Property tests of every verifier: arbitrary and mutated input never panics, a
-//! delivery is accepted exactly when it carries the right MAC over the exact bytes
-//! received, and every rejection is one of the named `VerifyError`s.
+//! delivery is accepted exactly when it carries the right MAC (or Telegram's exact
+//! secret token, or Discord's Ed25519 signature) over the exact bytes received, and
+//! every rejection is one of the named `VerifyError`s.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use proptest::prelude::*;
-use webhooks::{meta, signed_request, slack, VerifyError};
+use webhooks::{discord, meta, signed_request, slack, telegram, VerifyError};
 
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(any::<u8>(), 0..max)
@@ -202,6 +203,190 @@ proptest! {
             );
         } else {
             prop_assert_eq!(result.err(), Some(VerifyError::StaleTimestamp));
+        }
+    }
+}
+
+/// A Telegram `secret_token` as `setWebhook` accepts it.
+fn secret_token() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9_-]{1,256}"
+}
+
+/// A Discord application key pair, from its private seed.
+fn seed() -> impl Strategy<Value = [u8; 32]> {
+    any::<[u8; 32]>()
+}
+
+/// The application's public key, as the gateway parses it from the channel's hex.
+fn discord_key(seed: &[u8; 32]) -> ed25519_dalek::VerifyingKey {
+    discord::parse_public_key(&discord::public_key_hex(seed)).unwrap()
+}
+
+fn discord_verify(
+    key: &ed25519_dalek::VerifyingKey,
+    signature: Option<&[u8]>,
+    timestamp: Option<&[u8]>,
+    body: &[u8],
+) -> Result<Vec<u8>, VerifyError> {
+    discord::verify_interaction(key, signature, timestamp, body).map(|v| v.get().to_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn telegram_arbitrary_input_is_rejected_or_the_exact_secret(
+        secret in prop_oneof![bytes(64), secret_token().prop_map(String::into_bytes)],
+        header in prop_oneof![Just(None), bytes(80).prop_map(Some), secret_token().prop_map(|t| Some(t.into_bytes()))],
+        body in bytes(512),
+    ) {
+        match telegram::verify_secret_token(&secret, header.as_deref(), &body) {
+            Ok(verified) => {
+                prop_assert_eq!(*verified.get(), &body[..]);
+                prop_assert!(!secret.is_empty());
+                prop_assert_eq!(header.as_deref(), Some(&secret[..]));
+            }
+            Err(e) => {
+                let expected = match header {
+                    None => VerifyError::MissingSignature,
+                    Some(_) => VerifyError::BadSignature,
+                };
+                prop_assert_eq!(e, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn telegram_secret_verifies_any_body_and_any_change_to_it_is_refused(
+        secret in secret_token(),
+        body in bytes(512),
+        at in any::<usize>(),
+        op in any::<u8>(),
+        value in any::<u8>(),
+    ) {
+        // Telegram signs no body: the token is the whole proof, and the body is
+        // handed on untouched.
+        let verified = telegram::verify_secret_token(secret.as_bytes(), Some(secret.as_bytes()), &body);
+        prop_assert_eq!(verified.map(|v| v.into_inner()), Ok(&body[..]));
+        let changed = mutate(secret.as_bytes(), at, op, value);
+        if changed != secret.as_bytes() {
+            prop_assert_eq!(
+                telegram::verify_secret_token(secret.as_bytes(), Some(&changed), &body).err(),
+                Some(VerifyError::BadSignature)
+            );
+        }
+        prop_assert_eq!(
+            telegram::verify_secret_token(secret.as_bytes(), None, &body).err(),
+            Some(VerifyError::MissingSignature)
+        );
+        prop_assert!(telegram::is_valid_secret_token(&secret));
+    }
+
+    #[test]
+    fn telegram_secret_token_alphabet(token in ".{0,300}") {
+        let valid = (1..=256).contains(&token.len())
+            && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        prop_assert_eq!(telegram::is_valid_secret_token(&token), valid);
+    }
+
+    #[test]
+    fn discord_public_key_parsing_never_panics(key in prop_oneof![".{0,80}", "[0-9a-fA-F]{60,68}"]) {
+        if discord::parse_public_key(&key).is_ok() {
+            let trimmed = key.trim();
+            prop_assert_eq!(trimmed.len(), 64);
+            prop_assert!(trimmed.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+    }
+
+    #[test]
+    fn discord_arbitrary_input_is_rejected_or_correctly_signed(
+        seed in seed(),
+        signature in prop_oneof![
+            Just(None),
+            bytes(140).prop_map(Some),
+            "[0-9a-fA-F]{120,130}".prop_map(|h| Some(h.into_bytes())),
+        ],
+        timestamp in prop_oneof![Just(None), bytes(16).prop_map(Some), "[0-9]{1,12}".prop_map(|t| Some(t.into_bytes()))],
+        body in bytes(512),
+    ) {
+        match discord_verify(&discord_key(&seed), signature.as_deref(), timestamp.as_deref(), &body) {
+            Ok(verified) => {
+                // Random bytes do not forge Ed25519: only the signature of the seed's
+                // key over timestamp + body can get here.
+                prop_assert_eq!(&verified, &body);
+                let ts = String::from_utf8(timestamp.unwrap()).unwrap();
+                let given = String::from_utf8(signature.unwrap()).unwrap();
+                prop_assert!(given.eq_ignore_ascii_case(&discord::sign(&seed, &ts, &body)));
+            }
+            Err(e) => {
+                prop_assert!(matches!(
+                    e,
+                    VerifyError::MissingSignature | VerifyError::MalformedSignature | VerifyError::BadSignature
+                ));
+                if signature.is_none() || timestamp.is_none() {
+                    prop_assert_eq!(e, VerifyError::MissingSignature);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn discord_signed_body_verifies_and_any_change_is_refused(
+        seed in seed(),
+        other_seed in seed(),
+        timestamp in "[0-9]{1,12}",
+        body in bytes(512),
+        at in any::<usize>(),
+        op in any::<u8>(),
+        value in any::<u8>(),
+        bit in 0u8..8,
+    ) {
+        let key = discord_key(&seed);
+        let signature = discord::sign(&seed, &timestamp, &body);
+        prop_assert_eq!(
+            discord_verify(&key, Some(signature.as_bytes()), Some(timestamp.as_bytes()), &body),
+            Ok(body.clone())
+        );
+        // Any change to the body.
+        let changed = mutate(&body, at, op, value);
+        if changed != body {
+            prop_assert_eq!(
+                discord_verify(&key, Some(signature.as_bytes()), Some(timestamp.as_bytes()), &changed).err(),
+                Some(VerifyError::BadSignature)
+            );
+        }
+        // Any change to the timestamp (the same signature replayed at another time).
+        let moved = mutate(timestamp.as_bytes(), at, op, value);
+        if moved != timestamp.as_bytes() {
+            prop_assert_eq!(
+                discord_verify(&key, Some(signature.as_bytes()), Some(&moved), &body).err(),
+                Some(VerifyError::BadSignature)
+            );
+        }
+        // One bit of one signature byte.
+        let mut raw = hex::decode(&signature).unwrap();
+        let i = at % raw.len();
+        raw[i] ^= 1 << bit;
+        prop_assert_eq!(
+            discord_verify(&key, Some(hex::encode(&raw).as_bytes()), Some(timestamp.as_bytes()), &body).err(),
+            Some(VerifyError::BadSignature)
+        );
+        // A signature one hex digit short or long is malformed, not a panic.
+        prop_assert_eq!(
+            discord_verify(&key, Some(&signature.as_bytes()[1..]), Some(timestamp.as_bytes()), &body).err(),
+            Some(VerifyError::MalformedSignature)
+        );
+        let longer = format!("{signature}0");
+        prop_assert_eq!(
+            discord_verify(&key, Some(longer.as_bytes()), Some(timestamp.as_bytes()), &body).err(),
+            Some(VerifyError::MalformedSignature)
+        );
+        // Another application's key.
+        if other_seed != seed {
+            prop_assert_eq!(
+                discord_verify(&discord_key(&other_seed), Some(signature.as_bytes()), Some(timestamp.as_bytes()), &body).err(),
+                Some(VerifyError::BadSignature)
+            );
         }
     }
 }

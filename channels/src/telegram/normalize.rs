@@ -243,7 +243,12 @@ fn content(message: &Message, raw: &Value) -> Content {
         TgMedia::Text(text) => Content::Text {
             body: text.text.clone(),
         },
-        TgMedia::Photo(photo) => match photo.photo.iter().max_by_key(|p| p.width * p.height) {
+        // The area in u64: two u32 sides overflow u32.
+        TgMedia::Photo(photo) => match photo
+            .photo
+            .iter()
+            .max_by_key(|p| u64::from(p.width) * u64::from(p.height))
+        {
             Some(largest) => {
                 Content::Media(media(MediaKind::Image, &largest.file.id.0, None, None))
             }

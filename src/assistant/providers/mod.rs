@@ -64,16 +64,28 @@ pub struct Completion {
     pub output_tokens: i64,
 }
 
+/// Longest `Retry-After` a provider can impose: a larger one (or a hostile one) is
+/// cut to this, after which one probe call decides again.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
 /// Why a provider gave no usable answer. Every kind fails over to the next provider;
-/// `cools_down` ones also open the provider's circuit at once.
+/// `cools_down` ones also open the provider's circuit at once, and one with a
+/// `retry_after` keeps it open at least that long.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("no answer within the timeout")]
     Timeout,
     #[error("rate limited (HTTP {status})")]
-    RateLimited { status: u16, quota: bool },
-    #[error("server error (HTTP {0})")]
-    Server(u16),
+    RateLimited {
+        status: u16,
+        quota: bool,
+        retry_after: Option<Duration>,
+    },
+    #[error("server error (HTTP {status})")]
+    Server {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     #[error("request rejected (HTTP {0})")]
     Rejected(u16),
     #[error("malformed answer: {0}")]
@@ -88,7 +100,7 @@ impl ProviderError {
         match self {
             Self::Timeout => "timeout",
             Self::RateLimited { .. } => "rate_limited",
-            Self::Server(_) => "server_error",
+            Self::Server { .. } => "server_error",
             Self::Rejected(_) => "rejected",
             Self::Malformed(_) => "malformed",
             Self::Transport(_) => "transport",
@@ -102,6 +114,16 @@ impl ProviderError {
             self,
             Self::Rejected(401 | 403) | Self::RateLimited { quota: true, .. }
         )
+    }
+
+    /// How long the provider asked not to be called again (its `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } | Self::Server { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
     }
 }
 
@@ -212,6 +234,7 @@ async fn post_json(
         .await
         .map_err(ProviderError::Transport)?;
     let status = response.status().as_u16();
+    let retry_after = retry_after(response.headers());
     if response.status().is_success() {
         let bytes = response.bytes().await.map_err(ProviderError::Transport)?;
         return serde_json::from_slice(&bytes).map_err(|_| ProviderError::Malformed("not JSON"));
@@ -222,14 +245,34 @@ async fn post_json(
         429 => ProviderError::RateLimited {
             status,
             quota: text.contains("insufficient_quota") || text.contains("billing"),
+            retry_after,
         },
         529 => ProviderError::RateLimited {
             status,
             quota: false,
+            retry_after,
         },
-        500..=599 => ProviderError::Server(status),
+        500..=599 => ProviderError::Server {
+            status,
+            retry_after,
+        },
         _ => ProviderError::Rejected(status),
     })
+}
+
+/// `Retry-After` in seconds (the form the providers send), at most
+/// [`MAX_RETRY_AFTER`]; an HTTP date or garbage counts as absent.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let seconds: f64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .map(|wait| wait.min(MAX_RETRY_AFTER))
 }
 
 /// A token count from a usage field (missing counts as zero).
@@ -276,6 +319,28 @@ mod tests {
         let o = openai::body("m", &request);
         assert_eq!(o["messages"][0]["role"], "system");
         assert_eq!(o["messages"][1]["role"], "assistant");
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_and_capped() {
+        let headers = |value: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(
+                reqwest::header::RETRY_AFTER,
+                value.parse().expect("header value"),
+            );
+            h
+        };
+        assert_eq!(retry_after(&headers("2")), Some(Duration::from_secs(2)));
+        assert_eq!(
+            retry_after(&headers(" 1.5 ")),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(retry_after(&headers("99999999")), Some(MAX_RETRY_AFTER));
+        for bad in ["-1", "soon", "NaN", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+            assert_eq!(retry_after(&headers(bad)), None, "{bad}");
+        }
+        assert_eq!(retry_after(&reqwest::header::HeaderMap::new()), None);
     }
 
     #[test]
