@@ -1,0 +1,118 @@
+//! The one table every section writes into, row by row as measurements finish, and
+//! the list of broken promises (events acknowledged but not committed, replies that
+//! never came, expired rows left behind) that makes the run fail.
+
+use std::time::Duration;
+
+/// One line of the table. Empty cells print as `-`.
+#[derive(Debug, Default)]
+pub struct Row {
+    pub section: &'static str,
+    pub what: String,
+    pub backend: String,
+    pub load: String,
+    /// Requests (or replies) per second.
+    pub rate: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub errors: Option<u64>,
+    /// The figure against the reference measured in the same run.
+    pub vs: String,
+    pub notes: String,
+    pub target: String,
+}
+
+pub fn header() {
+    println!(
+        "| section | measurement | backend | load | per s | p50 ms | p99 ms | errors | vs reference (same run) | notes | target |"
+    );
+    println!("|---|---|---|---|---:|---:|---:|---:|---|---|---|");
+}
+
+impl Row {
+    pub fn print(&self) {
+        let num =
+            |v: Option<f64>, places: usize| v.map_or("-".to_string(), |v| format!("{v:.places$}"));
+        let text = |s: &str| {
+            if s.is_empty() {
+                "-".to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            self.section,
+            text(&self.what),
+            text(&self.backend),
+            text(&self.load),
+            num(self.rate, 0),
+            num(self.p50_ms, 2),
+            num(self.p99_ms, 2),
+            self.errors.map_or("-".to_string(), |e| e.to_string()),
+            text(&self.vs),
+            text(&self.notes),
+            text(&self.target),
+        );
+    }
+}
+
+/// `description: met` or `description: MISSED`.
+pub fn target(description: &str, met: bool) -> String {
+    format!("{description}: {}", if met { "met" } else { "MISSED" })
+}
+
+/// Latency percentiles of a set of samples, in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let at = |p: f64| {
+            samples
+                .get(((samples.len() as f64 * p) as usize).min(samples.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        Self {
+            count: samples.len(),
+            p50: at(0.50),
+            p99: at(0.99),
+            max: samples.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        }
+    }
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|v| v.is_finite());
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// What went wrong in the run; any entry fails the benchmark.
+#[derive(Debug, Default)]
+pub struct Broken(Vec<String>);
+
+impl Broken {
+    pub fn add(&mut self, what: String) {
+        println!("  ! {what}");
+        self.0.push(what);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn list(&self) -> &[String] {
+        &self.0
+    }
+}
