@@ -70,8 +70,8 @@ pub struct Args {
     /// Ingress: closed-loop concurrency levels.
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     concurrency: Vec<usize>,
-    /// Ingress: measure the closed-loop runs this many times, alternating reference
-    /// and gateway, and add the median ratios.
+    /// Measure the closed-loop ingress runs and the end-to-end runs this many times
+    /// (alternating reference and gateway, and the poll settings), and add medians.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// Ingress: requests a second offered in the open-loop run (0: no open-loop run).

@@ -223,13 +223,12 @@ async fn watch_sweep(
     let mut unchanged = Instant::now();
     let mut started = None;
     let mut messages_gone = None;
-    let mut looks = 0u64;
+    let mut metric_looked = Instant::now();
     let result = loop {
         if watching.elapsed() > SWEEP_TIMEOUT + SWEEP_AFTER {
             break None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        looks += 1;
         let now = Instant::now();
         if messages_gone.is_none() {
             let min = lowest().await?;
@@ -244,15 +243,18 @@ async fn watch_sweep(
             }
             continue;
         }
-        if looks % 5 == 0
-            && process::metric(
-                base,
-                "omnigate_retention_deleted_total",
-                "class=\"messages\"",
-            )
-            .await
-            .unwrap_or(0.0)
-                > 0.0
+        if metric_looked.elapsed() < Duration::from_millis(500) {
+            continue;
+        }
+        metric_looked = now;
+        if process::metric(
+            base,
+            "omnigate_retention_deleted_total",
+            "class=\"messages\"",
+        )
+        .await
+        .unwrap_or(0.0)
+            > 0.0
         {
             break Some(Sweep {
                 started: started.unwrap_or(unchanged),
