@@ -198,6 +198,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args,
     };
     let mut broken = report::Broken::default();
+    println!(
+        "{} UTC, load average {}",
+        report::utc_now(),
+        report::load_average()
+    );
+    println!();
     report::header();
     let mut result = Ok(());
     for section in bench.args.only.clone() {
@@ -216,6 +222,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     result?;
     println!();
+    println!("load average at the end {}", report::load_average());
     if broken.is_empty() {
         println!("every acknowledged event committed, every reply received, every expired row deleted: yes");
         Ok(())
