@@ -159,6 +159,20 @@ async fn open_loop(bench: &Bench, broken: &mut Broken) -> anyhow::Result<()> {
     let args = &bench.args;
     let duration = Duration::from_secs(args.duration);
     let load = format!("{:.0}/s offered, {} s", args.open_rate, args.duration);
+    // The floor under every durable acknowledgement on this disk, measured now.
+    let dir = bench.dir.path().to_path_buf();
+    let syncs = tokio::task::spawn_blocking(move || fsync_latencies(&dir, 200)).await??;
+    let syncs = Percentiles::of(syncs);
+    Row {
+        section: "ingress",
+        what: "disk: 4 KiB append + fdatasync, the durable-commit floor".into(),
+        load: "200 in a row".into(),
+        p50_ms: Some(syncs.p50),
+        p99_ms: Some(syncs.p99),
+        notes: format!("max {:.2} ms; same disk as the SQLite files", syncs.max),
+        ..Row::default()
+    }
+    .print();
     for &platform in &args.platforms {
         let traffic = Traffic::new(platform, Senders::Rotating(SENDERS));
         let bare = start_bare().await?;
@@ -230,4 +244,21 @@ async fn open_loop(bench: &Bench, broken: &mut Broken) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Times `n` appends of 4 KiB, each followed by `fdatasync`, in `dir`.
+fn fsync_latencies(dir: &std::path::Path, n: usize) -> std::io::Result<Vec<Duration>> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let block = [0u8; 4096];
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        times.push(started.elapsed());
+    }
+    std::fs::remove_file(path)?;
+    Ok(times)
 }
