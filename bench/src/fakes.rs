@@ -154,3 +154,16 @@ fn customer_ref(body: &[u8]) -> Option<u64> {
         .collect();
     digits.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_customer_ref_in_a_request_is_found() {
+        let body = br#"{"messages":[{"role":"user","content":"<customer_message>Hello (ref 41) and (ref 42)</customer_message>"}]}"#;
+        assert_eq!(customer_ref(body), Some(42));
+        assert_eq!(customer_ref(b"no reference here"), None);
+        assert_eq!(customer_ref(b"(ref )"), None);
+    }
+}

@@ -196,8 +196,11 @@ pub async fn metric(base: &str, name: &str, labels: &str) -> anyhow::Result<f64>
         .await?
         .text()
         .await?;
-    Ok(text
-        .lines()
+    Ok(sum_samples(&text, name, labels))
+}
+
+fn sum_samples(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
         .filter(|l| {
             l.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with([' ', '{']) && rest.contains(labels))
@@ -205,7 +208,7 @@ pub async fn metric(base: &str, name: &str, labels: &str) -> anyhow::Result<f64>
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         // An empty sum is -0.0.
         .sum::<f64>()
-        + 0.0)
+        + 0.0
 }
 
 fn config_toml(port: u16, database_url: &str, fakes: &Fakes, tuning: &Tuning) -> String {
@@ -300,4 +303,26 @@ pub fn memory(pid: u32) -> Option<Memory> {
         rss_kib: field("VmRSS:")?,
         hwm_kib: field("VmHWM:")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_samples_are_summed_by_name_and_labels() {
+        let text = "# TYPE omnigate_retention_deleted_total counter\n\
+                    omnigate_retention_deleted_total{class=\"messages\"} 1000000\n\
+                    omnigate_retention_deleted_total{class=\"raw_events\"} 7\n\
+                    omnigate_retention_deleted_total_other 5\n\
+                    omnigate_event_processing_seconds_sum 1.5\n";
+        let name = "omnigate_retention_deleted_total";
+        assert_eq!(sum_samples(text, name, "class=\"messages\""), 1_000_000.0);
+        assert_eq!(sum_samples(text, name, ""), 1_000_007.0);
+        assert_eq!(
+            sum_samples(text, "omnigate_event_processing_seconds_sum", ""),
+            1.5
+        );
+        assert!(sum_samples(text, "omnigate_missing", "").is_sign_positive());
+    }
 }

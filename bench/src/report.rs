@@ -126,9 +126,13 @@ pub fn load_average() -> String {
 
 /// The date and time now, `YYYY-MM-DD HH:MM`.
 pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
+    utc(std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+        .map_or(0, |d| d.as_secs() as i64))
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM` (UTC).
+fn utc(secs: i64) -> String {
     let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
     let z = days + 719_468;
@@ -145,4 +149,23 @@ pub fn utc_now() -> String {
         rest / 3_600,
         rest % 3_600 / 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_seconds_become_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00");
+        assert_eq!(utc(1_796_556_540), "2026-12-06 11:29");
+    }
+
+    #[test]
+    fn percentiles_pick_ranks() {
+        let p = Percentiles::of((1..=100).map(Duration::from_millis).collect());
+        assert_eq!((p.count, p.p50, p.p99, p.max), (100, 51.0, 100.0, 100.0));
+        assert_eq!(Percentiles::of(Vec::new()).p99, 0.0);
+    }
 }
