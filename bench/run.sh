@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the release gateway and the load generator, then runs the ingress benchmark.
-# Extra arguments go to the benchmark (e.g. --duration 20 --postgres postgres://...).
+# Builds the release gateway and the load generator, then runs the benchmarks (one table).
+# Extra arguments go to the benchmark (e.g. --only ingress,e2e --duration 20 --postgres postgres://...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/omnigate-target}"

@@ -1,48 +1,182 @@
-//! Ingress benchmark: signed WhatsApp webhooks against the gateway and against a bare
-//! axum handler, in the same run, on the same machine; prints requests/s, p50/p99
-//! acknowledgement latency and the ratio to the bare handler. After each gateway run
-//! it checks that every acknowledged event is committed in the database.
+//! omnigate's benchmark set: one command, one table.
 //!
-//! Besides requests/s it reports the server process's CPU time per acknowledged
-//! request (from /proc), which other load on a shared machine disturbs far less than
-//! throughput, and with `--rounds N` it alternates reference and gateway runs N times
-//! and summarizes the median ratio.
+//! - **ingress**: signed WhatsApp and Slack webhooks, closed-loop at each concurrency
+//!   and open-loop at a fixed offered rate, on SQLite (and Postgres), against a bare
+//!   axum handler measured in the same run;
+//! - **e2e**: webhook in → reply at a fake Graph API, with an instant fake LLM, new
+//!   conversations at a fixed offered rate: the gateway's own added latency;
+//! - **scale**: ingress throughput and resident memory with 1 and with 100,000
+//!   stored conversations, 10,000 of them active;
+//! - **retention**: ingress latency while the sweeper deletes 1,000,000 expired
+//!   messages, against the same run's latency before the sweep.
+//!
+//! Every run checks that each acknowledged event is committed, and the benchmark
+//! fails if one is not.
+
+mod db;
+mod e2e;
+mod fakes;
+mod ingress;
+mod load;
+mod process;
+mod report;
+mod retention;
+mod scale;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
-use serde_json::{json, Value};
+
+use crate::load::Platform;
+use crate::process::{Gateway, Tuning};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    Ingress,
+    E2e,
+    Scale,
+    Retention,
+}
 
 #[derive(Debug, Parser)]
-struct Args {
+pub struct Args {
     /// The release gateway binary.
     #[arg(long, default_value = "target/release/omnigate")]
     gateway: PathBuf,
+    /// Sections to run, in this order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "ingress,e2e,scale,retention"
+    )]
+    only: Vec<Section>,
     /// Seconds of load per measurement.
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Concurrency levels to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,64")]
-    concurrency: Vec<usize>,
-    /// Also measure the gateway on this PostgreSQL server (a scratch database is created).
+    /// Also measure on this PostgreSQL server (ingress and e2e; a scratch database
+    /// is created and dropped).
     #[arg(long)]
     postgres: Option<String>,
-    /// Measure everything this many times, alternating reference and gateway runs.
+    /// Ingress: platforms to send as.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "whatsapp,slack"
+    )]
+    platforms: Vec<Platform>,
+    /// Ingress: closed-loop concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    concurrency: Vec<usize>,
+    /// Measure the closed-loop ingress runs and the end-to-end runs this many times
+    /// (alternating reference and gateway, and the poll settings), and add medians.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Ingress: requests a second offered in the open-loop run (0: no open-loop run).
+    #[arg(long, default_value_t = 1000.0)]
+    open_rate: f64,
+    /// End to end: new conversations a second offered.
+    #[arg(long, default_value_t = 500.0)]
+    e2e_rate: f64,
+    /// End to end: `worker.poll_ms` values to measure (default: the gateway's own).
+    #[arg(long, value_delimiter = ',')]
+    e2e_poll_ms: Vec<u64>,
+    /// Scale: stored conversations seeded (measured against 1 stored conversation).
+    #[arg(long, default_value_t = 100_000)]
+    stored: u64,
+    /// Scale: distinct senders (active conversations) in the load.
+    #[arg(long, default_value_t = 10_000)]
+    active: u64,
+    /// Scale: concurrency of the throughput run.
+    #[arg(long, default_value_t = 64)]
+    scale_concurrency: usize,
+    /// Scale: longest wait for the worker to catch up after the load (memory is
+    /// sampled meanwhile).
+    #[arg(long, default_value_t = 120)]
+    drain_timeout: u64,
+    /// Retention: expired messages seeded.
+    #[arg(long, default_value_t = 1_000_000)]
+    expired: u64,
+    /// Retention: requests a second offered while the sweep runs.
+    #[arg(long, default_value_t = 1000.0)]
+    retention_rate: f64,
+    /// Retention: seconds of load measured before the sweep starts (the reference).
+    #[arg(long, default_value_t = 10)]
+    before_sweep: u64,
     /// Run as the bare reference server on this port (used by the benchmark itself).
     #[arg(long, hide = true)]
     bare_server: Option<u16>,
 }
 
-const SECRET: &str = "bench-app-secret";
-const ADMIN: &str = "bench-admin-token";
-const PHONE_ID: &str = "1000001";
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// What every section shares: arguments, a scratch directory, the fake APIs.
+pub struct Bench {
+    pub args: Args,
+    pub dir: tempfile::TempDir,
+    pub fakes: fakes::Fakes,
+    scratch: String,
+    /// Numbers the SQLite files, so every run gets a fresh one.
+    runs: std::sync::atomic::AtomicU64,
+}
+
+impl Bench {
+    /// SQLite, and Postgres when a server was given.
+    pub fn backends(&self) -> Vec<Backend> {
+        let mut backends = vec![Backend::Sqlite];
+        if self.args.postgres.is_some() {
+            backends.push(Backend::Postgres);
+        }
+        backends
+    }
+
+    /// A fresh, empty database.
+    pub async fn database(&self, backend: Backend, name: &str) -> anyhow::Result<String> {
+        match (backend, &self.args.postgres) {
+            (Backend::Postgres, Some(admin_url)) => {
+                db::recreate_postgres(admin_url, &self.scratch).await
+            }
+            (Backend::Postgres, None) => bail!("no --postgres server given"),
+            (Backend::Sqlite, _) => {
+                let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(db::sqlite_url(self.dir.path(), &format!("{name}-{run}")))
+            }
+        }
+    }
+
+    /// The gateway on a fresh database of `backend`, with its tenant and channels.
+    pub async fn gateway(
+        &self,
+        backend: Backend,
+        name: &str,
+        tuning: &Tuning,
+    ) -> anyhow::Result<Gateway> {
+        let database_url = self.database(backend, name).await?;
+        Gateway::start(
+            &self.args.gateway,
+            &database_url,
+            &self.fakes,
+            self.dir.path(),
+            tuning,
+        )
+        .await
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -50,373 +184,79 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match args.bare_server {
-        Some(port) => runtime.block_on(bare_server(port)),
-        None => runtime.block_on(bench(args)),
+        Some(port) => runtime.block_on(process::bare_server(port)),
+        None => runtime.block_on(run(args)),
     }
 }
 
-/// The reference: an axum handler that reads the body and answers 200.
-async fn bare_server(port: u16) -> anyhow::Result<()> {
-    let router = axum::Router::new().route(
-        "/webhooks/whatsapp/{id}",
-        axum::routing::post(|_body: axum::body::Bytes| async { "ok" }),
-    );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    axum::serve(listener, router).await?;
-    Ok(())
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn wait_ready(url: &str) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    for _ in 0..300 {
-        if http.get(url).send().await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("{url} did not come up")
-}
-
-/// A fake Graph API so the gateway's replies have somewhere to go.
-async fn fake_graph() -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let counter = Arc::new(AtomicU64::new(0));
-    let router = axum::Router::new().route(
-        "/{v}/{p}/messages",
-        axum::routing::post(move || {
-            let n = counter.fetch_add(1, Ordering::Relaxed);
-            async move { axum::Json(json!({"messaging_product": "whatsapp", "messages": [{"id": format!("wamid.b{n}")}]})) }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Ok(url)
-}
-
-async fn start_bare() -> anyhow::Result<Server> {
-    let port = free_port()?;
-    let child = Command::new(std::env::current_exe()?)
-        .args(["--bare-server", &port.to_string()])
-        .stdout(Stdio::null())
-        .spawn()?;
-    let url = format!("http://127.0.0.1:{port}");
-    wait_ready(&url).await?;
-    Ok(Server {
-        child,
-        url: format!("{url}/webhooks/whatsapp/bench"),
-    })
-}
-
-/// Starts the gateway on `database_url`, creates a tenant and a WhatsApp channel, and
-/// returns the server with the channel's webhook URL.
-async fn start_gateway(
-    binary: &PathBuf,
-    database_url: &str,
-    graph: &str,
-    dir: &std::path::Path,
-) -> anyhow::Result<Server> {
-    let port = free_port()?;
-    let config = dir.join(format!("gateway-{port}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{database_url}\"\nadmin_token = \"{ADMIN}\"\n\
-             master_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n[platforms.meta]\ngraph_url = \"{graph}\"\n"
-        ),
-    )?;
-    let child = Command::new(binary)
-        .args(["serve", "--log-format", "json", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", binary.display()))?;
-    let base = format!("http://127.0.0.1:{port}");
-    // Owned from here on, so an error below still stops the process.
-    let mut server = Server {
-        child,
-        url: String::new(),
+async fn run(args: Args) -> anyhow::Result<()> {
+    let bench = Bench {
+        dir: tempfile::tempdir()?,
+        fakes: fakes::Fakes::start().await?,
+        scratch: format!("og_bench_{}", std::process::id()),
+        runs: Default::default(),
+        args,
     };
-    wait_ready(&format!("{base}/healthz")).await?;
-    let http = reqwest::Client::new();
-    let tenant: Value = http
-        .post(format!("{base}/api/v1/tenants"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "Bench", "domain": "bench.example.com"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let key = tenant["api_key"].as_str().context("api key")?;
-    let channel: Value = http
-        .post(format!("{base}/api/v1/channels"))
-        .bearer_auth(key)
-        .json(&json!({"platform": "whatsapp", "phone_number_id": PHONE_ID, "access_token": "EAAG-bench", "app_secret": SECRET}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    server.url = channel["webhook_url"]
-        .as_str()
-        .context("webhook url")?
-        .to_string();
-    Ok(server)
-}
-
-fn payload(seq: u64) -> String {
-    let from = format!("1555{:07}", seq % 5000);
-    json!({"object": "whatsapp_business_account", "entry": [{"id": "b", "changes": [{"field": "messages", "value": {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550000000", "phone_number_id": PHONE_ID},
-        "contacts": [{"profile": {"name": "Bench"}, "wa_id": from}],
-        "messages": [{"from": from, "id": format!("wamid.bench.{seq}"), "timestamp": "1750000000", "type": "text",
-            "text": {"body": "Hello, what are your opening hours?"}}]}}]}]})
-    .to_string()
-}
-
-/// CPU time (user + system) a process has used so far, from /proc (Linux).
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-    // utime and stime are fields 14 and 15 of the line, in clock ticks (USER_HZ = 100).
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
-struct Measured {
-    requests: u64,
-    /// Server CPU microseconds per acknowledged request.
-    cpu_us: f64,
-    errors: u64,
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-/// Sends signed deliveries from `concurrency` connections for `duration`.
-async fn load(
-    server: &Server,
-    concurrency: usize,
-    duration: Duration,
-    seq: Arc<AtomicU64>,
-) -> anyhow::Result<Measured> {
-    let url = server.url.as_str();
-    let cpu_before = cpu_time(server.child.id());
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
-    let started = Instant::now();
-    let deadline = started + duration;
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (http, url, seq) = (http.clone(), url.to_string(), seq.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0u64;
-            while Instant::now() < deadline {
-                let body = payload(seq.fetch_add(1, Ordering::Relaxed));
-                let signature = webhooks::meta::sign(SECRET.as_bytes(), body.as_bytes());
-                let sent = Instant::now();
-                let res = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-hub-signature-256", signature)
-                    .body(body)
-                    .send()
-                    .await;
-                match res {
-                    Ok(r) if r.status() == 200 => latencies.push(sent.elapsed()),
-                    _ => errors += 1,
-                }
-            }
-            (latencies, errors)
-        }));
-    }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (latencies, e) = task.await?;
-        all.extend(latencies);
-        errors += e;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_before
-        .zip(cpu_time(server.child.id()))
-        .map_or(0.0, |(before, after)| (after - before).as_secs_f64());
-    all.sort();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    Ok(Measured {
-        requests: all.len() as u64,
-        cpu_us: cpu * 1e6 / all.len().max(1) as f64,
-        errors,
-        rps: all.len() as f64 / elapsed,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-    })
-}
-
-async fn committed_events(database_url: &str) -> anyhow::Result<i64> {
-    use sqlx::Connection;
-    let count = if database_url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(database_url).await?;
-        sqlx::query_scalar("SELECT COUNT(*) FROM inbox_events")
-            .fetch_one(&mut conn)
-            .await?
-    } else {
-        let mut conn = sqlx::PgConnection::connect(database_url).await?;
-        sqlx::query_scalar("SELECT COUNT(*) FROM inbox_events")
-            .fetch_one(&mut conn)
-            .await?
-    };
-    Ok(count)
-}
-
-/// Drops and creates the scratch database; returns its URL.
-async fn recreate_postgres(admin_url: &str, name: &str) -> anyhow::Result<String> {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await?;
-    let mut url = reqwest::Url::parse(admin_url)?;
-    url.set_path(&format!("/{name}"));
-    Ok(url.to_string())
-}
-
-async fn bench(args: Args) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let graph = fake_graph().await?;
-    let duration = Duration::from_secs(args.duration);
-    let mut backends = vec!["sqlite"];
-    if args.postgres.is_some() {
-        backends.push("postgres");
-    }
-    let scratch = format!("og_bench_{}", std::process::id());
-
+    let mut broken = report::Broken::default();
     println!(
-        "| target | backend | concurrency | requests/s | p50 ms | p99 ms | errors | vs bare | server CPU µs/req |"
+        "{} UTC, load average {}",
+        report::utc_now(),
+        report::load_average()
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
-    let mut all_committed = true;
-    // (backend, concurrency) -> per-round (throughput ratio, CPU ratio).
-    let mut ratios: std::collections::BTreeMap<(&str, usize), Vec<(f64, f64)>> = Default::default();
-    for round in 0..args.rounds {
-        for &concurrency in &args.concurrency {
-            let bare = start_bare().await?;
-            let reference = load(&bare, concurrency, duration, Arc::new(AtomicU64::new(0))).await?;
-            drop(bare);
-            row("bare axum", "-", concurrency, &reference, reference.rps);
-            for &backend in &backends {
-                // A fresh database for every run.
-                let database_url = match (backend, &args.postgres) {
-                    ("postgres", Some(admin_url)) => recreate_postgres(admin_url, &scratch).await?,
-                    _ => format!(
-                        "sqlite://{}",
-                        dir.path()
-                            .join(format!("bench-{concurrency}-{round}.db"))
-                            .display()
-                    ),
-                };
-                let gateway =
-                    start_gateway(&args.gateway, &database_url, &graph, dir.path()).await?;
-                let seq = Arc::new(AtomicU64::new(0));
-                let measured = load(&gateway, concurrency, duration, seq).await?;
-                let committed = committed_events(&database_url).await?;
-                drop(gateway);
-                row("omnigate", backend, concurrency, &measured, reference.rps);
-                ratios.entry((backend, concurrency)).or_default().push((
-                    measured.rps / reference.rps,
-                    measured.cpu_us / reference.cpu_us.max(f64::MIN_POSITIVE),
-                ));
-                if committed != measured.requests as i64 {
-                    all_committed = false;
-                    println!(
-                        "  ! {backend}: {} acknowledged but {committed} committed",
-                        measured.requests
-                    );
-                }
-            }
-        }
-    }
-    if args.rounds > 1 {
-        println!();
-        println!("| backend | concurrency | median vs bare (requests/s) | rounds | median CPU per request vs bare |");
-        println!("|---|---:|---:|---|---:|");
-        for ((backend, concurrency), mut runs) in ratios {
-            let all: Vec<String> = runs
-                .iter()
-                .map(|r| format!("{:.0}%", r.0 * 100.0))
-                .collect();
-            let median = |v: &mut Vec<f64>| {
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            };
-            let mut rps: Vec<f64> = runs.iter().map(|r| r.0).collect();
-            runs.retain(|r| r.1.is_finite());
-            let mut cpu: Vec<f64> = runs.iter().map(|r| r.1).collect();
-            println!(
-                "| {backend} | {concurrency} | {:.0}% | {} | {:.1}x |",
-                median(&mut rps) * 100.0,
-                all.join(" "),
-                if cpu.is_empty() {
-                    f64::NAN
-                } else {
-                    median(&mut cpu)
-                }
-            );
-        }
-    }
     println!();
-    println!(
-        "every acknowledged event committed: {}",
-        if all_committed { "yes" } else { "NO" }
-    );
-    if let Some(admin_url) = &args.postgres {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(admin_url).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await?;
+    report::header();
+    let mut result = Ok(());
+    for section in bench.args.only.clone() {
+        result = match section {
+            Section::Ingress => ingress::run(&bench, &mut broken).await,
+            Section::E2e => e2e::run(&bench, &mut broken).await,
+            Section::Scale => scale::run(&bench, &mut broken).await,
+            Section::Retention => retention::run(&bench, &mut broken).await,
+        };
+        if result.is_err() {
+            break;
+        }
     }
-    if !all_committed {
-        bail!("acknowledged events missing from the database");
+    if let Some(admin_url) = &bench.args.postgres {
+        db::drop_postgres(admin_url, &bench.scratch).await?;
     }
-    Ok(())
+    result?;
+    println!();
+    println!("load average at the end {}", report::load_average());
+    if broken.is_empty() {
+        println!("every acknowledged event committed, every reply received, every expired row deleted: yes");
+        Ok(())
+    } else {
+        println!("NOT KEPT:");
+        for what in broken.list() {
+            println!("- {what}");
+        }
+        bail!("{} promise(s) broken", broken.list().len())
+    }
 }
 
-fn row(target: &str, backend: &str, concurrency: usize, m: &Measured, reference_rps: f64) {
-    println!(
-        "| {target} | {backend} | {concurrency} | {:.0} | {:.2} | {:.2} | {} | {:.0}% | {:.0} |",
-        m.rps,
-        m.p50_ms,
-        m.p99_ms,
-        m.errors,
-        100.0 * m.rps / reference_rps,
-        m.cpu_us
-    );
+/// Checks that every event acknowledged in `acked` is in the gateway's inbox, records
+/// a broken promise when one is not, and returns a note for the table.
+pub async fn check_committed(
+    gateway: &Gateway,
+    platform: Platform,
+    acked: &[String],
+    what: &str,
+    broken: &mut report::Broken,
+) -> anyhow::Result<String> {
+    let db = db::Db::connect(&gateway.database_url).await?;
+    let committed = db.inbox_ids(&gateway.channel(platform).id).await?;
+    db.close().await;
+    let missing = db::missing(acked, &committed);
+    if missing > 0 {
+        broken.add(format!(
+            "{what}: {missing} of {} acknowledged events not committed",
+            acked.len()
+        ));
+    }
+    Ok(format!(
+        "{}/{} acked committed",
+        acked.len() - missing,
+        acked.len()
+    ))
 }
