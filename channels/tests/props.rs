@@ -225,6 +225,7 @@ fn normalize(channel: &dyn Channel, body: &[u8]) -> Result<Normalized, Normalize
                 Some(sig.as_bytes()),
                 Some(b"1700000000"),
                 body,
+                1_700_000_000,
             )
         }
         _ => {

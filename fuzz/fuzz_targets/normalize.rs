@@ -88,6 +88,7 @@ fn through_channel(index: usize, body: &[u8]) {
                 Some(signature.as_bytes()),
                 Some(b"1700000000"),
                 body,
+                1_700_000_000,
             )
         }
         _ => {

@@ -1,7 +1,8 @@
 //! Discord interactions endpoint, `/webhooks/discord/{channel_id}`: Ed25519 over
-//! timestamp + body with the application's public key (401 otherwise); PING is
-//! answered with PONG; other interactions are kept raw (not modelled yet) and
-//! answered with an ephemeral notice so the user is not left waiting.
+//! timestamp + body with the application's public key, and a timestamp within five
+//! minutes of now (401 otherwise); PING is answered with PONG; other interactions are
+//! kept raw (not modelled yet) and answered with an ephemeral notice so the user is
+//! not left waiting.
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -49,6 +50,7 @@ async fn receive(
         headers.get(verify::SIGNATURE_HEADER).map(|v| v.as_bytes()),
         headers.get(verify::TIMESTAMP_HEADER).map(|v| v.as_bytes()),
         &body,
+        now_ms() / 1000,
     )
     .map_err(|e| {
         tracing::warn!(channel_id = %channel.id, reason = %e, "rejected discord interaction");

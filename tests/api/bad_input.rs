@@ -7,7 +7,7 @@
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
-use crate::fake_slack::FakeSlack;
+use crate::fake_slack::{unix_now, FakeSlack};
 use crate::helpers::*;
 
 const A_SECRET: &str = "tenant-a-secret";
@@ -425,11 +425,12 @@ fn discord_headers(seed: &[u8; 32], ts: &str, body: &[u8]) -> Vec<(&'static str,
     ]
 }
 
+/// A case signed now, the way Discord signs.
 fn discord(name: &'static str, path: &str, seed: &[u8; 32], body: Vec<u8>, status: u16) -> Case {
     Case {
         name,
         path: path.to_string(),
-        headers: discord_headers(seed, "1750000000", &body),
+        headers: discord_headers(seed, &unix_now().to_string(), &body),
         body,
         status,
     }
@@ -528,11 +529,14 @@ async fn telegram_and_discord_bad_inputs_get_their_status_and_store_nothing(back
         .into_bytes()
     };
     let command = interaction(2, "1200000000000000001");
+    let recent = interaction(2, "1200000000000000003");
+    let now = unix_now();
+    let ts = now.to_string();
     let mut tampered = command.clone();
-    let tampered_headers = discord_headers(&a_seed, "1750000000", &tampered);
+    let tampered_headers = discord_headers(&a_seed, &ts, &tampered);
     tampered[20] ^= 1;
     let short_sig = {
-        let mut h = discord_headers(&a_seed, "1750000000", &command);
+        let mut h = discord_headers(&a_seed, &ts, &command);
         h[1].1.pop();
         h
     };
@@ -662,14 +666,14 @@ async fn telegram_and_discord_bad_inputs_get_their_status_and_store_nothing(back
         Case {
             name: "discord: missing signature",
             path: dc.clone(),
-            headers: discord_headers(&a_seed, "1750000000", &command)[..1].to_vec(),
+            headers: discord_headers(&a_seed, &ts, &command)[..1].to_vec(),
             body: command.clone(),
             status: 401,
         },
         Case {
             name: "discord: missing timestamp",
             path: dc.clone(),
-            headers: discord_headers(&a_seed, "1750000000", &command)[1..].to_vec(),
+            headers: discord_headers(&a_seed, &ts, &command)[1..].to_vec(),
             body: command.clone(),
             status: 401,
         },
@@ -691,7 +695,7 @@ async fn telegram_and_discord_bad_inputs_get_their_status_and_store_nothing(back
             name: "discord: signature not hex",
             path: dc.clone(),
             headers: vec![
-                ("x-signature-timestamp", "1750000000".into()),
+                ("x-signature-timestamp", ts.clone()),
                 ("x-signature-ed25519", "zz".repeat(64)),
             ],
             body: command.clone(),
@@ -708,14 +712,42 @@ async fn telegram_and_discord_bad_inputs_get_their_status_and_store_nothing(back
             name: "discord: signature replayed under another timestamp",
             path: dc.clone(),
             headers: vec![
-                ("x-signature-timestamp", "1750000001".into()),
+                ("x-signature-timestamp", (now - 1).to_string()),
                 (
                     "x-signature-ed25519",
-                    webhooks::discord::sign(&a_seed, "1750000000", &command),
+                    webhooks::discord::sign(&a_seed, &ts, &command),
                 ),
             ],
             body: command.clone(),
             status: 401,
+        },
+        Case {
+            name: "discord: stale timestamp (6 min old), signed",
+            path: dc.clone(),
+            headers: discord_headers(&a_seed, &(now - 360).to_string(), &command),
+            body: command.clone(),
+            status: 401,
+        },
+        Case {
+            name: "discord: future timestamp (6 min ahead), signed",
+            path: dc.clone(),
+            headers: discord_headers(&a_seed, &(now + 360).to_string(), &command),
+            body: command.clone(),
+            status: 401,
+        },
+        Case {
+            name: "discord: non-numeric timestamp (`12e9`), signed",
+            path: dc.clone(),
+            headers: discord_headers(&a_seed, "12e9", &command),
+            body: command.clone(),
+            status: 401,
+        },
+        Case {
+            name: "discord: timestamp 4 min old, signed",
+            path: dc.clone(),
+            headers: discord_headers(&a_seed, &(now - 240).to_string(), &recent),
+            body: recent.clone(),
+            status: 200,
         },
         discord(
             "discord: oversized body (1 MiB + 1), signed",
@@ -819,6 +851,7 @@ async fn telegram_and_discord_bad_inputs_get_their_status_and_store_nothing(back
     assert_eq!(
         unhandled(&app, &a, "discord").await,
         [
+            "interaction:2",
             "interaction:2",
             "interaction:99",
             "unparseable",

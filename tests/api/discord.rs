@@ -1,4 +1,4 @@
-//! Discord: the interactions endpoint (Ed25519, PING); the bot's gateway session run
+//! Discord: the interactions endpoint (Ed25519, replay window, PING); the bot's gateway session run
 //! by the gateway's supervisor through serenity against a fake Discord (REST API and
 //! Gateway WebSocket, `fake_discord.rs`): one reply per direct message, none to bots
 //! or to guild chatter, a resume that replays events without second replies, deleted
@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::fake_discord::*;
+use crate::fake_slack::unix_now;
 use crate::helpers::*;
 use crate::on_both_backends;
 use crate::process::{free_port, Gateway};
 
 on_both_backends!(
-    a_ping_is_answered_and_a_bad_signature_is_401,
+    a_ping_is_answered_and_a_bad_signature_or_a_replay_is_401,
     one_instance_holds_a_gateway_lease_and_another_takes_over,
     the_session_answers_each_direct_message_once_and_never_bots,
     a_resume_replays_events_without_second_replies,
@@ -40,7 +41,11 @@ const GUILD: &str = "290926798626357250";
 const CHATTER: &str = "290926798999357250";
 const SUPPORT: &str = "290926798999357999";
 
-async fn a_ping_is_answered_and_a_bad_signature_is_401(backend: Backend) {
+/// The interactions endpoint: a PING signed now is answered with PONG; a bad or
+/// missing signature, or a correctly signed interaction outside the five-minute
+/// replay window (the 2024 fixture as captured, 6 minutes old or ahead), is 401 and
+/// keeps nothing; 4 minutes either way is accepted.
+async fn a_ping_is_answered_and_a_bad_signature_or_a_replay_is_401(backend: Backend) {
     let app = TestApp::spawn_with(
         backend,
         "[platforms.discord]\napi_url = \"http://127.0.0.1:9/api/v10\"\n",
@@ -67,10 +72,12 @@ async fn a_ping_is_answered_and_a_bad_signature_is_401(backend: Backend) {
         format!("{}/webhooks/discord/{channel}", app.url)
     );
     let body = fixture["raw_body"].as_str().unwrap();
-    let signature = fixture["headers"]["X-Signature-Ed25519"].as_str().unwrap();
-    let timestamp = fixture["headers"]["X-Signature-Timestamp"]
-        .as_str()
-        .unwrap();
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(
+        fixture["private_key_seed_hex_TEST_ONLY"].as_str().unwrap(),
+        &mut seed,
+    )
+    .unwrap();
     let post = |body: String, signature: Option<&str>, timestamp: &str| {
         let mut req = app
             .http
@@ -83,7 +90,10 @@ async fn a_ping_is_answered_and_a_bad_signature_is_401(backend: Backend) {
         }
         req.send()
     };
-    let res = post(body.to_string(), Some(signature), timestamp)
+    // Signed now, the way Discord signs.
+    let now = unix_now().to_string();
+    let signature = webhooks::discord::sign(&seed, &now, body.as_bytes());
+    let res = post(body.to_string(), Some(&signature), &now)
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
@@ -93,26 +103,33 @@ async fn a_ping_is_answered_and_a_bad_signature_is_401(backend: Backend) {
         .starts_with("application/json"));
     assert_eq!(res.json::<Value>().await.unwrap(), json!({"type": 1}));
 
+    // The fixture as captured (signed in 2024) is a replay now.
+    let captured = post(
+        body.to_string(),
+        fixture["headers"]["X-Signature-Ed25519"].as_str(),
+        fixture["headers"]["X-Signature-Timestamp"]
+            .as_str()
+            .unwrap(),
+    );
+    assert_eq!(captured.await.unwrap().status(), 401);
     let tampered = body.replace("nelly", "nellx");
     assert_eq!(
-        post(tampered, Some(signature), timestamp)
+        post(tampered, Some(&signature), &now)
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let moved = (now.parse::<i64>().unwrap() - 1).to_string();
+    assert_eq!(
+        post(body.to_string(), Some(&signature), &moved)
             .await
             .unwrap()
             .status(),
         401
     );
     assert_eq!(
-        post(body.to_string(), Some(signature), "1731000001")
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        post(body.to_string(), None, timestamp)
-            .await
-            .unwrap()
-            .status(),
+        post(body.to_string(), None, &now).await.unwrap().status(),
         401
     );
     let (_, unhandled) = app.get_json(&tenant, "/api/v1/events/unhandled").await;
@@ -120,19 +137,31 @@ async fn a_ping_is_answered_and_a_bad_signature_is_401(backend: Backend) {
 
     // A signed interaction we do not model yet: kept raw, answered so the user is
     // not left waiting.
-    let mut seed = [0u8; 32];
-    for (i, b) in seed.iter_mut().enumerate() {
-        *b = i as u8;
-    }
     let command = r#"{"application_id":"1234560123453231555","id":"99","token":"t","type":2,"data":{"name":"help"},"version":1}"#;
-    let signed = webhooks::discord::sign(&seed, "1731000002", command.as_bytes());
-    let res = post(command.to_string(), Some(&signed), "1731000002")
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<Value>().await.unwrap()["type"], 4);
+    let signed_at = |skew: i64| {
+        let ts = (unix_now() + skew).to_string();
+        let signature = webhooks::discord::sign(&seed, &ts, command.as_bytes());
+        post(command.to_string(), Some(&signature), &ts)
+    };
+    // Correctly signed, but 6 minutes old or 6 minutes ahead: outside the replay
+    // window, refused and not kept.
+    for skew in [-360, 360] {
+        assert_eq!(signed_at(skew).await.unwrap().status(), 401, "{skew}");
+    }
     let (_, unhandled) = app.get_json(&tenant, "/api/v1/events/unhandled").await;
-    assert_eq!(unhandled["items"].as_array().unwrap().len(), 1);
+    assert_eq!(unhandled["items"].as_array().unwrap().len(), 0);
+    // Inside the window: 4 minutes old, 4 minutes ahead, and now.
+    for (n, skew) in [-240, 240, 0].into_iter().enumerate() {
+        let res = signed_at(skew).await.unwrap();
+        assert_eq!(res.status(), 200, "{skew}");
+        assert_eq!(res.json::<Value>().await.unwrap()["type"], 4);
+        let (_, unhandled) = app.get_json(&tenant, "/api/v1/events/unhandled").await;
+        assert_eq!(
+            unhandled["items"].as_array().unwrap().len(),
+            n + 1,
+            "{skew}"
+        );
+    }
 }
 
 /// Two gateway instances on one database: the first takes a bot's session lease,

@@ -3,14 +3,18 @@
 //! Each request carries `X-Signature-Ed25519` (hex signature) and
 //! `X-Signature-Timestamp`; the signature is Ed25519 over the timestamp bytes followed
 //! immediately by the raw body, under the application's public key (hex). Discord
-//! sends deliberately bad signatures to check that they are refused.
+//! sends deliberately bad signatures to check that they are refused. The timestamp
+//! (Unix seconds) must also be within five minutes of now, so a captured interaction
+//! cannot be replayed later.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
-use crate::{Verified, VerifyError};
+use crate::{window, Verified, VerifyError};
 
 pub const SIGNATURE_HEADER: &str = "x-signature-ed25519";
 pub const TIMESTAMP_HEADER: &str = "x-signature-timestamp";
+/// Largest accepted distance between the request time and now, in seconds.
+pub const TOLERANCE_SECS: i64 = window::TOLERANCE_SECS;
 
 /// Interaction type of the PING Discord sends when the endpoint URL is saved.
 pub const PING: u64 = 1;
@@ -25,16 +29,19 @@ pub fn parse_public_key(hex_key: &str) -> Result<VerifyingKey, VerifyError> {
     VerifyingKey::from_bytes(&bytes).map_err(|_| VerifyError::MalformedSignature)
 }
 
-/// Verifies an interaction delivery. `signature` and `timestamp` are the header
-/// values as received (`None` when absent).
+/// Verifies an interaction delivery at time `now` (Unix seconds): the timestamp first
+/// (missing, malformed or outside [`TOLERANCE_SECS`] is refused), then the Ed25519
+/// signature over timestamp + body. `signature` and `timestamp` are the header values
+/// as received (`None` when absent).
 pub fn verify_interaction<'a>(
     public_key: &VerifyingKey,
     signature: Option<&[u8]>,
     timestamp: Option<&[u8]>,
     body: &'a [u8],
+    now: i64,
 ) -> Result<Verified<&'a [u8]>, VerifyError> {
+    let timestamp = window::check(timestamp, now)?;
     let signature = signature.ok_or(VerifyError::MissingSignature)?;
-    let timestamp = timestamp.ok_or(VerifyError::MissingSignature)?;
     if signature.len() != 128 {
         return Err(VerifyError::MalformedSignature);
     }
@@ -82,6 +89,7 @@ mod tests {
     const PUBLIC: &str = "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8";
     const SIGNATURE: &str = "f9652fc17d0776019688bf85f67bf4205a13ee19458f17d5d72fdeae3722e31f12b18e95a26fd04b589e10b465dcd8921b78836ecbcf2e6d9fcebd1c5e726705";
     const TIMESTAMP: &str = "1731000000";
+    const NOW: i64 = 1_731_000_000;
     const BODY: &str = r#"{"application_id":"1234560123453231555","id":"1234567890123456789","token":"aW50ZXJhY3Rpb246MTIzNDU2Nzg5MDEyMzQ1Njc4OTpleGFtcGxl","type":1,"user":{"id":"80351110224678912","username":"nelly"},"version":1}"#;
 
     fn seed() -> [u8; 32] {
@@ -92,6 +100,18 @@ mod tests {
         seed
     }
 
+    fn check(sig: Option<&str>, ts: Option<&str>, body: &str, now: i64) -> Result<(), VerifyError> {
+        let key = parse_public_key(PUBLIC).unwrap();
+        verify_interaction(
+            &key,
+            sig.map(str::as_bytes),
+            ts.map(str::as_bytes),
+            body.as_bytes(),
+            now,
+        )
+        .map(|_| ())
+    }
+
     #[test]
     fn published_vector_verifies_and_is_a_ping() {
         let key = parse_public_key(PUBLIC).unwrap();
@@ -100,6 +120,7 @@ mod tests {
             Some(SIGNATURE.as_bytes()),
             Some(TIMESTAMP.as_bytes()),
             BODY.as_bytes(),
+            NOW,
         )
         .unwrap();
         assert!(is_ping(&verified));
@@ -108,47 +129,84 @@ mod tests {
     }
 
     #[test]
+    fn replay_window_is_five_minutes_either_way() {
+        for now in [NOW - 300, NOW - 240, NOW + 240, NOW + 299, NOW + 300] {
+            assert_eq!(
+                check(Some(SIGNATURE), Some(TIMESTAMP), BODY, now),
+                Ok(()),
+                "{now}"
+            );
+        }
+        for now in [
+            NOW - 301,
+            NOW - 360,
+            NOW + 301,
+            NOW + 360,
+            NOW + 86_400 * 365 * 8,
+        ] {
+            assert_eq!(
+                check(Some(SIGNATURE), Some(TIMESTAMP), BODY, now),
+                Err(VerifyError::StaleTimestamp),
+                "{now}"
+            );
+        }
+        // The timestamp is checked first: a stale request is refused as stale
+        // whatever its signature.
+        assert_eq!(
+            check(None, Some(TIMESTAMP), BODY, NOW + 3600),
+            Err(VerifyError::StaleTimestamp)
+        );
+    }
+
+    #[test]
+    fn bad_timestamps_are_refused_before_the_signature() {
+        for ts in [
+            None,
+            Some(""),
+            Some("-1731000000"),
+            Some("1731000000.5"),
+            Some(" 1731000000"),
+            Some("100000000000000000000"),
+            Some("abc"),
+        ] {
+            assert_eq!(
+                check(Some(SIGNATURE), ts, BODY, NOW),
+                Err(VerifyError::BadTimestamp),
+                "{ts:?}"
+            );
+            assert_eq!(check(None, ts, BODY, NOW), Err(VerifyError::BadTimestamp));
+        }
+    }
+
+    #[test]
     fn tampering_fails() {
-        let key = parse_public_key(PUBLIC).unwrap();
-        let check = |sig: Option<&str>, ts: Option<&str>, body: &str| {
-            verify_interaction(
-                &key,
-                sig.map(str::as_bytes),
-                ts.map(str::as_bytes),
-                body.as_bytes(),
-            )
-            .err()
-        };
         let tampered_body = BODY.replace("nelly", "nellx");
         assert_eq!(
-            check(Some(SIGNATURE), Some(TIMESTAMP), &tampered_body),
-            Some(VerifyError::BadSignature)
+            check(Some(SIGNATURE), Some(TIMESTAMP), &tampered_body, NOW),
+            Err(VerifyError::BadSignature)
+        );
+        // The timestamp is signed too: a fresh timestamp on an old signature fails.
+        assert_eq!(
+            check(Some(SIGNATURE), Some("1731000001"), BODY, NOW),
+            Err(VerifyError::BadSignature)
         );
         assert_eq!(
-            check(Some(SIGNATURE), Some("1731000001"), BODY),
-            Some(VerifyError::BadSignature)
+            check(None, Some(TIMESTAMP), BODY, NOW),
+            Err(VerifyError::MissingSignature)
         );
         assert_eq!(
-            check(None, Some(TIMESTAMP), BODY),
-            Some(VerifyError::MissingSignature)
+            check(Some(&SIGNATURE[..126]), Some(TIMESTAMP), BODY, NOW),
+            Err(VerifyError::MalformedSignature)
         );
         assert_eq!(
-            check(Some(SIGNATURE), None, BODY),
-            Some(VerifyError::MissingSignature)
-        );
-        assert_eq!(
-            check(Some(&SIGNATURE[..126]), Some(TIMESTAMP), BODY),
-            Some(VerifyError::MalformedSignature)
-        );
-        assert_eq!(
-            check(Some(""), Some(TIMESTAMP), BODY),
-            Some(VerifyError::MalformedSignature)
+            check(Some(""), Some(TIMESTAMP), BODY, NOW),
+            Err(VerifyError::MalformedSignature)
         );
         let mut flipped = SIGNATURE.to_string();
         flipped.replace_range(0..1, "e");
         assert_eq!(
-            check(Some(&flipped), Some(TIMESTAMP), BODY),
-            Some(VerifyError::BadSignature)
+            check(Some(&flipped), Some(TIMESTAMP), BODY, NOW),
+            Err(VerifyError::BadSignature)
         );
         assert!(parse_public_key("zz").is_err());
     }

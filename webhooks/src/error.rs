@@ -17,7 +17,7 @@ pub enum VerifyError {
     MalformedSignedRequest,
     #[error("signed_request algorithm is not HMAC-SHA256")]
     UnsupportedAlgorithm,
-    // -- slack ----
+    // -- slack, discord ----
     #[error("request timestamp header is missing or not a number")]
     BadTimestamp,
     #[error("request timestamp is outside the replay window")]

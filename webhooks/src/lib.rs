@@ -12,6 +12,7 @@ pub mod slack;
 // -- telegram, discord ----------------------------------------------------------
 pub mod discord;
 pub mod telegram;
+mod window;
 
 pub use error::VerifyError;
 

@@ -8,14 +8,14 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::{Verified, VerifyError};
+use crate::{window, Verified, VerifyError};
 
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "x-slack-signature";
 /// The header carrying the request time, Unix seconds.
 pub const TIMESTAMP_HEADER: &str = "x-slack-request-timestamp";
 /// Largest accepted distance between the request time and now, in seconds.
-pub const TOLERANCE_SECS: i64 = 5 * 60;
+pub const TOLERANCE_SECS: i64 = window::TOLERANCE_SECS;
 
 const PREFIX: &str = "v0=";
 const MAC_LEN: usize = 32;
@@ -32,11 +32,7 @@ pub fn verify<'a>(
     body: &'a [u8],
     now: i64,
 ) -> Result<Verified<&'a [u8]>, VerifyError> {
-    let timestamp = timestamp.ok_or(VerifyError::BadTimestamp)?;
-    let seconds = parse_timestamp(timestamp)?;
-    if seconds.abs_diff(now) > TOLERANCE_SECS.unsigned_abs() {
-        return Err(VerifyError::StaleTimestamp);
-    }
+    let timestamp = window::check(timestamp, now)?;
     let signature = signature.ok_or(VerifyError::MissingSignature)?;
     let hex_mac = signature
         .strip_prefix(PREFIX.as_bytes())
@@ -57,18 +53,6 @@ pub fn verify<'a>(
 pub fn sign(signing_secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     let mac = base_mac(signing_secret, timestamp.as_bytes(), body);
     format!("{PREFIX}{}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// The timestamp as Slack sends it: ASCII digits only (no sign, no spaces), at most
-/// 12 of them, so it fits comfortably in an `i64`.
-fn parse_timestamp(raw: &[u8]) -> Result<i64, VerifyError> {
-    if raw.is_empty() || raw.len() > 12 || !raw.iter().all(u8::is_ascii_digit) {
-        return Err(VerifyError::BadTimestamp);
-    }
-    std::str::from_utf8(raw)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(VerifyError::BadTimestamp)
 }
 
 fn base_mac(secret: &[u8], timestamp: &[u8], body: &[u8]) -> HmacSha256 {

@@ -222,13 +222,39 @@ fn discord_key(seed: &[u8; 32]) -> ed25519_dalek::VerifyingKey {
     discord::parse_public_key(&discord::public_key_hex(seed)).unwrap()
 }
 
+/// The gateway's clock in the Discord properties, Unix seconds.
+const DISCORD_NOW: i64 = 1_750_000_000;
+
 fn discord_verify(
     key: &ed25519_dalek::VerifyingKey,
     signature: Option<&[u8]>,
     timestamp: Option<&[u8]>,
     body: &[u8],
 ) -> Result<Vec<u8>, VerifyError> {
-    discord::verify_interaction(key, signature, timestamp, body).map(|v| v.get().to_vec())
+    discord_verify_at(key, signature, timestamp, body, DISCORD_NOW)
+}
+
+fn discord_verify_at(
+    key: &ed25519_dalek::VerifyingKey,
+    signature: Option<&[u8]>,
+    timestamp: Option<&[u8]>,
+    body: &[u8],
+    now: i64,
+) -> Result<Vec<u8>, VerifyError> {
+    discord::verify_interaction(key, signature, timestamp, body, now).map(|v| v.get().to_vec())
+}
+
+/// Whether `timestamp` is one the replay window takes at `now`: 1 to 12 ASCII digits
+/// within [`discord::TOLERANCE_SECS`].
+fn in_window(timestamp: &[u8], now: i64) -> bool {
+    (1..=12).contains(&timestamp.len())
+        && timestamp.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(timestamp)
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            .abs_diff(now)
+            <= discord::TOLERANCE_SECS.unsigned_abs()
 }
 
 proptest! {
@@ -306,25 +332,46 @@ proptest! {
             bytes(140).prop_map(Some),
             "[0-9a-fA-F]{120,130}".prop_map(|h| Some(h.into_bytes())),
         ],
-        timestamp in prop_oneof![Just(None), bytes(16).prop_map(Some), "[0-9]{1,12}".prop_map(|t| Some(t.into_bytes()))],
+        timestamp in prop_oneof![
+            Just(None),
+            bytes(16).prop_map(Some),
+            "[0-9]{1,12}".prop_map(|t| Some(t.into_bytes())),
+            (-400i64..400).prop_map(|skew| Some((DISCORD_NOW + skew).to_string().into_bytes())),
+        ],
         body in bytes(512),
     ) {
         match discord_verify(&discord_key(&seed), signature.as_deref(), timestamp.as_deref(), &body) {
             Ok(verified) => {
                 // Random bytes do not forge Ed25519: only the signature of the seed's
-                // key over timestamp + body can get here.
+                // key over timestamp + body, sent inside the window, can get here.
                 prop_assert_eq!(&verified, &body);
-                let ts = String::from_utf8(timestamp.unwrap()).unwrap();
+                let ts = timestamp.unwrap();
+                prop_assert!(in_window(&ts, DISCORD_NOW));
+                let ts = String::from_utf8(ts).unwrap();
                 let given = String::from_utf8(signature.unwrap()).unwrap();
                 prop_assert!(given.eq_ignore_ascii_case(&discord::sign(&seed, &ts, &body)));
             }
             Err(e) => {
-                prop_assert!(matches!(
-                    e,
-                    VerifyError::MissingSignature | VerifyError::MalformedSignature | VerifyError::BadSignature
-                ));
-                if signature.is_none() || timestamp.is_none() {
-                    prop_assert_eq!(e, VerifyError::MissingSignature);
+                // The timestamp is checked before the signature.
+                let expected_time_error = match timestamp.as_deref() {
+                    None => Some(VerifyError::BadTimestamp),
+                    Some(ts) if in_window(ts, DISCORD_NOW) => None,
+                    Some(ts) if (1..=12).contains(&ts.len()) && ts.iter().all(u8::is_ascii_digit) => {
+                        Some(VerifyError::StaleTimestamp)
+                    }
+                    Some(_) => Some(VerifyError::BadTimestamp),
+                };
+                match expected_time_error {
+                    Some(expected) => prop_assert_eq!(e, expected),
+                    None => {
+                        prop_assert!(matches!(
+                            e,
+                            VerifyError::MissingSignature | VerifyError::MalformedSignature | VerifyError::BadSignature
+                        ));
+                        if signature.is_none() {
+                            prop_assert_eq!(e, VerifyError::MissingSignature);
+                        }
+                    }
                 }
             }
         }
@@ -334,13 +381,14 @@ proptest! {
     fn discord_signed_body_verifies_and_any_change_is_refused(
         seed in seed(),
         other_seed in seed(),
-        timestamp in "[0-9]{1,12}",
+        skew in -300i64..=300,
         body in bytes(512),
         at in any::<usize>(),
         op in any::<u8>(),
         value in any::<u8>(),
         bit in 0u8..8,
     ) {
+        let timestamp = (DISCORD_NOW + skew).to_string();
         let key = discord_key(&seed);
         let signature = discord::sign(&seed, &timestamp, &body);
         prop_assert_eq!(
@@ -355,13 +403,19 @@ proptest! {
                 Some(VerifyError::BadSignature)
             );
         }
-        // Any change to the timestamp (the same signature replayed at another time).
+        // Any change to the timestamp (the same signature replayed at another time):
+        // refused by the signature inside the window, by the window outside it.
         let moved = mutate(timestamp.as_bytes(), at, op, value);
         if moved != timestamp.as_bytes() {
-            prop_assert_eq!(
-                discord_verify(&key, Some(signature.as_bytes()), Some(&moved), &body).err(),
-                Some(VerifyError::BadSignature)
-            );
+            let refused = discord_verify(&key, Some(signature.as_bytes()), Some(&moved), &body).err();
+            if in_window(&moved, DISCORD_NOW) {
+                prop_assert_eq!(refused, Some(VerifyError::BadSignature));
+            } else {
+                prop_assert!(matches!(
+                    refused,
+                    Some(VerifyError::BadTimestamp | VerifyError::StaleTimestamp)
+                ));
+            }
         }
         // One bit of one signature byte.
         let mut raw = hex::decode(&signature).unwrap();
@@ -387,6 +441,41 @@ proptest! {
                 discord_verify(&discord_key(&other_seed), Some(signature.as_bytes()), Some(timestamp.as_bytes()), &body).err(),
                 Some(VerifyError::BadSignature)
             );
+        }
+    }
+
+    #[test]
+    fn discord_signature_holds_only_inside_the_replay_window(
+        seed in seed(),
+        body in bytes(512),
+        sent in 1_000_000_000i64..2_000_000_000,
+        skew in -1000i64..1000,
+        at in any::<usize>(),
+        op in any::<u8>(),
+        value in any::<u8>(),
+    ) {
+        let key = discord_key(&seed);
+        let ts = sent.to_string();
+        let signature = discord::sign(&seed, &ts, &body);
+        let result = discord_verify_at(&key, Some(signature.as_bytes()), Some(ts.as_bytes()), &body, sent + skew);
+        if skew.abs() <= discord::TOLERANCE_SECS {
+            prop_assert_eq!(result, Ok(body.clone()));
+            let changed = mutate(&body, at, op, value);
+            if changed != body {
+                prop_assert_eq!(
+                    discord_verify_at(&key, Some(signature.as_bytes()), Some(ts.as_bytes()), &changed, sent + skew).err(),
+                    Some(VerifyError::BadSignature)
+                );
+            }
+            // The same signature under another timestamp inside the window (a replay
+            // with a fresh time) is refused.
+            let moved = (if skew == 0 { sent + 1 } else { sent + skew }).to_string();
+            prop_assert_eq!(
+                discord_verify_at(&key, Some(signature.as_bytes()), Some(moved.as_bytes()), &body, sent + skew).err(),
+                Some(VerifyError::BadSignature)
+            );
+        } else {
+            prop_assert_eq!(result.err(), Some(VerifyError::StaleTimestamp));
         }
     }
 }
