@@ -111,7 +111,13 @@ shared_store!(
 );
 
 // -- privacy: audit log and erasure ----------------------------------------------
-privacy_store!(PgStore, Postgres, find = "strpos", after_erase = "");
+privacy_store!(
+    PgStore,
+    Postgres,
+    find = "strpos",
+    after_erase = "",
+    before_compact = ""
+);
 
 // -- operations: wake-ups across instances (LISTEN/NOTIFY), backup --------------------
 ops_store!(PgStore);

@@ -339,9 +339,11 @@ pub trait PrivacyStore: Send + Sync {
 /// Implements [`PrivacyStore`] for `$store` on database `$db`. `find` is the SQL
 /// function giving the position of a substring (`instr` / `strpos`), and
 /// `after_erase` a statement run after an erasure commits (SQLite truncates the
-/// WAL so erased text does not linger in it), or empty.
+/// WAL so erased text does not linger in it), or empty; `before_compact` copies the
+/// log without blocking the writer before a sweep's compaction (run only when
+/// `after_erase` is set).
 macro_rules! privacy_store {
-    ($store:ty, $db:ty, find = $find:literal, after_erase = $after_erase:literal) => {
+    ($store:ty, $db:ty, find = $find:literal, after_erase = $after_erase:literal, before_compact = $before_compact:literal) => {
         impl $store {
             /// Appends an audit entry inside `tx`. The head row's update locks it until
             /// commit, so concurrent appends to one chain are serialized.
@@ -956,6 +958,10 @@ macro_rules! privacy_store {
 
             async fn compact(&self) -> $crate::store::Result<()> {
                 if !$after_erase.is_empty() {
+                    // A sweep leaves a long log: copy most of it beside the writer
+                    // first (a passive checkpoint never blocks it), so the truncating
+                    // one below holds the writer only for what was written since.
+                    sqlx::query($before_compact).execute(self.reader()).await?;
                     let (_gate, mut conn) = self.write_connection(false).await?;
                     sqlx::query($after_erase).execute(&mut *conn).await?;
                 }

@@ -274,7 +274,8 @@ privacy_store!(
     SqliteStore,
     Sqlite,
     find = "instr",
-    after_erase = "PRAGMA wal_checkpoint(TRUNCATE)"
+    after_erase = "PRAGMA wal_checkpoint(TRUNCATE)",
+    before_compact = "PRAGMA wal_checkpoint(PASSIVE)"
 );
 
 // -- operations: one instance needs no wake-ups; online backup by VACUUM INTO ----------
