@@ -19,7 +19,7 @@ use channels::whatsapp::WhatsApp;
 use channels::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use serenity::all::{ChannelId, GuildId, Message, MessageId, MessageUpdateEvent};
+use serenity::all::{ChannelId, Message, MessageId, MessageUpdateEvent};
 
 const SECRET: &[u8] = b"property-secret";
 /// The Discord application's private key seed (test only).
@@ -649,23 +649,25 @@ proptest! {
     }
 
     #[test]
-    fn discord_gateway_deletes_are_kept_not_applied(
+    fn discord_gateway_deletes_are_one_authorless_delete_per_message(
         scope in discord_scope(),
         channel in 1u64..,
-        message in 1u64..,
-        guild in proptest::option::of(1u64..),
+        messages in proptest::collection::vec(1u64.., 0..5),
     ) {
-        let out = gateway::normalize_delete(
-            &scope,
-            ChannelId::new(channel),
-            MessageId::new(message),
-            guild.map(GuildId::new),
-        );
-        prop_assert!(out.events.is_empty());
-        let id = message.to_string();
-        for item in &out.unhandled {
-            prop_assert_eq!(item.reason.as_str(), "message_delete");
-            prop_assert_eq!(item.raw["id"].as_str(), Some(id.as_str()));
+        let ids: Vec<MessageId> = messages.iter().copied().map(MessageId::new).collect();
+        let out = gateway::normalize_delete(&scope, ChannelId::new(channel), &ids);
+        prop_assert!(out.unhandled.is_empty());
+        prop_assert_eq!(out.events.len(), messages.len());
+        for (event, id) in out.events.iter().zip(&messages) {
+            prop_assert_eq!(&event.external_id, &format!("delete:{id}"));
+            match &event.body {
+                EventBody::Delete(delete) => {
+                    prop_assert_eq!(&delete.target, &id.to_string());
+                    prop_assert_eq!(&delete.chat, &channel.to_string());
+                    prop_assert!(delete.sender.is_none());
+                }
+                other => prop_assert!(false, "not a delete: {other:?}"),
+            }
         }
         check(Ok(out))?;
     }
