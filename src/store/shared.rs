@@ -108,30 +108,23 @@ macro_rules! shared_store {
                             .await?;
                         }
                         Effect::DeleteMessage { conversation_id, target } => {
-                            sqlx::query(
-                                "UPDATE messages SET text = NULL, content = NULL, kind = 'deleted', \
-                                 status = 'deleted' WHERE tenant_id = $1 AND conversation_id = $2 \
-                                 AND direction = 'inbound' AND external_id = $3",
-                            )
-                            .bind(tenant_id)
-                            .bind(conversation_id)
-                            .bind(target)
-                            .execute(&mut **tx)
-                            .await?;
+                            Self::delete_message_text(tx, tenant_id, conversation_id, target).await?;
                         }
                         Effect::DeleteChatMessage { channel_id, chat, target } => {
-                            sqlx::query(
-                                "UPDATE messages SET text = NULL, content = NULL, kind = 'deleted', \
-                                 status = 'deleted' WHERE tenant_id = $1 AND direction = 'inbound' \
-                                 AND external_id = $4 AND conversation_id = (SELECT id FROM conversations \
-                                 WHERE tenant_id = $1 AND channel_id = $2 AND external_chat_id = $3)",
+                            // No author to resolve the conversation by: the chat names it,
+                            // and a chat never seen has nothing to delete.
+                            let conversation: Option<String> = sqlx::query_scalar(
+                                "SELECT id FROM conversations \
+                                 WHERE tenant_id = $1 AND channel_id = $2 AND external_chat_id = $3",
                             )
                             .bind(tenant_id)
                             .bind(channel_id)
                             .bind(chat)
-                            .bind(target)
-                            .execute(&mut **tx)
+                            .fetch_optional(&mut **tx)
                             .await?;
+                            if let Some(conversation_id) = conversation {
+                                Self::delete_message_text(tx, tenant_id, &conversation_id, target).await?;
+                            }
                         }
                         Effect::ApplyStatus { channel_id, external_id, status, error_code, error_detail } => {
                             Self::apply_status(tx, tenant_id, channel_id, external_id, *status, *error_code, error_detail.as_deref()).await?;
@@ -230,6 +223,27 @@ macro_rules! shared_store {
                         }
                     }
                 }
+                Ok(())
+            }
+
+            /// Clears an inbound message's text and content, keeping the row as `deleted`
+            /// (a platform delete: the conversation shows that something was removed).
+            async fn delete_message_text(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tenant_id: &str,
+                conversation_id: &str,
+                target: &str,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query(
+                    "UPDATE messages SET text = NULL, content = NULL, kind = 'deleted', \
+                     status = 'deleted' WHERE tenant_id = $1 AND conversation_id = $2 \
+                     AND direction = 'inbound' AND external_id = $3",
+                )
+                .bind(tenant_id)
+                .bind(conversation_id)
+                .bind(target)
+                .execute(&mut **tx)
+                .await?;
                 Ok(())
             }
 
