@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::*;
-use crate::process::{free_port, write_config, Gateway};
+use crate::process::{create_tenant, free_port, write_config, Gateway};
 
 const SENDERS: usize = 60;
 const PER_SENDER: usize = 5;
@@ -44,17 +44,7 @@ async fn sigkill_under_load(backend: Backend) {
         .expect("client");
 
     // Tenant, knowledge and channel through the admin API.
-    let created: serde_json::Value = http
-        .post(format!("{url}/api/v1/tenants"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "Crash", "domain": "crash.example.com"}))
-        .send()
-        .await
-        .expect("tenant")
-        .json()
-        .await
-        .expect("json");
-    let key = created["api_key"].as_str().expect("key").to_string();
+    let key = create_tenant(&http, &url, "Crash", "crash.example.com").await;
     let res = http
         .post(format!("{url}/api/v1/knowledge/documents"))
         .bearer_auth(&key)

@@ -15,7 +15,7 @@ use crate::fake_discord::*;
 use crate::fake_slack::unix_now;
 use crate::helpers::*;
 use crate::on_both_backends;
-use crate::process::{free_port, Gateway};
+use crate::process::{create_tenant, free_port, Gateway};
 
 on_both_backends!(
     a_ping_is_answered_and_a_bad_signature_or_a_replay_is_401,
@@ -671,17 +671,7 @@ async fn the_gateway_session_fails_over_between_instances_postgres() {
         .build()
         .expect("client");
     let mut first = start("first").await;
-    let created: Value = http
-        .post(format!("{}/api/v1/tenants", first.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "Acme", "domain": "acme.example.com"}))
-        .send()
-        .await
-        .expect("tenant")
-        .json()
-        .await
-        .expect("json");
-    let key = created["api_key"].as_str().expect("key").to_string();
+    let key = create_tenant(&http, &first.url, "Acme", "acme.example.com").await;
     for (path, body) in [
         (
             "/api/v1/knowledge/documents",

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use crate::helpers::*;
-use crate::process::{binary, free_port, Gateway};
+use crate::process::{binary, create_tenant, free_port, Gateway};
 
 const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const KEY_B: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
@@ -53,17 +53,7 @@ async fn provision(
     phone: &str,
     secret: &str,
 ) -> (String, String) {
-    let created: Value = http
-        .post(format!("{url}/api/v1/tenants"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "Ops", "domain": "ops.example.com"}))
-        .send()
-        .await
-        .expect("tenant")
-        .json()
-        .await
-        .expect("json");
-    let key = created["api_key"].as_str().expect("key").to_string();
+    let key = create_tenant(http, url, "Ops", "ops.example.com").await;
     let res = http
         .post(format!("{url}/api/v1/knowledge/documents"))
         .bearer_auth(&key)

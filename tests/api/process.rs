@@ -11,6 +11,21 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Creates a tenant through the admin API of the gateway at `url`; returns its API key.
+pub async fn create_tenant(http: &reqwest::Client, url: &str, name: &str, domain: &str) -> String {
+    let created: serde_json::Value = http
+        .post(format!("{url}/api/v1/tenants"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .json(&serde_json::json!({"name": name, "domain": domain}))
+        .send()
+        .await
+        .expect("tenant")
+        .json()
+        .await
+        .expect("json");
+    created["api_key"].as_str().expect("key").to_string()
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_omnigate")
 }
