@@ -230,7 +230,7 @@ macro_rules! ai_store {
                      FROM assistant_settings WHERE tenant_id = $1",
                 )
                 .bind(tenant_id)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?;
                 Ok(row.map(Into::into))
             }
@@ -282,7 +282,7 @@ macro_rules! ai_store {
                 .bind(conversation_id)
                 .bind(current)
                 .bind(limit)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
@@ -299,7 +299,7 @@ macro_rules! ai_store {
                 )
                 .bind(tenant_id)
                 .bind(inbox_id)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?)
             }
 
@@ -345,7 +345,7 @@ macro_rules! ai_store {
                      FROM ai_calls WHERE tenant_id = $1 GROUP BY provider, model ORDER BY provider, model",
                 )
                 .bind(tenant_id)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
@@ -357,7 +357,7 @@ macro_rules! ai_store {
                      WHERE m.tenant_id = $1 AND m.status = 'draft' ORDER BY m.seq LIMIT 500",
                 )
                 .bind(tenant_id)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
@@ -374,7 +374,7 @@ macro_rules! ai_store {
                 )
                 .bind(tenant_id)
                 .bind(message_id)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?)
             }
 
@@ -504,7 +504,7 @@ macro_rules! ai_store {
                 )
                 .bind(tenant_id)
                 .bind(id)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?)
             }
 

@@ -125,7 +125,7 @@ macro_rules! ops_store {
                 let (open, oldest_received_at): (i64, Option<i64>) = sqlx::query_as(
                     "SELECT COUNT(*), MIN(received_at) FROM inbox_events WHERE state <> 'done'",
                 )
-                .fetch_one(self.reader())
+                .fetch_one(&mut *self.read().await?)
                 .await?;
                 Ok($crate::store::Backlog { open, oldest_received_at })
             }
@@ -135,7 +135,7 @@ macro_rules! ops_store {
                     "SELECT id, tenant_id, credentials FROM channels \
                      WHERE deleted_at IS NULL AND credentials IS NOT NULL ORDER BY id",
                 )
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 

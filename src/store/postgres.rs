@@ -46,19 +46,18 @@ impl PgStore {
         Self { pool }
     }
 
-    fn writer(&self) -> &PgPool {
-        &self.pool
+    /// The connection migrations run on.
+    async fn migration_connection(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        self.pool.acquire().await
     }
 
-    fn reader(&self) -> &PgPool {
-        &self.pool
+    /// A connection for one query or read transaction.
+    async fn read(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        self.pool.acquire().await
     }
 
     /// Postgres has many writers; nobody needs to queue or reserve.
     fn reserve_writer(&self, _window: Duration) {}
-
-    /// Postgres commits ingress with `synchronous_commit` on: durable at commit.
-    const INGRESS_DURABLE_AT_COMMIT: bool = true;
 
     async fn sync_wal(&self) -> Result<(), sqlx::Error> {
         Ok(())
@@ -86,6 +85,28 @@ impl PgStore {
                 .await?;
         }
         Ok(tx)
+    }
+
+    /// Commits an ingress group durably (`synchronous_commit` on); returns the
+    /// `(channel_id, external_id)` of the inbox rows it stored.
+    async fn write_ingress(
+        &self,
+        statements: Vec<super::shared::IngressStatement<'_, Postgres>>,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let mut inserted = Vec::new();
+        for (mut query, returns) in statements {
+            if returns {
+                let rows: Vec<(String, String)> =
+                    query.build_query_as().fetch_all(&mut *tx).await?;
+                inserted.extend(rows);
+            } else {
+                query.build().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(inserted)
     }
 
     async fn claim_prelude(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {

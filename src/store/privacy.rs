@@ -473,7 +473,7 @@ macro_rules! privacy_store {
                 tenant_id: &str,
             ) -> $crate::store::Result<(Vec<$crate::store::AuditRecord>, Option<$crate::store::AuditHead>)> {
                 // One read transaction, so entries and head are one snapshot.
-                let mut reader = self.reader().acquire().await?;
+                let mut reader = self.read().await?;
                 let mut tx = sqlx::Connection::begin(&mut *reader).await?;
                 let head = sqlx::query_as(
                     "SELECT n, hash, anchor_n, anchor_hash FROM audit_heads WHERE tenant_id = $1",
@@ -506,7 +506,7 @@ macro_rules! privacy_store {
                 .bind(tenant_id)
                 .bind(contact_id)
                 .bind(limit)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
@@ -674,7 +674,7 @@ macro_rules! privacy_store {
                 .bind(platform)
                 .bind(channel_id)
                 .bind(external_user_id)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
@@ -687,7 +687,7 @@ macro_rules! privacy_store {
                     sqlx::query_scalar("SELECT restricted_at FROM contacts WHERE tenant_id = $1 AND id = $2")
                         .bind(tenant_id)
                         .bind(contact_id)
-                        .fetch_optional(self.reader())
+                        .fetch_optional(&mut *self.read().await?)
                         .await?;
                 let ai_processing: Option<bool> = sqlx::query_scalar(
                     "SELECT granted FROM consent_events WHERE tenant_id = $1 AND contact_id = $2 \
@@ -695,7 +695,7 @@ macro_rules! privacy_store {
                 )
                 .bind(tenant_id)
                 .bind(contact_id)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?;
                 Ok($crate::store::PolicyState {
                     restricted: restricted_at.flatten().is_some(),
@@ -710,7 +710,7 @@ macro_rules! privacy_store {
                      FROM privacy_settings WHERE tenant_id = $1",
                 )
                 .bind(tenant_id)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?;
                 let words = |json: &str| serde_json::from_str::<Vec<String>>(json).unwrap_or_default();
                 Ok(match row {
@@ -765,7 +765,7 @@ macro_rules! privacy_store {
                 )
                 .bind(tenant_id)
                 .bind(contact_id)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?)
             }
 
@@ -781,7 +781,7 @@ macro_rules! privacy_store {
                 )
                 .bind(tenant_id)
                 .bind(contact_id)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
@@ -797,7 +797,7 @@ macro_rules! privacy_store {
                 )
                 .bind(tenant_id)
                 .bind(contact_id)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
@@ -812,13 +812,13 @@ macro_rules! privacy_store {
                 )
                 .bind(tenant_id)
                 .bind(contact_id)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
             async fn tenant_ids(&self) -> $crate::store::Result<Vec<String>> {
                 Ok(sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
-                    .fetch_all(self.reader())
+                    .fetch_all(&mut *self.read().await?)
                     .await?)
             }
 
@@ -831,7 +831,7 @@ macro_rules! privacy_store {
                      FROM retention_settings WHERE tenant_id = $1",
                 )
                 .bind(tenant_id)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?)
             }
 
@@ -894,7 +894,7 @@ macro_rules! privacy_store {
                 let n: i64 = sqlx::query_scalar(count)
                     .bind(tenant_id)
                     .bind(cutoff)
-                    .fetch_one(self.reader())
+                    .fetch_one(&mut *self.read().await?)
                     .await?;
                 Ok(n.max(0) as u64)
             }
@@ -907,7 +907,7 @@ macro_rules! privacy_store {
                     )
                     .bind(tenant_id)
                     .bind(cutoff)
-                    .fetch_one(self.reader())
+                    .fetch_one(&mut *self.read().await?)
                     .await?;
                     return Ok(n.max(0) as u64);
                 }
@@ -951,7 +951,7 @@ macro_rules! privacy_store {
                 )
                 .bind(tenant_id)
                 .bind(message_id)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?;
                 Ok(row.map(|(author, restricted_at, consent)| (author, restricted_at.is_some(), consent)))
             }
@@ -961,7 +961,7 @@ macro_rules! privacy_store {
                     // A sweep leaves a long log: copy most of it beside the writer
                     // first (a passive checkpoint never blocks it), so the truncating
                     // one below holds the writer only for what was written since.
-                    sqlx::query($before_compact).execute(self.reader()).await?;
+                    sqlx::query($before_compact).execute(&mut *self.read().await?).await?;
                     let (_gate, mut conn) = self.write_connection(false).await?;
                     sqlx::query($after_erase).execute(&mut *conn).await?;
                 }

@@ -6,7 +6,9 @@
 
 /// Implements [`Store`](super::Store) for `$store`, whose database is `$db`.
 ///
-/// The backend must provide `writer()`/`reader()` pools, `write_connection(urgent)`
+/// The backend must provide `read()` (a connection for one query or read
+/// transaction), `migration_connection()`, `write_ingress(statements)` (runs an
+/// ingress group's inserts; see [`IngressStatement`]), `write_connection(urgent)`
 /// (a writer connection; background work passes `false` and may be made to queue
 /// behind urgent writers such as webhook acknowledgements), `MIGRATOR`, `SEARCH_SQL`,
 /// `fts_query()`, `claim_prelude()` and `begin_write(conn, durable)`, which starts a
@@ -374,14 +376,15 @@ macro_rules! shared_store {
             }
 
             async fn migrate(&self) -> $crate::store::Result<()> {
-                Self::MIGRATOR.run(self.writer()).await?;
+                let mut conn = self.migration_connection().await?;
+                Self::MIGRATOR.run_direct(&mut *conn).await?;
                 Ok(())
             }
 
             async fn ready(&self) -> $crate::store::Result<bool> {
                 let applied: i64 =
                     sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-                        .fetch_one(self.reader())
+                        .fetch_one(&mut *self.read().await?)
                         .await?;
                 Ok(applied as usize >= Self::MIGRATOR.iter().count())
             }
@@ -413,7 +416,7 @@ macro_rules! shared_store {
             async fn tenant_by_key_hash(&self, hash: &[u8]) -> $crate::store::Result<Option<String>> {
                 Ok(sqlx::query_scalar("SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
                     .bind(hash)
-                    .fetch_optional(self.reader())
+                    .fetch_optional(&mut *self.read().await?)
                     .await?)
             }
 
@@ -447,7 +450,7 @@ macro_rules! shared_store {
                      FROM channels WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY created_at, id",
                 )
                 .bind(tenant_id)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
@@ -475,7 +478,7 @@ macro_rules! shared_store {
                 )
                 .bind(channel_id)
                 .bind(recipient)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?;
                 Ok(found.is_some())
             }
@@ -508,7 +511,7 @@ macro_rules! shared_store {
                      FROM channels WHERE platform = $1 AND deleted_at IS NULL ORDER BY id",
                 )
                 .bind(platform)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
@@ -518,7 +521,7 @@ macro_rules! shared_store {
                      FROM channels WHERE id = $1 AND deleted_at IS NULL",
                 )
                 .bind(channel_id)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?)
             }
 
@@ -533,7 +536,7 @@ macro_rules! shared_store {
                 )
                 .bind(platform)
                 .bind(account_id)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?)
             }
 
@@ -563,32 +566,41 @@ macro_rules! shared_store {
                 &self,
                 batches: &[$crate::store::IngressBatch],
             ) -> $crate::store::Result<Vec<$crate::store::IngressOutcome>> {
-                let (_gate, mut conn) = self.write_connection(true).await?;
-                let mut tx = self.begin_write(&mut conn, Self::INGRESS_DURABLE_AT_COMMIT).await?;
                 // Multi-row statements: a group of hundreds of requests is a handful
                 // of statements, not hundreds.
-                let envelopes: Vec<_> = batches.iter().flat_map(|b| &b.envelopes).collect();
-                for chunk in envelopes.chunks($crate::store::shared::ROWS_PER_STATEMENT) {
-                    sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO raw_envelopes (tenant_id, channel_id, platform, body, received_at) ",
-                    )
-                    .push_values(chunk, |mut row, e| {
-                        row.push_bind(&e.tenant_id)
-                            .push_bind(&e.channel_id)
-                            .push_bind(&e.platform)
-                            .push_bind(&e.body)
-                            .push_bind(e.received_at);
-                    })
-                    .build()
-                    .execute(&mut *tx)
-                    .await?;
+                let rows = $crate::store::shared::ROWS_PER_STATEMENT;
+                // Inbox events first: where a backend commits each statement on its
+                // own (SQLite), a group that fails after them is retried request by
+                // request, and the stored events dedupe the retry.
+                let mut statements: Vec<$crate::store::shared::IngressStatement<'_, $db>> = Vec::new();
+                let events: Vec<_> = batches.iter().flat_map(|b| &b.events).collect();
+                for chunk in events.chunks(rows) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO inbox_events (tenant_id, channel_id, platform, external_id, kind, conv_key, \
+                         platform_ts, payload, available_at, received_at) ",
+                    );
+                    insert
+                        .push_values(chunk, |mut row, ev| {
+                            row.push_bind(&ev.tenant_id)
+                                .push_bind(&ev.channel_id)
+                                .push_bind(&ev.platform)
+                                .push_bind(&ev.external_id)
+                                .push_bind(&ev.kind)
+                                .push_bind(&ev.conv_key)
+                                .push_bind(ev.platform_ts)
+                                .push_bind(&ev.payload)
+                                .push_bind(ev.received_at)
+                                .push_bind(ev.received_at);
+                        })
+                        .push(" ON CONFLICT (channel_id, external_id) DO NOTHING RETURNING channel_id, external_id");
+                    statements.push((insert, true));
                 }
                 let unhandled: Vec<_> = batches.iter().flat_map(|b| &b.unhandled).collect();
-                for chunk in unhandled.chunks($crate::store::shared::ROWS_PER_STATEMENT) {
-                    sqlx::QueryBuilder::<$db>::new(
+                for chunk in unhandled.chunks(rows) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO unhandled_events (id, tenant_id, channel_id, platform, reason, raw, received_at) ",
-                    )
-                    .push_values(chunk, |mut row, u| {
+                    );
+                    insert.push_values(chunk, |mut row, u| {
                         row.push_bind(&u.id)
                             .push_bind(&u.tenant_id)
                             .push_bind(&u.channel_id)
@@ -596,37 +608,25 @@ macro_rules! shared_store {
                             .push_bind(&u.reason)
                             .push_bind(&u.raw)
                             .push_bind(u.received_at);
-                    })
-                    .build()
-                    .execute(&mut *tx)
-                    .await?;
+                    });
+                    statements.push((insert, false));
                 }
-                let events: Vec<_> = batches.iter().flat_map(|b| &b.events).collect();
-                let mut inserted = std::collections::HashSet::new();
-                for chunk in events.chunks($crate::store::shared::ROWS_PER_STATEMENT) {
-                    let rows: Vec<(String, String)> = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO inbox_events (tenant_id, channel_id, platform, external_id, kind, conv_key, \
-                         platform_ts, payload, available_at, received_at) ",
-                    )
-                    .push_values(chunk, |mut row, ev| {
-                        row.push_bind(&ev.tenant_id)
-                            .push_bind(&ev.channel_id)
-                            .push_bind(&ev.platform)
-                            .push_bind(&ev.external_id)
-                            .push_bind(&ev.kind)
-                            .push_bind(&ev.conv_key)
-                            .push_bind(ev.platform_ts)
-                            .push_bind(&ev.payload)
-                            .push_bind(ev.received_at)
-                            .push_bind(ev.received_at);
-                    })
-                    .push(" ON CONFLICT (channel_id, external_id) DO NOTHING RETURNING channel_id, external_id")
-                    .build_query_as()
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    inserted.extend(rows);
+                let envelopes: Vec<_> = batches.iter().flat_map(|b| &b.envelopes).collect();
+                for chunk in envelopes.chunks(rows) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO raw_envelopes (tenant_id, channel_id, platform, body, received_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, e| {
+                        row.push_bind(&e.tenant_id)
+                            .push_bind(&e.channel_id)
+                            .push_bind(&e.platform)
+                            .push_bind(&e.body)
+                            .push_bind(e.received_at);
+                    });
+                    statements.push((insert, false));
                 }
-                tx.commit().await?;
+                let mut inserted: std::collections::HashSet<(String, String)> =
+                    self.write_ingress(statements).await?.into_iter().collect();
                 // The first request carrying an event is the one that stored it.
                 Ok(batches
                     .iter()
@@ -748,7 +748,7 @@ macro_rules! shared_store {
                 .bind(&k.phone)
                 .bind(&k.username)
                 .bind(&k.name)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?;
                 if let Some(known) = known {
                     return Ok(known);
@@ -859,7 +859,7 @@ macro_rules! shared_store {
                     sqlx::query_scalar("SELECT id FROM outbox WHERE channel_id = $1 AND external_id = $2 LIMIT 1")
                         .bind(channel_id)
                         .bind(external_id)
-                        .fetch_optional(self.reader())
+                        .fetch_optional(&mut *self.read().await?)
                         .await?;
                 Ok(found.is_some())
             }
@@ -1028,7 +1028,7 @@ macro_rules! shared_store {
                 .bind(after_at)
                 .bind(after_id)
                 .bind(f.limit)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
@@ -1044,7 +1044,7 @@ macro_rules! shared_store {
                 )
                 .bind(tenant_id)
                 .bind(id)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?)
             }
 
@@ -1060,7 +1060,7 @@ macro_rules! shared_store {
                 )
                 .bind(tenant_id)
                 .bind(conversation_id)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
@@ -1075,7 +1075,7 @@ macro_rules! shared_store {
                 )
                 .bind(tenant_id)
                 .bind(limit)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
@@ -1122,7 +1122,7 @@ macro_rules! shared_store {
                     .bind(Self::fts_query(terms))
                     .bind(tenant_id)
                     .bind(limit)
-                    .fetch_all(self.reader())
+                    .fetch_all(&mut *self.read().await?)
                     .await?)
             }
 
@@ -1133,7 +1133,7 @@ macro_rules! shared_store {
                 )
                 .bind(channel_id)
                 .bind(recipient)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?;
                 Ok(found.is_some())
             }
@@ -1149,7 +1149,7 @@ macro_rules! shared_store {
                 )
                 .bind(tenant_id)
                 .bind(conversation_id)
-                .fetch_one(self.reader())
+                .fetch_one(&mut *self.read().await?)
                 .await?)
             }
 
@@ -1180,7 +1180,7 @@ macro_rules! shared_store {
                      FROM data_deletion_requests WHERE code = $1",
                 )
                 .bind(code)
-                .fetch_optional(self.reader())
+                .fetch_optional(&mut *self.read().await?)
                 .await?)
             }
 
@@ -1206,7 +1206,7 @@ macro_rules! shared_store {
                      FROM data_deletion_requests WHERE status = 'pending' ORDER BY requested_at, code LIMIT $1",
                 )
                 .bind(limit)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
@@ -1220,7 +1220,7 @@ macro_rules! shared_store {
                      WHERE i.external_user_id = $1 AND c.platform IN ('messenger', 'instagram')",
                 )
                 .bind(user_id)
-                .fetch_all(self.reader())
+                .fetch_all(&mut *self.read().await?)
                 .await?)
             }
 
@@ -1381,6 +1381,10 @@ pub(crate) use shared_store;
 
 /// Rows per multi-row INSERT: well under SQLite's 32,766 bound parameters and
 /// Postgres's 65,535 at ten columns a row.
+/// One statement of an ingress commit, and whether it returns the
+/// `(channel_id, external_id)` of the inbox rows it stored.
+pub(crate) type IngressStatement<'a, DB> = (sqlx::QueryBuilder<'a, DB>, bool);
+
 pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Order of delivery statuses; `failed` is terminal.

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Sqlite, SqlitePool, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, Sqlite, SqliteConnection, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
 
 use tokio_util::sync::CancellationToken;
 
@@ -21,8 +21,11 @@ use super::shared::shared_store;
 use super::turns::{Turn, Turns};
 
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    /// The one writer connection. Held here rather than in a pool: a pool pings a
+    /// connection each time it comes back (a round trip to the connection's thread
+    /// after every transaction), and the next write waits for that.
+    writer: Mutex<SqliteConnection>,
+    reader: Arc<Readers>,
     /// Orders turns on the single writer connection (acknowledgements first).
     turns: Turns,
     /// Whether the writer connection runs `synchronous = FULL` now.
@@ -67,6 +70,12 @@ impl Drop for SqliteStore {
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// A WAL longer than this many frames (about 4 MiB) is restarted by the writer.
 const RESTART_FRAMES: i64 = 1000;
+/// The writer's page cache (negative: KiB). Every inbox row lands at a random place
+/// in the dedupe and per-conversation indexes; with SQLite's default 2 MiB those
+/// pages are read back from the file again and again under load.
+const WRITER_CACHE_KIB: &str = "-32768";
+/// Reader connections (queries run beside the writer and each other).
+const READERS: usize = 4;
 /// A WAL file that grew past this (a burst) is truncated back when it restarts.
 const WAL_SIZE_LIMIT: &str = "67108864";
 
@@ -95,22 +104,18 @@ impl SqliteStore {
         // Checkpoints run beside the writer (below), not inside its commits, so an
         // acknowledgement never waits for the database file to be synced.
         // A local file cannot drop its connection: skip the ping before each use.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
-            .await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
-            .await?;
+        let mut writer = SqliteConnection::connect_with(
+            &options
+                .clone()
+                .pragma("wal_autocheckpoint", "0")
+                .pragma("cache_size", WRITER_CACHE_KIB),
+        )
+        .await?;
+        let reader = Arc::new(Readers::open(&options, READERS).await?);
         // The main database file ("" when in memory); its WAL sits beside it.
         let main_file: String =
             sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-                .fetch_one(&writer)
+                .fetch_one(&mut writer)
                 .await?;
         let wal = (!main_file.is_empty()).then(|| {
             Arc::new(WalFile {
@@ -125,7 +130,7 @@ impl SqliteStore {
             checkpointer.clone(),
         ));
         Ok(Self {
-            writer,
+            writer: Mutex::new(writer),
             reader,
             turns: Turns::default(),
             writer_full: AtomicBool::new(true),
@@ -134,9 +139,6 @@ impl SqliteStore {
             checkpointer,
         })
     }
-
-    /// Ingress commits are made durable by [`Self::sync_wal`], after the commit.
-    const INGRESS_DURABLE_AT_COMMIT: bool = false;
 
     /// Flushes the WAL file: every transaction committed before the call is on disk
     /// when it returns (a WAL commit is durable once its frames are synced).
@@ -150,12 +152,14 @@ impl SqliteStore {
             .map_err(sqlx::Error::Io)
     }
 
-    fn writer(&self) -> &SqlitePool {
-        &self.writer
+    /// The connection migrations run on.
+    async fn migration_connection(&self) -> Result<MutexGuard<'_, SqliteConnection>, sqlx::Error> {
+        Ok(self.writer.lock().await)
     }
 
-    fn reader(&self) -> &SqlitePool {
-        &self.reader
+    /// A reader connection for one query or read transaction.
+    async fn read(&self) -> Result<ReadConnection<'_>, sqlx::Error> {
+        self.reader.acquire().await
     }
 
     fn reserve_writer(&self, window: Duration) {
@@ -165,13 +169,13 @@ impl SqliteStore {
     async fn write_connection(
         &self,
         urgent: bool,
-    ) -> Result<(Turn<'_>, PoolConnection<Sqlite>), sqlx::Error> {
+    ) -> Result<(Turn<'_>, MutexGuard<'_, SqliteConnection>), sqlx::Error> {
         let turn = if urgent {
             self.turns.urgent()
         } else {
             self.turns.background().await
         };
-        let mut conn = self.writer.acquire().await?;
+        let mut conn = self.writer.lock().await;
         if self.checkpoint_due.swap(false, Ordering::AcqRel) {
             // No other write can start while this connection is held: the checkpoint
             // reaches the end of the log (unless a reader still reads an old
@@ -192,12 +196,22 @@ impl SqliteStore {
     /// (safe against a process crash, flushed by the next FULL commit). The level
     /// cannot change inside a transaction, so it is set just before `BEGIN`.
     /// There is one writer connection, so the level it has is tracked here and set
-    /// only when it changes (a reopened connection starts at FULL, which is safe).
+    /// only when it changes (the connection opens at FULL, which is safe).
     async fn begin_write<'c>(
         &self,
-        conn: &'c mut PoolConnection<Sqlite>,
+        conn: &'c mut MutexGuard<'_, SqliteConnection>,
         durable: bool,
     ) -> Result<Transaction<'c, Sqlite>, sqlx::Error> {
+        self.set_synchronous(conn, durable).await?;
+        conn.begin().await
+    }
+
+    /// Sets the writer's `synchronous` level for the next commits (see `begin_write`).
+    async fn set_synchronous(
+        &self,
+        conn: &mut SqliteConnection,
+        durable: bool,
+    ) -> Result<(), sqlx::Error> {
         if self.writer_full.load(Ordering::Acquire) != durable {
             let level = if durable {
                 "PRAGMA synchronous = FULL"
@@ -209,10 +223,37 @@ impl SqliteStore {
             if !durable {
                 self.writer_full.store(true, Ordering::Release);
             }
-            sqlx::query(level).execute(&mut **conn).await?;
+            sqlx::query(level).execute(&mut *conn).await?;
             self.writer_full.store(durable, Ordering::Release);
         }
-        conn.begin().await
+        Ok(())
+    }
+
+    /// Stores an ingress group; returns the `(channel_id, external_id)` of the inbox
+    /// rows it stored. Each statement commits on its own: a statement is one call to
+    /// the connection's thread, and under load those hand-offs, not SQLite's work,
+    /// are most of a commit's time, so `BEGIN` and `COMMIT` would double them. No
+    /// statement depends on another and each is atomic. A statement that fails fails
+    /// the group, whose requests the committer then stores one by one; the inbox rows,
+    /// written first, dedupe that retry (raw envelopes already written are kept
+    /// twice). The commits are relaxed: acknowledgements wait for [`Self::sync_wal`].
+    async fn write_ingress(
+        &self,
+        statements: Vec<super::shared::IngressStatement<'_, Sqlite>>,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let (_turn, mut conn) = self.write_connection(true).await?;
+        self.set_synchronous(&mut conn, false).await?;
+        let mut inserted = Vec::new();
+        for (mut query, returns) in statements {
+            if returns {
+                let rows: Vec<(String, String)> =
+                    query.build_query_as().fetch_all(&mut *conn).await?;
+                inserted.extend(rows);
+            } else {
+                query.build().execute(&mut *conn).await?;
+            }
+        }
+        Ok(inserted)
     }
 
     /// SQLite has one writer; the claim needs no extra lock.
@@ -236,7 +277,7 @@ impl SqliteStore {
 /// starts the log over only when a write begins on a fully checkpointed WAL: the file
 /// would grow without bound. So when the log is long, the writer is asked to finish
 /// the checkpoint between two of its transactions (little is left to copy by then).
-async fn checkpoint(pool: SqlitePool, due: Arc<AtomicBool>, stop: CancellationToken) {
+async fn checkpoint(pool: Arc<Readers>, due: Arc<AtomicBool>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -250,16 +291,56 @@ async fn checkpoint(pool: SqlitePool, due: Arc<AtomicBool>, stop: CancellationTo
 
 /// One background checkpoint; asks the writer to finish it when the log is long.
 /// Returns how many frames the log held.
-async fn checkpoint_once(pool: &SqlitePool, due: &AtomicBool) -> Result<i64, sqlx::Error> {
+async fn checkpoint_once(pool: &Readers, due: &AtomicBool) -> Result<i64, sqlx::Error> {
     // (busy, frames in the log, frames checkpointed)
     let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(pool)
+        .fetch_one(&mut *pool.acquire().await?)
         .await?;
     if frames >= RESTART_FRAMES {
         due.store(true, Ordering::Release);
     }
     Ok(frames)
 }
+
+/// The reader connections. Kept here rather than in a pool for the writer's reason:
+/// a pool pings each connection on its way back, one more hand-off to the
+/// connection's thread per query. A query takes a free one, or waits its turn on
+/// one. A query cut off mid-way leaves nothing behind: the connection's thread
+/// finishes its commands in order, and sqlx rolls back a read transaction dropped
+/// unfinished before the connection's next command.
+struct Readers {
+    conns: Vec<Mutex<SqliteConnection>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+/// A reader connection, held for one query or read transaction.
+type ReadConnection<'a> = MutexGuard<'a, SqliteConnection>;
+
+impl Readers {
+    async fn open(options: &SqliteConnectOptions, count: usize) -> Result<Self, sqlx::Error> {
+        let mut conns = Vec::with_capacity(count);
+        for _ in 0..count {
+            conns.push(Mutex::new(SqliteConnection::connect_with(options).await?));
+        }
+        Ok(Self {
+            conns,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    async fn acquire(&self) -> Result<ReadConnection<'_>, sqlx::Error> {
+        if let Some(free) = self.conns.iter().find_map(|c| c.try_lock().ok()) {
+            return Ok(free);
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        tokio::time::timeout(READ_WAIT, self.conns[turn].lock())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)
+    }
+}
+
+/// Longest a query waits for a reader connection.
+const READ_WAIT: Duration = Duration::from_secs(30);
 
 shared_store!(
     SqliteStore,
@@ -301,7 +382,7 @@ impl SqliteStore {
         ))?;
         sqlx::query("VACUUM INTO $1")
             .bind(path)
-            .execute(&self.reader)
+            .execute(&mut *self.read().await?)
             .await?;
         Ok(())
     }
@@ -385,7 +466,7 @@ mod tests {
         // A reader on an old snapshot keeps the background checkpoint from reaching
         // the end of the log, as commits landing during it do under load.
         write(RESTART_FRAMES as usize / 2).await?;
-        let mut reader = store.reader.acquire().await?;
+        let mut reader = store.read().await?;
         let mut old_snapshot = reader.begin().await?;
         let _: i64 = sqlx::query_scalar("SELECT count(*) FROM raw_envelopes")
             .fetch_one(&mut *old_snapshot)

@@ -135,6 +135,36 @@ async fn ingress_dedupes_on_channel_and_platform_id(backend: Backend) {
             duplicates: 1
         }]
     );
+    // A stored id between new ones: only the new ones count as stored, each for
+    // the first request that carried it (SQLite reads them back by row id).
+    let mixed = f
+        .store
+        .commit_ingress(&[
+            batch(vec![
+                event(&f, "wamid.4", "k1", 4),
+                event(&f, "wamid.1", "k1", 1),
+                event(&f, "wamid.5", "k3", 1),
+            ]),
+            batch(vec![
+                event(&f, "wamid.5", "k3", 1),
+                event(&f, "wamid.6", "k4", 1),
+            ]),
+        ])
+        .await
+        .expect("commit");
+    assert_eq!(
+        mixed,
+        vec![
+            IngressOutcome {
+                inserted: 2,
+                duplicates: 1
+            },
+            IngressOutcome {
+                inserted: 1,
+                duplicates: 1
+            }
+        ]
+    );
     // The same platform id on another channel is another event.
     let other = channel(f.store.as_ref(), &f.tenant, "901").await;
     let mut e = event(&f, "wamid.1", "k9", 1);
