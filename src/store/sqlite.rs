@@ -70,10 +70,6 @@ impl Drop for SqliteStore {
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// A WAL longer than this many frames (about 4 MiB) is restarted by the writer.
 const RESTART_FRAMES: i64 = 1000;
-/// The writer's page cache (negative: KiB). Every inbox row lands at a random place
-/// in the dedupe and per-conversation indexes; with SQLite's default 2 MiB those
-/// pages are read back from the file again and again under load.
-const WRITER_CACHE_KIB: &str = "-32768";
 /// Reader connections (queries run beside the writer and each other).
 const READERS: usize = 4;
 /// A WAL file that grew past this (a burst) is truncated back when it restarts.
@@ -104,13 +100,9 @@ impl SqliteStore {
         // Checkpoints run beside the writer (below), not inside its commits, so an
         // acknowledgement never waits for the database file to be synced.
         // A local file cannot drop its connection: skip the ping before each use.
-        let mut writer = SqliteConnection::connect_with(
-            &options
-                .clone()
-                .pragma("wal_autocheckpoint", "0")
-                .pragma("cache_size", WRITER_CACHE_KIB),
-        )
-        .await?;
+        let mut writer =
+            SqliteConnection::connect_with(&options.clone().pragma("wal_autocheckpoint", "0"))
+                .await?;
         let reader = Arc::new(Readers::open(&options, READERS).await?);
         // The main database file ("" when in memory); its WAL sits beside it.
         let main_file: String =
