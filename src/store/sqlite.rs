@@ -296,17 +296,35 @@ async fn checkpoint_once(pool: &Readers, due: &AtomicBool) -> Result<i64, sqlx::
 
 /// The reader connections. Kept here rather than in a pool for the writer's reason:
 /// a pool pings each connection on its way back, one more hand-off to the
-/// connection's thread per query. A query takes a free one, or waits its turn on
-/// one. A query cut off mid-way leaves nothing behind: the connection's thread
+/// connection's thread per query. A query waits for a permit, then takes whichever
+/// connection is free (a permit holder holds at most one connection, so there is
+/// one). A query cut off mid-way leaves nothing behind: the connection's thread
 /// finishes its commands in order, and sqlx rolls back a read transaction dropped
 /// unfinished before the connection's next command.
 struct Readers {
     conns: Vec<Mutex<SqliteConnection>>,
-    next: std::sync::atomic::AtomicUsize,
+    permits: tokio::sync::Semaphore,
 }
 
 /// A reader connection, held for one query or read transaction.
-type ReadConnection<'a> = MutexGuard<'a, SqliteConnection>;
+pub struct ReadConnection<'a> {
+    // Declared first, so dropped first: the connection is free before the permit is.
+    conn: MutexGuard<'a, SqliteConnection>,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl std::ops::Deref for ReadConnection<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for ReadConnection<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
 
 impl Readers {
     async fn open(options: &SqliteConnectOptions, count: usize) -> Result<Self, sqlx::Error> {
@@ -316,18 +334,24 @@ impl Readers {
         }
         Ok(Self {
             conns,
-            next: std::sync::atomic::AtomicUsize::new(0),
+            permits: tokio::sync::Semaphore::new(count),
         })
     }
 
     async fn acquire(&self) -> Result<ReadConnection<'_>, sqlx::Error> {
-        if let Some(free) = self.conns.iter().find_map(|c| c.try_lock().ok()) {
-            return Ok(free);
-        }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        tokio::time::timeout(READ_WAIT, self.conns[turn].lock())
+        let permit = tokio::time::timeout(READ_WAIT, self.permits.acquire())
             .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let conn = self
+            .conns
+            .iter()
+            .find_map(|c| c.try_lock().ok())
+            .ok_or(sqlx::Error::PoolTimedOut)?;
+        Ok(ReadConnection {
+            conn,
+            _permit: permit,
+        })
     }
 }
 
@@ -424,6 +448,46 @@ mod tests {
         let memory = SqliteStore::connect("sqlite::memory:").await?;
         assert!(memory.wal.is_none());
         memory.sync_ingress().await?;
+        Ok(())
+    }
+
+    /// A query takes whichever reader is free, and a read cut off mid-transaction
+    /// leaves its connection usable.
+    #[tokio::test]
+    async fn readers_are_handed_out_as_they_free_up() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("og.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", db.display())).await?;
+        store.migrate().await?;
+        let mut held = Vec::new();
+        for _ in 0..READERS {
+            held.push(store.read().await?);
+        }
+        let waiting = store.read();
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut waiting)
+                .await
+                .is_err(),
+            "every reader is taken: the query waits"
+        );
+        // Not the first one: a waiter must not be tied to one connection.
+        let mut freed = held.remove(2);
+        let mut cut_off = freed.begin().await?;
+        let _: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+            .fetch_one(&mut *cut_off)
+            .await?;
+        drop(cut_off);
+        drop(freed);
+        let mut next = tokio::time::timeout(Duration::from_secs(5), waiting).await??;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+            .fetch_one(&mut *next)
+            .await?;
+        assert_eq!(n, 0);
+        // The connection whose transaction was dropped starts a new one.
+        let mut tx = next.begin().await?;
+        let _: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 
