@@ -99,7 +99,8 @@ impl SqliteStore {
             .pragma("journal_size_limit", WAL_SIZE_LIMIT);
         // Checkpoints run beside the writer (below), not inside its commits, so an
         // acknowledgement never waits for the database file to be synced.
-        // A local file cannot drop its connection: skip the ping before each use.
+        // A local file cannot drop its connection: the store holds its connections
+        // itself, with no pool testing them before or after each use.
         let mut writer =
             SqliteConnection::connect_with(&options.clone().pragma("wal_autocheckpoint", "0"))
                 .await?;
