@@ -95,16 +95,7 @@ impl PgStore {
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
-        let mut inserted = Vec::new();
-        for (mut query, returns) in statements {
-            if returns {
-                let rows: Vec<(String, String)> =
-                    query.build_query_as().fetch_all(&mut *tx).await?;
-                inserted.extend(rows);
-            } else {
-                query.build().execute(&mut *tx).await?;
-            }
-        }
+        let inserted = Self::run_ingress(&mut tx, statements).await?;
         tx.commit().await?;
         Ok(inserted)
     }

@@ -20,6 +20,26 @@
 macro_rules! shared_store {
     ($store:ty, $db:ty, backend = $backend:literal, lock_inbox = $lock_inbox:literal, lock_outbox = $lock_outbox:literal) => {
         impl $store {
+            /// Runs an ingress group's statements on `conn` (in a transaction or not,
+            /// as the backend's `write_ingress` decides); returns the
+            /// `(channel_id, external_id)` of the inbox rows they stored.
+            async fn run_ingress(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                statements: Vec<$crate::store::shared::IngressStatement<'_, $db>>,
+            ) -> Result<Vec<(String, String)>, sqlx::Error> {
+                let mut inserted = Vec::new();
+                for (mut query, returns) in statements {
+                    if returns {
+                        let rows: Vec<(String, String)> =
+                            query.build_query_as().fetch_all(&mut *conn).await?;
+                        inserted.extend(rows);
+                    } else {
+                        query.build().execute(&mut *conn).await?;
+                    }
+                }
+                Ok(inserted)
+            }
+
             // -- telegram, discord -------------------------------------------------------
             /// Marks (or clears) an identity as unreachable and appends the platform's
             /// signal to the consent ledger: blocked withdraws AI processing and

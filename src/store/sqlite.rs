@@ -236,17 +236,7 @@ impl SqliteStore {
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
         let (_turn, mut conn) = self.write_connection(true).await?;
         self.set_synchronous(&mut conn, false).await?;
-        let mut inserted = Vec::new();
-        for (mut query, returns) in statements {
-            if returns {
-                let rows: Vec<(String, String)> =
-                    query.build_query_as().fetch_all(&mut *conn).await?;
-                inserted.extend(rows);
-            } else {
-                query.build().execute(&mut *conn).await?;
-            }
-        }
-        Ok(inserted)
+        Self::run_ingress(&mut conn, statements).await
     }
 
     /// SQLite has one writer; the claim needs no extra lock.
