@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgPool, Postgres, Transaction};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use super::ai::ai_store;
 use super::ops::ops_store;
@@ -28,6 +28,13 @@ impl PgStore {
          FROM knowledge_passages p JOIN knowledge_documents d ON d.id = p.document_id \
          WHERE p.tenant_id = $2 AND p.tsv @@ to_tsquery('english', $1) \
          ORDER BY ts_rank(p.tsv, to_tsquery('english', $1)) DESC, p.id LIMIT $3";
+
+    /// `sync_wal` does nothing: durability is the commit's own.
+    const SYNCS_LOG_APART: bool = false;
+    /// The extended protocol takes one statement per query (see `Script`).
+    const MERGES_STATEMENTS: bool = false;
+    /// Several instances claim at once: claims take the advisory lock, in a transaction.
+    const CLAIMS_IN_TRANSACTION: bool = true;
 
     /// Whether a raw delivery (`body`) holds the text `$2` (Meta messaging unsend).
     const ENVELOPE_HOLDS: &'static str = "position(convert_to($2, 'UTF8') in body) > 0";
@@ -72,19 +79,48 @@ impl PgStore {
     }
 
     /// Relaxed transactions commit with `synchronous_commit = off`: they do not wait
-    /// for the WAL flush, which the next durable commit performs for them.
+    /// for the WAL flush, which the next durable commit performs for them. The
+    /// setting goes with `BEGIN` (one simple query, one round trip).
     async fn begin_write<'c>(
         &self,
-        conn: &'c mut PoolConnection<Postgres>,
+        conn: &'c mut PgConnection,
         durable: bool,
     ) -> Result<Transaction<'c, Postgres>, sqlx::Error> {
-        let mut tx = conn.begin().await?;
-        if !durable {
-            sqlx::query("SET LOCAL synchronous_commit = off")
-                .execute(&mut *tx)
-                .await?;
+        if durable {
+            conn.begin().await
+        } else {
+            Connection::begin_with(conn, "BEGIN; SET LOCAL synchronous_commit = off").await
         }
-        Ok(tx)
+    }
+
+    /// Runs `script` as one transaction; `keep` false (it sees the rows) rolls it
+    /// back. Returns the rows and whether it committed.
+    async fn run_transaction<'q>(
+        &self,
+        conn: &mut PgConnection,
+        durable: bool,
+        script: super::shared::Script<'q, Postgres>,
+        keep: Option<fn(&[PgRow]) -> bool>,
+    ) -> Result<(Vec<PgRow>, bool), sqlx::Error> {
+        let mut tx = self.begin_write(conn, durable).await?;
+        let rows = Self::run_script(&mut tx, script).await?;
+        let kept = keep.is_none_or(|keep| keep(&rows));
+        if kept {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok((rows, kept))
+    }
+
+    /// Claims run in a transaction here (see `claim_prelude`); a lone statement
+    /// commits durably, which needs nothing set.
+    async fn prepare_autocommit(
+        &self,
+        _conn: &mut PgConnection,
+        _durable: bool,
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
     }
 
     /// Commits an ingress group durably (`synchronous_commit` on); returns the

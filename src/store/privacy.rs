@@ -870,9 +870,11 @@ macro_rules! privacy_store {
                 batch: i64,
             ) -> $crate::store::Result<u64> {
                 let Some((delete, _)) = class.statements() else { return Ok(0) };
-                // Background turn: acknowledgements go first.
-                let (_gate, mut conn) = self.write_connection(false).await?;
-                let mut tx = self.begin_write(&mut conn, true).await?;
+                // Background turn: acknowledgements go first. On SQLite the batch
+                // commits relaxed and its log is flushed once the writer is free again
+                // (a flush on the writer would hold up every other write meanwhile).
+                let (gate, mut conn) = self.write_connection(false).await?;
+                let mut tx = self.begin_write(&mut conn, !Self::SYNCS_LOG_APART).await?;
                 let n = sqlx::query(delete)
                     .bind(tenant_id)
                     .bind(cutoff)
@@ -881,6 +883,8 @@ macro_rules! privacy_store {
                     .await?
                     .rows_affected();
                 tx.commit().await?;
+                drop((gate, conn));
+                self.sync_wal().await?;
                 Ok(n)
             }
 

@@ -82,111 +82,32 @@ macro_rules! shared_store {
                 Ok(())
             }
 
-            async fn apply_effects(
+            /// The statements of `effects`, in order, added to `script`. Effects whose
+            /// statements depend on what an earlier one read run `script` first and
+            /// then run on their own; the rest stay in `script` for the caller to run
+            /// (with whatever it adds after them) in as few calls as the backend takes.
+            async fn apply_effects<'q>(
                 tx: &mut sqlx::Transaction<'_, $db>,
-                tenant_id: &str,
-                effects: &[$crate::store::Effect],
+                script: &mut $crate::store::shared::Script<'q, $db>,
+                tenant_id: &'q str,
+                effects: &'q [$crate::store::Effect],
             ) -> $crate::store::Result<()> {
                 use $crate::store::Effect;
                 for effect in effects {
+                    if Self::push_effect(script, tenant_id, effect) {
+                        continue;
+                    }
                     match effect {
-                        Effect::InsertMessage { conversation_id, message } => {
-                            Self::insert_message(tx, tenant_id, conversation_id, message).await?;
-                        }
-                        Effect::EnqueueReply { conversation_id, channel_id, recipient, message, parts } => {
-                            Self::insert_message(tx, tenant_id, conversation_id, message).await?;
-                            for (i, part) in parts.iter().enumerate() {
-                                sqlx::query(
-                                    "INSERT INTO outbox (tenant_id, channel_id, conversation_id, message_id, part, \
-                                     recipient, text, reply_to, next_attempt_at, created_at) \
-                                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-                                )
-                                .bind(tenant_id)
-                                .bind(channel_id)
-                                .bind(conversation_id)
-                                .bind(&message.id)
-                                .bind(i as i64)
-                                .bind(recipient)
-                                .bind(part)
-                                .bind(if i == 0 { message.reply_to.as_deref() } else { None })
-                                .bind(message.created_at)
-                                .execute(&mut **tx)
-                                .await?;
-                            }
-                        }
-                        Effect::EditMessage { conversation_id, target, text, content, at } => {
-                            sqlx::query(
-                                "UPDATE messages SET text = $4, content = $5, edited_at = $6 \
-                                 WHERE tenant_id = $1 AND conversation_id = $2 AND direction = 'inbound' \
-                                 AND external_id = $3",
-                            )
-                            .bind(tenant_id)
-                            .bind(conversation_id)
-                            .bind(target)
-                            .bind(text)
-                            .bind(content)
-                            .bind(at)
-                            .execute(&mut **tx)
-                            .await?;
-                        }
-                        Effect::DeleteMessage { conversation_id, target } => {
-                            Self::delete_message_text(tx, tenant_id, conversation_id, target).await?;
-                        }
-                        Effect::DeleteChatMessage { channel_id, chat, target } => {
-                            // No author to resolve the conversation by: the chat names it,
-                            // and a chat never seen has nothing to delete.
-                            let conversation: Option<String> = sqlx::query_scalar(
-                                "SELECT id FROM conversations \
-                                 WHERE tenant_id = $1 AND channel_id = $2 AND external_chat_id = $3",
-                            )
-                            .bind(tenant_id)
-                            .bind(channel_id)
-                            .bind(chat)
-                            .fetch_optional(&mut **tx)
-                            .await?;
-                            if let Some(conversation_id) = conversation {
-                                Self::delete_message_text(tx, tenant_id, &conversation_id, target).await?;
-                            }
-                        }
                         Effect::ApplyStatus { channel_id, external_id, status, error_code, error_detail } => {
+                            Self::flush_script(tx, script).await?;
                             Self::apply_status(tx, tenant_id, channel_id, external_id, *status, *error_code, error_detail.as_deref()).await?;
                         }
-                        Effect::Touch { conversation_id, at, inbound } => {
-                            sqlx::query(
-                                "UPDATE conversations SET \
-                                 last_message_at = CASE WHEN last_message_at < $3 THEN $3 ELSE last_message_at END, \
-                                 last_inbound_at = CASE WHEN $4 AND (last_inbound_at IS NULL OR last_inbound_at < $3) \
-                                 THEN $3 ELSE last_inbound_at END \
-                                 WHERE tenant_id = $1 AND id = $2",
-                            )
-                            .bind(tenant_id)
-                            .bind(conversation_id)
-                            .bind(at)
-                            .bind(inbound)
-                            .execute(&mut **tx)
-                            .await?;
-                        }
-                        Effect::SetConversationStatus { conversation_id, status } => {
-                            sqlx::query("UPDATE conversations SET status = $3 WHERE tenant_id = $1 AND id = $2")
-                                .bind(tenant_id)
-                                .bind(conversation_id)
-                                .bind(status)
-                                .execute(&mut **tx)
-                                .await?;
-                        }
-                        Effect::MarkDisclosed { conversation_id, at } => {
-                            sqlx::query("UPDATE conversations SET disclosed_at = $3 WHERE tenant_id = $1 AND id = $2")
-                                .bind(tenant_id)
-                                .bind(conversation_id)
-                                .bind(at)
-                                .execute(&mut **tx)
-                                .await?;
-                        }
-                        // -- Meta messaging (Messenger, Instagram) --------------------------
                         Effect::RemoveMessage { conversation_id, target } => {
+                            Self::flush_script(tx, script).await?;
                             Self::remove_message(tx, tenant_id, conversation_id, target).await?;
                         }
                         Effect::ApplyReceipt { channel_id, recipient, status, watermark, external_ids } => {
+                            Self::flush_script(tx, script).await?;
                             let mut ids: Vec<String> = sqlx::query_scalar(
                                 "SELECT external_id FROM outbox WHERE tenant_id = $1 AND channel_id = $2 \
                                  AND recipient = $3 AND external_id IS NOT NULL AND sent_at <= $4",
@@ -202,71 +123,238 @@ macro_rules! shared_store {
                                 Self::apply_status(tx, tenant_id, channel_id, &id, *status, None, None).await?;
                             }
                         }
-                        Effect::TagReply { message_id, tag } => {
-                            sqlx::query("UPDATE outbox SET message_tag = $3 WHERE tenant_id = $1 AND message_id = $2")
-                                .bind(tenant_id)
-                                .bind(message_id)
-                                .bind(tag)
-                                .execute(&mut **tx)
-                                .await?;
+                        Effect::Privacy(privacy) => {
+                            Self::flush_script(tx, script).await?;
+                            Self::apply_privacy(tx, tenant_id, privacy).await?
                         }
-                        Effect::ChannelNotice { channel_id, detail } => {
-                            sqlx::query("UPDATE channels SET status_detail = $3 WHERE tenant_id = $1 AND id = $2")
+                        Effect::SetReachable { contact_id, channel_id, user_id, reachable, at } => {
+                            Self::flush_script(tx, script).await?;
+                            Self::set_reachable(tx, tenant_id, contact_id, channel_id, user_id, *reachable, *at).await?;
+                        }
+
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+
+            /// Whether every effect is plain statements (see [`Self::push_effect`]).
+            fn effects_are_plain(effects: &[$crate::store::Effect]) -> bool {
+                effects.iter().all(|e| {
+                    !matches!(
+                        e,
+                        $crate::store::Effect::ApplyStatus { .. }
+                            | $crate::store::Effect::RemoveMessage { .. }
+                            | $crate::store::Effect::ApplyReceipt { .. }
+                            | $crate::store::Effect::Privacy(_)
+                            | $crate::store::Effect::SetReachable { .. }
+                    )
+                })
+            }
+
+            /// Adds `effect`'s statements to `script` if they are plain statements that
+            /// need nothing read first; `false` for the others (`apply_effects` runs
+            /// those).
+            fn push_effect<'q>(
+                script: &mut $crate::store::shared::Script<'q, $db>,
+                tenant_id: &'q str,
+                effect: &'q $crate::store::Effect,
+            ) -> bool {
+                use $crate::store::Effect;
+                match effect {
+                    Effect::InsertMessage { conversation_id, message } => {
+                        Self::push_message(script, tenant_id, conversation_id, message);
+                    }
+                    Effect::EnqueueReply { conversation_id, channel_id, recipient, message, parts } => {
+                        Self::push_message(script, tenant_id, conversation_id, message);
+                        for (i, part) in parts.iter().enumerate() {
+                            script
+                                .push(
+                                    "INSERT INTO outbox (tenant_id, channel_id, conversation_id, message_id, part, \
+                                     recipient, text, reply_to, next_attempt_at, created_at) \
+                                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                                )
                                 .bind(tenant_id)
                                 .bind(channel_id)
-                                .bind(detail)
-                                .execute(&mut **tx)
-                                .await?;
+                                .bind(conversation_id)
+                                .bind(&message.id)
+                                .bind(i as i64)
+                                .bind(recipient)
+                                .bind(part)
+                                .bind(if i == 0 { message.reply_to.as_deref() } else { None })
+                                .bind(message.created_at);
                         }
-                        Effect::Privacy(privacy) => Self::apply_privacy(tx, tenant_id, privacy).await?,
-                        // -- AI pipeline ----
-                        Effect::HoldForAi { conversation_id, inbox_id, at } => {
-                            sqlx::query(
+                    }
+                    Effect::EditMessage { conversation_id, target, text, content, at } => {
+                        script
+                            .push(
+                                "UPDATE messages SET text = $4, content = $5, edited_at = $6 \
+                                 WHERE tenant_id = $1 AND conversation_id = $2 AND direction = 'inbound' \
+                                 AND external_id = $3",
+                            )
+                            .bind(tenant_id)
+                            .bind(conversation_id)
+                            .bind(target)
+                            .bind(text)
+                            .bind(content)
+                            .bind(at);
+                    }
+                    Effect::DeleteMessage { conversation_id, target } => {
+                        Self::push_delete_message_text(script, tenant_id, conversation_id, target);
+                    }
+                    Effect::DeleteChatMessage { channel_id, chat, target } => {
+                        // No author to resolve the conversation by: the chat names it,
+                        // and a chat never seen has nothing to delete.
+                        script
+                            .push(
+                                "UPDATE messages SET text = NULL, content = NULL, kind = 'deleted', \
+                                 status = 'deleted' WHERE tenant_id = $1 AND conversation_id = (\
+                                 SELECT id FROM conversations \
+                                 WHERE tenant_id = $1 AND channel_id = $2 AND external_chat_id = $3) \
+                                 AND direction = 'inbound' AND external_id = $4",
+                            )
+                            .bind(tenant_id)
+                            .bind(channel_id)
+                            .bind(chat)
+                            .bind(target);
+                    }
+                    Effect::Touch { conversation_id, at, inbound } => {
+                        script
+                            .push(
+                                "UPDATE conversations SET \
+                                 last_message_at = CASE WHEN last_message_at < $3 THEN $3 ELSE last_message_at END, \
+                                 last_inbound_at = CASE WHEN $4 AND (last_inbound_at IS NULL OR last_inbound_at < $3) \
+                                 THEN $3 ELSE last_inbound_at END \
+                                 WHERE tenant_id = $1 AND id = $2",
+                            )
+                            .bind(tenant_id)
+                            .bind(conversation_id)
+                            .bind(at)
+                            .bind(inbound);
+                    }
+                    Effect::SetConversationStatus { conversation_id, status } => {
+                        script
+                            .push("UPDATE conversations SET status = $3 WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant_id)
+                            .bind(conversation_id)
+                            .bind(*status);
+                    }
+                    Effect::MarkDisclosed { conversation_id, at } => {
+                        script
+                            .push("UPDATE conversations SET disclosed_at = $3 WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant_id)
+                            .bind(conversation_id)
+                            .bind(at);
+                    }
+                    // -- Meta messaging (Messenger, Instagram) --------------------------
+                    Effect::TagReply { message_id, tag } => {
+                        script
+                            .push("UPDATE outbox SET message_tag = $3 WHERE tenant_id = $1 AND message_id = $2")
+                            .bind(tenant_id)
+                            .bind(message_id)
+                            .bind(tag);
+                    }
+                    Effect::ChannelNotice { channel_id, detail } => {
+                        script
+                            .push("UPDATE channels SET status_detail = $3 WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant_id)
+                            .bind(channel_id)
+                            .bind(detail);
+                    }
+                    // -- AI pipeline ----
+                    Effect::HoldForAi { conversation_id, inbox_id, at } => {
+                        script
+                            .push(
                                 "INSERT INTO ai_holds (inbox_id, tenant_id, conversation_id, created_at) \
                                  VALUES ($1, $2, $3, $4) ON CONFLICT (inbox_id) DO NOTHING",
                             )
                             .bind(inbox_id)
                             .bind(tenant_id)
                             .bind(conversation_id)
-                            .bind(at)
-                            .execute(&mut **tx)
-                            .await?;
-                        }
-                        Effect::ClearAiHold { inbox_id } => {
-                            sqlx::query("DELETE FROM ai_holds WHERE tenant_id = $1 AND inbox_id = $2")
-                                .bind(tenant_id)
-                                .bind(inbox_id)
-                                .execute(&mut **tx)
-                                .await?;
-                        }
-                        // -- telegram, discord ---------------------------------------------
-                        Effect::SetReachable { contact_id, channel_id, user_id, reachable, at } => {
-                            Self::set_reachable(tx, tenant_id, contact_id, channel_id, user_id, *reachable, *at).await?;
-                        }
+                            .bind(at);
                     }
+                    Effect::ClearAiHold { inbox_id } => {
+                        script
+                            .push("DELETE FROM ai_holds WHERE tenant_id = $1 AND inbox_id = $2")
+                            .bind(tenant_id)
+                            .bind(inbox_id);
+                    }
+                    // -- telegram, discord ---------------------------------------------
+                    _ => return false,
+                }
+                true
+            }
+
+            /// A new script for this backend (see [`Script`]($crate::store::shared::Script)).
+            fn script<'q>() -> $crate::store::shared::Script<'q, $db> {
+                $crate::store::shared::Script::new(Self::MERGES_STATEMENTS)
+            }
+
+            /// Runs `script` on `conn`; returns the rows its statements returned.
+            async fn run_script(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                script: $crate::store::shared::Script<'_, $db>,
+            ) -> Result<Vec<<$db as sqlx::Database>::Row>, sqlx::Error> {
+                let mut rows = Vec::new();
+                for (sql, args) in script.into_parts()? {
+                    rows.extend(sqlx::query_with(&sql, args).fetch_all(&mut *conn).await?);
+                }
+                Ok(rows)
+            }
+
+            /// Runs what `script` holds so far and leaves it empty.
+            async fn flush_script(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                script: &mut $crate::store::shared::Script<'_, $db>,
+            ) -> Result<(), sqlx::Error> {
+                if !script.is_empty() {
+                    let ready = std::mem::replace(script, Self::script());
+                    Self::run_script(&mut **tx, ready).await?;
                 }
                 Ok(())
             }
 
+            /// Runs a queue claim (one `UPDATE … RETURNING`) on the writer: in a
+            /// transaction after [`claim_prelude`](Self::claim_prelude) where the
+            /// backend needs one to serialize claims, else as one autocommitted
+            /// statement (one call instead of three).
+            async fn run_claim<'q, T>(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                durable: bool,
+                claim: sqlx::query::QueryAs<'q, $db, T, <$db as sqlx::Database>::Arguments<'q>>,
+            ) -> Result<Vec<T>, sqlx::Error>
+            where
+                T: Send + Unpin + for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row>,
+            {
+                if !Self::CLAIMS_IN_TRANSACTION {
+                    self.prepare_autocommit(conn, durable).await?;
+                    return claim.fetch_all(&mut *conn).await;
+                }
+                let mut tx = self.begin_write(conn, durable).await?;
+                Self::claim_prelude(&mut tx).await?;
+                let items = claim.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(items)
+            }
+
             /// Clears an inbound message's text and content, keeping the row as `deleted`
             /// (a platform delete: the conversation shows that something was removed).
-            async fn delete_message_text(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                tenant_id: &str,
-                conversation_id: &str,
-                target: &str,
-            ) -> Result<(), sqlx::Error> {
-                sqlx::query(
-                    "UPDATE messages SET text = NULL, content = NULL, kind = 'deleted', \
-                     status = 'deleted' WHERE tenant_id = $1 AND conversation_id = $2 \
-                     AND direction = 'inbound' AND external_id = $3",
-                )
-                .bind(tenant_id)
-                .bind(conversation_id)
-                .bind(target)
-                .execute(&mut **tx)
-                .await?;
-                Ok(())
+            fn push_delete_message_text<'q>(
+                script: &mut $crate::store::shared::Script<'q, $db>,
+                tenant_id: &'q str,
+                conversation_id: &'q str,
+                target: &'q str,
+            ) {
+                script
+                    .push(
+                        "UPDATE messages SET text = NULL, content = NULL, kind = 'deleted', \
+                         status = 'deleted' WHERE tenant_id = $1 AND conversation_id = $2 \
+                         AND direction = 'inbound' AND external_id = $3",
+                    )
+                    .bind(tenant_id)
+                    .bind(conversation_id)
+                    .bind(target);
             }
 
             /// Deletes an inbound message and every raw delivery that carried it.
@@ -308,35 +396,33 @@ macro_rules! shared_store {
                 .rows_affected())
             }
 
-            async fn insert_message(
-                tx: &mut sqlx::Transaction<'_, $db>,
-                tenant_id: &str,
-                conversation_id: &str,
-                m: &$crate::store::NewMessage,
-            ) -> $crate::store::Result<()> {
-                sqlx::query(
-                    "INSERT INTO messages (id, tenant_id, conversation_id, direction, author, kind, text, \
-                     content, external_id, reply_to, status, produced_by, platform_ts, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-                     ON CONFLICT (conversation_id, direction, external_id) DO NOTHING",
-                )
-                .bind(&m.id)
-                .bind(tenant_id)
-                .bind(conversation_id)
-                .bind(m.direction)
-                .bind(m.author)
-                .bind(&m.kind)
-                .bind(&m.text)
-                .bind(&m.content)
-                .bind(&m.external_id)
-                .bind(&m.reply_to)
-                .bind(m.status)
-                .bind(&m.produced_by)
-                .bind(m.platform_ts)
-                .bind(m.created_at)
-                .execute(&mut **tx)
-                .await?;
-                Ok(())
+            fn push_message<'q>(
+                script: &mut $crate::store::shared::Script<'q, $db>,
+                tenant_id: &'q str,
+                conversation_id: &'q str,
+                m: &'q $crate::store::NewMessage,
+            ) {
+                script
+                    .push(
+                        "INSERT INTO messages (id, tenant_id, conversation_id, direction, author, kind, text, \
+                         content, external_id, reply_to, status, produced_by, platform_ts, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                         ON CONFLICT (conversation_id, direction, external_id) DO NOTHING",
+                    )
+                    .bind(&m.id)
+                    .bind(tenant_id)
+                    .bind(conversation_id)
+                    .bind(m.direction)
+                    .bind(m.author)
+                    .bind(&m.kind)
+                    .bind(&m.text)
+                    .bind(&m.content)
+                    .bind(&m.external_id)
+                    .bind(&m.reply_to)
+                    .bind(m.status)
+                    .bind(&m.produced_by)
+                    .bind(m.platform_ts)
+                    .bind(m.created_at);
             }
 
             /// Moves an outbound part forward (never back) and recomputes its message's
@@ -676,9 +762,7 @@ macro_rules! shared_store {
                 limit: i64,
             ) -> $crate::store::Result<Vec<$crate::store::InboxItem>> {
                 let (_gate, mut conn) = self.write_connection(false).await?;
-                let mut tx = self.begin_write(&mut conn, false).await?;
-                Self::claim_prelude(&mut tx).await?;
-                let items = sqlx::query_as(concat!(
+                let claim = sqlx::query_as(concat!(
                     "UPDATE inbox_events SET state = 'processing', lease_owner = $1, lease_until = $2, \
                      attempts = attempts + 1 WHERE id IN (\
                      SELECT e.id FROM inbox_events e \
@@ -695,32 +779,55 @@ macro_rules! shared_store {
                 .bind(owner)
                 .bind(now + lease_ms)
                 .bind(now)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(items)
+                .bind(limit);
+                Ok(self.run_claim(&mut conn, false, claim).await?)
             }
 
             async fn complete_inbox(&self, done: &$crate::store::Completion) -> $crate::store::Result<bool> {
                 let (_gate, mut conn) = self.write_connection(false).await?;
+                // The effects, then the event marked done if this worker still holds
+                // it: `BEGIN` and all of that in one call on SQLite, `COMMIT` in the
+                // next. A lost lease rolls the effects back.
+                let mark = |script: &mut $crate::store::shared::Script<'_, $db>| {
+                    script
+                        .push(
+                            "UPDATE inbox_events SET state = 'done', payload = NULL, outcome = $3, done_at = $4, \
+                             lease_owner = NULL, lease_until = NULL \
+                             WHERE id = $1 AND lease_owner = $2 AND state = 'processing' RETURNING id",
+                        )
+                        .bind(done.inbox_id)
+                        .bind(done.owner.clone())
+                        .bind(done.outcome.clone())
+                        .bind(done.now);
+                };
+                let mut script = Self::script();
+                if Self::effects_are_plain(&done.effects) {
+                    for effect in &done.effects {
+                        Self::push_effect(&mut script, &done.tenant_id, effect);
+                    }
+                    mark(&mut script);
+                    let (_, kept) = self
+                        .run_transaction(&mut conn, false, script, Some(|rows| rows.len() == 1))
+                        .await?;
+                    return Ok(kept);
+                }
                 let mut tx = self.begin_write(&mut conn, false).await?;
-                let marked = sqlx::query(
-                    "UPDATE inbox_events SET state = 'done', payload = NULL, outcome = $3, done_at = $4, \
-                     lease_owner = NULL, lease_until = NULL \
-                     WHERE id = $1 AND lease_owner = $2 AND state = 'processing'",
-                )
-                .bind(done.inbox_id)
-                .bind(&done.owner)
-                .bind(&done.outcome)
-                .bind(done.now)
-                .execute(&mut *tx)
-                .await?;
-                if marked.rows_affected() != 1 {
+                Self::apply_effects(&mut tx, &mut script, &done.tenant_id, &done.effects).await?;
+                script
+                    .push(
+                        "UPDATE inbox_events SET state = 'done', payload = NULL, outcome = $3, done_at = $4, \
+                         lease_owner = NULL, lease_until = NULL \
+                         WHERE id = $1 AND lease_owner = $2 AND state = 'processing' RETURNING id",
+                    )
+                    .bind(done.inbox_id)
+                    .bind(&done.owner)
+                    .bind(&done.outcome)
+                    .bind(done.now);
+                let marked = Self::run_script(&mut *tx, script).await?;
+                if marked.len() != 1 {
                     tx.rollback().await?;
                     return Ok(false);
                 }
-                Self::apply_effects(&mut tx, &done.tenant_id, &done.effects).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -773,105 +880,100 @@ macro_rules! shared_store {
                 if let Some(known) = known {
                     return Ok(known);
                 }
+                // Otherwise create what is missing, in one call on SQLite: each
+                // statement finds for itself what the ones before it stored.
+                let (contact_id, identity_id, conversation_id) = (
+                    $crate::store::new_id(),
+                    $crate::store::new_id(),
+                    $crate::store::new_id(),
+                );
                 let (_gate, mut conn) = self.write_connection(false).await?;
-                let mut tx = self.begin_write(&mut conn, false).await?;
-                let mut contact_id: Option<String> = sqlx::query_scalar(
-                    "SELECT contact_id FROM contact_identities \
-                     WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $3",
-                )
-                .bind(&k.tenant_id)
-                .bind(&k.channel_id)
-                .bind(&k.user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+                let mut script = Self::script();
                 // A phone-keyed identity the platform now reports together with a
                 // platform user id, in the same payload, is the same person: re-key it.
-                if contact_id.is_none() {
-                    if let Some(phone) = k.phone.as_deref().filter(|p| *p != k.user_id) {
-                        contact_id = sqlx::query_scalar(
+                if let Some(phone) = k.phone.as_deref().filter(|p| *p != k.user_id) {
+                    script
+                        .push(
                             "UPDATE contact_identities SET external_user_id = $4 \
                              WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $3 AND phone = $3 \
-                             RETURNING contact_id",
+                             AND NOT EXISTS (SELECT 1 FROM contact_identities \
+                               WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $4)",
                         )
                         .bind(&k.tenant_id)
                         .bind(&k.channel_id)
                         .bind(phone)
-                        .bind(&k.user_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    }
+                        .bind(&k.user_id);
                 }
-                let contact_id = match contact_id {
-                    Some(id) => {
-                        sqlx::query(
-                            "UPDATE contact_identities SET phone = COALESCE($4, phone), \
-                             username = COALESCE($5, username), display_name = COALESCE($6, display_name) \
-                             WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $3",
-                        )
-                        .bind(&k.tenant_id)
-                        .bind(&k.channel_id)
-                        .bind(&k.user_id)
-                        .bind(&k.phone)
-                        .bind(&k.username)
-                        .bind(&k.name)
-                        .execute(&mut *tx)
-                        .await?;
-                        id
-                    }
-                    None => {
-                        let id = $crate::store::new_id();
-                        sqlx::query(
-                            "INSERT INTO contacts (id, tenant_id, display_name, created_at) VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(&id)
-                        .bind(&k.tenant_id)
-                        .bind(&k.name)
-                        .bind(k.now)
-                        .execute(&mut *tx)
-                        .await?;
-                        sqlx::query(
-                            "INSERT INTO contact_identities (id, tenant_id, contact_id, channel_id, \
-                             external_user_id, phone, username, display_name, created_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                        )
-                        .bind($crate::store::new_id())
-                        .bind(&k.tenant_id)
-                        .bind(&id)
-                        .bind(&k.channel_id)
-                        .bind(&k.user_id)
-                        .bind(&k.phone)
-                        .bind(&k.username)
-                        .bind(&k.name)
-                        .bind(k.now)
-                        .execute(&mut *tx)
-                        .await?;
-                        id
-                    }
+                // A known person's details as the platform reports them now.
+                script
+                    .push(
+                        "UPDATE contact_identities SET phone = COALESCE($4, phone), \
+                         username = COALESCE($5, username), display_name = COALESCE($6, display_name) \
+                         WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $3",
+                    )
+                    .bind(&k.tenant_id)
+                    .bind(&k.channel_id)
+                    .bind(&k.user_id)
+                    .bind(&k.phone)
+                    .bind(&k.username)
+                    .bind(&k.name);
+                // Someone new: a contact and their identity on this channel.
+                script
+                    .push(
+                        "INSERT INTO contacts (id, tenant_id, display_name, created_at) \
+                         SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM contact_identities \
+                           WHERE tenant_id = $2 AND channel_id = $5 AND external_user_id = $6)",
+                    )
+                    .bind(&contact_id)
+                    .bind(&k.tenant_id)
+                    .bind(&k.name)
+                    .bind(k.now)
+                    .bind(&k.channel_id)
+                    .bind(&k.user_id);
+                script
+                    .push(
+                        "INSERT INTO contact_identities (id, tenant_id, contact_id, channel_id, \
+                         external_user_id, phone, username, display_name, created_at) \
+                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE NOT EXISTS (SELECT 1 \
+                           FROM contact_identities WHERE tenant_id = $2 AND channel_id = $4 AND external_user_id = $5)",
+                    )
+                    .bind(&identity_id)
+                    .bind(&k.tenant_id)
+                    .bind(&contact_id)
+                    .bind(&k.channel_id)
+                    .bind(&k.user_id)
+                    .bind(&k.phone)
+                    .bind(&k.username)
+                    .bind(&k.name)
+                    .bind(k.now);
+                // The chat's conversation, with whoever the identity names.
+                script
+                    .push(
+                        "INSERT INTO conversations (id, tenant_id, channel_id, contact_id, external_chat_id, \
+                         last_message_at, created_at) \
+                         SELECT $1, $2, $3, i.contact_id, $5, $6, $6 FROM contact_identities i \
+                         WHERE i.tenant_id = $2 AND i.channel_id = $3 AND i.external_user_id = $4 \
+                         ON CONFLICT (channel_id, external_chat_id) DO NOTHING",
+                    )
+                    .bind(&conversation_id)
+                    .bind(&k.tenant_id)
+                    .bind(&k.channel_id)
+                    .bind(&k.user_id)
+                    .bind(&k.chat)
+                    .bind(k.now);
+                script
+                    .push(
+                        "SELECT id, contact_id, status, disclosed_at, last_message_at FROM conversations \
+                         WHERE tenant_id = $1 AND channel_id = $2 AND external_chat_id = $3",
+                    )
+                    .bind(&k.tenant_id)
+                    .bind(&k.channel_id)
+                    .bind(&k.chat);
+                let (rows, _) = self.run_transaction(&mut conn, false, script, None).await?;
+                let Some(row) = rows.first() else {
+                    return Err(sqlx::Error::RowNotFound.into());
                 };
-                sqlx::query(
-                    "INSERT INTO conversations (id, tenant_id, channel_id, contact_id, external_chat_id, \
-                     last_message_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $6) \
-                     ON CONFLICT (channel_id, external_chat_id) DO NOTHING",
-                )
-                .bind($crate::store::new_id())
-                .bind(&k.tenant_id)
-                .bind(&k.channel_id)
-                .bind(&contact_id)
-                .bind(&k.chat)
-                .bind(k.now)
-                .execute(&mut *tx)
-                .await?;
-                let conversation = sqlx::query_as(
-                    "SELECT id, contact_id, status, disclosed_at, last_message_at FROM conversations \
-                     WHERE tenant_id = $1 AND channel_id = $2 AND external_chat_id = $3",
-                )
-                .bind(&k.tenant_id)
-                .bind(&k.channel_id)
-                .bind(&k.chat)
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(conversation)
+                Ok(sqlx::FromRow::from_row(row)?)
             }
 
             async fn outbound_exists(&self, channel_id: &str, external_id: &str) -> $crate::store::Result<bool> {
@@ -887,7 +989,9 @@ macro_rules! shared_store {
             async fn apply(&self, tenant_id: &str, effects: &[$crate::store::Effect]) -> $crate::store::Result<()> {
                 let (_gate, mut conn) = self.write_connection(true).await?;
                 let mut tx = self.begin_write(&mut conn, true).await?;
-                Self::apply_effects(&mut tx, tenant_id, effects).await?;
+                let mut script = Self::script();
+                Self::apply_effects(&mut tx, &mut script, tenant_id, effects).await?;
+                Self::run_script(&mut *tx, script).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -899,10 +1003,8 @@ macro_rules! shared_store {
                 lease_ms: i64,
                 limit: i64,
             ) -> $crate::store::Result<Vec<$crate::store::OutboxItem>> {
-                let (_gate, mut conn) = self.write_connection(false).await?;
-                let mut tx = self.begin_write(&mut conn, true).await?;
-                Self::claim_prelude(&mut tx).await?;
-                let items = sqlx::query_as(concat!(
+                let (gate, mut conn) = self.write_connection(false).await?;
+                let claim = sqlx::query_as(concat!(
                     "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, \
                      attempts = attempts + 1, \
                      possible_duplicate = CASE WHEN state = 'sending' THEN TRUE ELSE possible_duplicate END \
@@ -920,10 +1022,13 @@ macro_rules! shared_store {
                 .bind(owner)
                 .bind(now + lease_ms)
                 .bind(now)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-                tx.commit().await?;
+                .bind(limit);
+                // A send may follow at once: the attempt must be on disk first. SQLite
+                // commits relaxed and flushes its log here, after the writer is free
+                // again; Postgres commits the claim durably.
+                let items = self.run_claim(&mut conn, true, claim).await?;
+                drop((gate, conn));
+                self.sync_wal().await?;
                 Ok(items)
             }
 
@@ -935,40 +1040,40 @@ macro_rules! shared_store {
             ) -> $crate::store::Result<()> {
                 use $crate::store::SendOutcome;
                 let (_gate, mut conn) = self.write_connection(false).await?;
-                let mut tx = self.begin_write(&mut conn, false).await?;
-                match outcome {
-                    SendOutcome::Sent { external_id, at } => {
-                        let row: Option<(String, String, i64, bool)> = sqlx::query_as(
+                if let SendOutcome::Sent { external_id, at } = outcome {
+                    // The part, then its message from it (one call on SQLite): the
+                    // first part's platform id, and `sent` once no part is unsent.
+                    let mut script = Self::script();
+                    script
+                        .push(
                             "UPDATE outbox SET state = 'sent', external_id = $3, sent_at = $4, text = '', \
                              delivery = COALESCE(delivery, 'sent'), lease_owner = NULL, lease_until = NULL \
-                             WHERE id = $1 AND lease_owner = $2 AND state = 'sending' \
-                             RETURNING tenant_id, message_id, part, possible_duplicate",
+                             WHERE id = $1 AND lease_owner = $2 AND state = 'sending'",
                         )
                         .bind(outbox_id)
                         .bind(owner)
                         .bind(external_id)
-                        .bind(at)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        if let Some((tenant_id, message_id, part, possible_duplicate)) = row {
-                            sqlx::query(
-                                "UPDATE messages SET \
-                                 external_id = CASE WHEN $3 = 0 THEN $4 ELSE external_id END, \
-                                 possible_duplicate = (possible_duplicate OR $5), \
-                                 status = CASE WHEN status = 'queued' AND NOT EXISTS \
-                                   (SELECT 1 FROM outbox WHERE message_id = $2 AND state <> 'sent') \
-                                   THEN 'sent' ELSE status END \
-                                 WHERE tenant_id = $1 AND id = $2",
-                            )
-                            .bind(&tenant_id)
-                            .bind(&message_id)
-                            .bind(part)
-                            .bind(external_id)
-                            .bind(possible_duplicate)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                    }
+                        .bind(at);
+                    script
+                        .push(
+                            "UPDATE messages SET \
+                             external_id = CASE WHEN o.part = 0 THEN $2 ELSE messages.external_id END, \
+                             possible_duplicate = (messages.possible_duplicate OR o.possible_duplicate), \
+                             status = CASE WHEN messages.status = 'queued' AND NOT EXISTS \
+                               (SELECT 1 FROM outbox p WHERE p.message_id = o.message_id AND p.state <> 'sent') \
+                               THEN 'sent' ELSE messages.status END \
+                             FROM outbox o WHERE o.id = $1 AND o.state = 'sent' AND o.external_id = $2 \
+                             AND o.sent_at = $3 AND messages.tenant_id = o.tenant_id AND messages.id = o.message_id",
+                        )
+                        .bind(outbox_id)
+                        .bind(external_id)
+                        .bind(at);
+                    self.run_transaction(&mut conn, false, script, None).await?;
+                    return Ok(());
+                }
+                let mut tx = self.begin_write(&mut conn, false).await?;
+                match outcome {
+                    SendOutcome::Sent { .. } => {}
                     SendOutcome::Retry { at, code, detail } => {
                         sqlx::query(
                             "UPDATE outbox SET state = 'pending', next_attempt_at = $3, error_code = $4, \
@@ -1399,13 +1504,138 @@ macro_rules! shared_store {
 
 pub(crate) use shared_store;
 
-/// Rows per multi-row INSERT: well under SQLite's 32,766 bound parameters and
-/// Postgres's 65,535 at ten columns a row.
 /// One statement of an ingress commit, and whether it returns the
 /// `(channel_id, external_id)` of the inbox rows it stored.
 pub(crate) type IngressStatement<'a, DB> = (sqlx::QueryBuilder<'a, DB>, bool);
 
+/// Rows per multi-row INSERT: well under SQLite's 32,766 bound parameters and
+/// Postgres's 65,535 at ten columns a row.
 pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Statements that run one after another, sent to the database in as few calls as
+/// the backend takes. SQLite runs a text of several statements in one call, which is
+/// one hand-off to the connection's thread instead of one per statement (under load
+/// those hand-offs, not SQLite's work, are most of a small transaction's time);
+/// Postgres's extended protocol takes one statement per query, so there each
+/// statement stays a call of its own. Statements are written with `$1`, `$2`…
+/// placeholders as everywhere else; merged ones are renumbered to follow the
+/// statements before them. Rows returned by any statement are returned by
+/// [`run_script`](shared_store) in order.
+pub(crate) struct Script<'q, DB: sqlx::Database> {
+    merge: bool,
+    parts: Vec<(String, DB::Arguments<'q>)>,
+    /// Parameters taken by the statements already in the last part.
+    base: usize,
+    /// The last statement's highest placeholder, and the values bound to it so far.
+    wanted: usize,
+    bound: usize,
+    error: Option<sqlx::error::BoxDynError>,
+}
+
+impl<'q, DB: sqlx::Database> Script<'q, DB> {
+    /// `merge`: the backend runs several statements in one call.
+    pub(crate) fn new(merge: bool) -> Self {
+        Self {
+            merge,
+            parts: Vec::new(),
+            base: 0,
+            wanted: 0,
+            bound: 0,
+            error: None,
+        }
+    }
+
+    /// Records a statement that was given fewer or more values than it has
+    /// placeholders: merged, its values would shift onto the next statement's.
+    fn check_bound(&mut self) {
+        if self.bound != self.wanted {
+            let message = format!(
+                "statement bound {} values for {} placeholders",
+                self.bound, self.wanted
+            );
+            self.error.get_or_insert(message.into());
+        }
+    }
+
+    /// Adds a statement; its values follow with [`Self::bind`], in placeholder order.
+    pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
+        self.check_bound();
+        let (text, base) = match self.parts.last_mut() {
+            Some((text, _)) if self.merge => {
+                text.push_str(";\n");
+                (text, self.base)
+            }
+            _ => {
+                self.parts.push((String::new(), DB::Arguments::default()));
+                let Some((text, _)) = self.parts.last_mut() else {
+                    unreachable!("a part was just pushed")
+                };
+                (text, 0)
+            }
+        };
+        let mut highest = 0;
+        let mut rest = sql;
+        while let Some(at) = rest.find('$') {
+            text.push_str(&rest[..at]);
+            let digits = rest[at + 1..]
+                .bytes()
+                .take_while(u8::is_ascii_digit)
+                .count();
+            let number: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or(0);
+            if number == 0 {
+                text.push('$');
+                rest = &rest[at + 1..];
+                continue;
+            }
+            highest = highest.max(number);
+            text.push('$');
+            text.push_str(&(base + number).to_string());
+            rest = &rest[at + 1 + digits..];
+        }
+        text.push_str(rest);
+        self.base = base + highest;
+        (self.wanted, self.bound) = (highest, 0);
+        self
+    }
+
+    /// Puts `sql`, a statement without placeholders (`BEGIN`), before all others.
+    pub(crate) fn begin(&mut self, sql: &str) {
+        match self.parts.first_mut() {
+            Some((text, _)) => text.insert_str(0, &format!("{sql};\n")),
+            None => {
+                self.push(sql);
+            }
+        }
+    }
+
+    /// The next value of the statement last pushed.
+    pub(crate) fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: 'q + sqlx::Encode<'q, DB> + sqlx::Type<DB> + Send,
+    {
+        use sqlx::Arguments as _;
+        self.bound += 1;
+        if let Some((_, args)) = self.parts.last_mut() {
+            if let Err(e) = args.add(value) {
+                self.error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The calls to make: each text with its values.
+    pub(crate) fn into_parts(mut self) -> Result<Vec<(String, DB::Arguments<'q>)>, sqlx::Error> {
+        self.check_bound();
+        match self.error {
+            Some(e) => Err(sqlx::Error::Encode(e)),
+            None => Ok(self.parts),
+        }
+    }
+}
 
 /// Order of delivery statuses; `failed` is terminal.
 pub(crate) fn status_rank(status: &str) -> i64 {
@@ -1441,5 +1671,83 @@ fn status_rank_or_queued(status: &str) -> i64 {
         0
     } else {
         status_rank(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Row, Sqlite};
+
+    use super::Script;
+
+    #[test]
+    fn merged_statements_are_renumbered_after_the_ones_before() {
+        let mut script = Script::<Sqlite>::new(true);
+        script
+            .push("UPDATE t SET a = $2 WHERE id = $1 AND b = $2")
+            .bind(1i64)
+            .bind("x");
+        script.push("DELETE FROM t WHERE id = $1").bind(2i64);
+        script.begin("BEGIN");
+        let parts = script.into_parts().expect("values match placeholders");
+        assert_eq!(parts.len(), 1);
+        assert_eq!(
+            parts[0].0,
+            "BEGIN;\nUPDATE t SET a = $2 WHERE id = $1 AND b = $2;\nDELETE FROM t WHERE id = $3"
+        );
+
+        let mut separate = Script::<Sqlite>::new(false);
+        separate.push("SELECT $1").bind(1i64);
+        separate.push("SELECT $1, $2").bind(1i64).bind(2i64);
+        let texts: Vec<String> = separate
+            .into_parts()
+            .expect("values match placeholders")
+            .into_iter()
+            .map(|(text, _)| text)
+            .collect();
+        assert_eq!(texts, ["SELECT $1", "SELECT $1, $2"]);
+    }
+
+    #[test]
+    fn a_statement_given_the_wrong_number_of_values_is_an_error() {
+        let mut script = Script::<Sqlite>::new(true);
+        script.push("SELECT $1, $2").bind(1i64);
+        script.push("SELECT $1").bind(2i64);
+        assert!(script.into_parts().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_merged_script_runs_in_one_call_with_each_statements_values() {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("in-memory database");
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+            .execute(&mut conn)
+            .await
+            .expect("table");
+        let mut script = Script::<Sqlite>::new(true);
+        script
+            .push("INSERT INTO t (id, v) VALUES ($1, $2)")
+            .bind(1i64)
+            .bind("one");
+        script
+            .push("INSERT INTO t (id, v) VALUES ($1, $2)")
+            .bind(2i64)
+            .bind("two");
+        script
+            .push("SELECT v FROM t WHERE id >= $1 ORDER BY id")
+            .bind(1i64);
+        let mut rows = Vec::new();
+        for (sql, args) in script.into_parts().expect("values match placeholders") {
+            rows.extend(
+                sqlx::query_with(&sql, args)
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("script runs"),
+            );
+        }
+        let values: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(values, ["one", "two"]);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::{Connection, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -30,6 +30,10 @@ pub struct SqliteStore {
     turns: Turns,
     /// Whether the writer connection runs `synchronous = FULL` now.
     writer_full: AtomicBool,
+    /// Set while a transaction begun inside a script (see `run_transaction`) may be
+    /// open on the writer: if its holder was cut off before ending it, the next
+    /// holder rolls it back first.
+    writer_in_script: AtomicBool,
     /// The WAL, flushed by `sync_wal` (`None` for an in-memory database).
     wal: Option<Arc<WalFile>>,
     /// Set by the background checkpointer when the WAL has grown long: the next
@@ -84,6 +88,13 @@ impl SqliteStore {
          WHERE knowledge_fts MATCH $1 AND p.tenant_id = $2 \
          ORDER BY bm25(knowledge_fts) LIMIT $3";
 
+    /// A relaxed commit followed by `sync_wal` is durable.
+    const SYNCS_LOG_APART: bool = true;
+    /// SQLite runs a text of several statements in one call (see `Script`).
+    const MERGES_STATEMENTS: bool = true;
+    /// One writer: a claim's single statement needs no transaction around it.
+    const CLAIMS_IN_TRANSACTION: bool = false;
+
     /// Whether a raw delivery (`body`) holds the text `$2` (Meta messaging unsend).
     const ENVELOPE_HOLDS: &'static str = "instr(body, CAST($2 AS BLOB)) > 0";
 
@@ -127,6 +138,7 @@ impl SqliteStore {
             reader,
             turns: Turns::default(),
             writer_full: AtomicBool::new(true),
+            writer_in_script: AtomicBool::new(false),
             wal,
             checkpoint_due,
             checkpointer,
@@ -169,6 +181,10 @@ impl SqliteStore {
             self.turns.background().await
         };
         let mut conn = self.writer.lock().await;
+        if self.writer_in_script.load(Ordering::Acquire) {
+            Self::end_script_transaction(&mut conn, "ROLLBACK").await?;
+            self.writer_in_script.store(false, Ordering::Release);
+        }
         if self.checkpoint_due.swap(false, Ordering::AcqRel) {
             // No other write can start while this connection is held: the checkpoint
             // reaches the end of the log (unless a reader still reads an old
@@ -192,11 +208,80 @@ impl SqliteStore {
     /// only when it changes (the connection opens at FULL, which is safe).
     async fn begin_write<'c>(
         &self,
-        conn: &'c mut MutexGuard<'_, SqliteConnection>,
+        conn: &'c mut SqliteConnection,
         durable: bool,
     ) -> Result<Transaction<'c, Sqlite>, sqlx::Error> {
         self.set_synchronous(conn, durable).await?;
         conn.begin().await
+    }
+
+    /// Runs `script` as one transaction whose `BEGIN` goes in the same call as its
+    /// statements, and its `COMMIT` too unless `keep` must see the rows first (then
+    /// `keep` false rolls it back). One or two calls to the connection's thread
+    /// instead of one per statement plus two. Returns the rows and whether it
+    /// committed.
+    async fn run_transaction<'q>(
+        &self,
+        conn: &mut SqliteConnection,
+        durable: bool,
+        mut script: super::shared::Script<'q, Sqlite>,
+        keep: Option<fn(&[SqliteRow]) -> bool>,
+    ) -> Result<(Vec<SqliteRow>, bool), sqlx::Error> {
+        self.set_synchronous(conn, durable).await?;
+        script.begin("BEGIN IMMEDIATE");
+        if keep.is_none() {
+            script.push("COMMIT");
+        }
+        self.writer_in_script.store(true, Ordering::Release);
+        let rows = match Self::run_script(conn, script).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                // A statement failed: whatever it began is undone before anyone
+                // else writes (there may be nothing open if `BEGIN` itself failed).
+                if Self::end_script_transaction(conn, "ROLLBACK").await.is_ok() {
+                    self.writer_in_script.store(false, Ordering::Release);
+                }
+                return Err(e);
+            }
+        };
+        let kept = match keep {
+            None => true,
+            Some(keep) => {
+                let kept = keep(&rows);
+                Self::end_script_transaction(conn, if kept { "COMMIT" } else { "ROLLBACK" })
+                    .await?;
+                kept
+            }
+        };
+        self.writer_in_script.store(false, Ordering::Release);
+        Ok((rows, kept))
+    }
+
+    /// `COMMIT` or `ROLLBACK` of a script's transaction; rolling back one that is
+    /// not open is not an error.
+    async fn end_script_transaction(
+        conn: &mut SqliteConnection,
+        end: &'static str,
+    ) -> Result<(), sqlx::Error> {
+        match sqlx::query(end).execute(&mut *conn).await {
+            Err(sqlx::Error::Database(e))
+                if end == "ROLLBACK" && e.message().contains("no transaction is active") =>
+            {
+                Ok(())
+            }
+            done => done.map(|_| ()),
+        }
+    }
+
+    /// Before a statement that commits on its own (see `run_claim`): it commits
+    /// relaxed, and a caller that needs it on disk calls [`Self::sync_wal`] once it
+    /// has let go of the writer, so the flush does not hold up other writes.
+    async fn prepare_autocommit(
+        &self,
+        conn: &mut SqliteConnection,
+        _durable: bool,
+    ) -> Result<(), sqlx::Error> {
+        self.set_synchronous(conn, false).await
     }
 
     /// Sets the writer's `synchronous` level for the next commits (see `begin_write`).
@@ -479,6 +564,75 @@ mod tests {
         let mut tx = next.begin().await?;
         let _: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *tx).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// A transaction run in one call commits all of its statements or none: a
+    /// failing statement rolls back the ones before it, `keep` false rolls back, and
+    /// one left open by a holder that was cut off is rolled back by the next writer.
+    #[tokio::test]
+    async fn a_script_transaction_is_all_or_nothing() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("og.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", db.display())).await?;
+        store.migrate().await?;
+        let insert = |script: &mut super::super::shared::Script<'_, Sqlite>, id: &str| {
+            script
+                .push("INSERT INTO tenants (id, name, domain, created_at) VALUES ($1, 'n', 'd', 0)")
+                .bind(id.to_string());
+        };
+        let count = || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants")
+                .fetch_one(&mut *store.read().await?)
+                .await?;
+            anyhow::Ok(n)
+        };
+
+        let mut script = SqliteStore::script();
+        insert(&mut script, "a");
+        insert(&mut script, "a");
+        let (_turn, mut conn) = store.write_connection(false).await?;
+        assert!(
+            store
+                .run_transaction(&mut conn, false, script, None)
+                .await
+                .is_err(),
+            "the second insert breaks the primary key"
+        );
+        drop((_turn, conn));
+        assert_eq!(count().await?, 0, "the first insert was rolled back");
+
+        let mut script = SqliteStore::script();
+        insert(&mut script, "b");
+        script.push("SELECT id FROM tenants");
+        let (_turn, mut conn) = store.write_connection(false).await?;
+        let (rows, kept) = store
+            .run_transaction(&mut conn, false, script, Some(|rows| rows.len() == 2))
+            .await?;
+        assert_eq!((rows.len(), kept), (1, false));
+        drop((_turn, conn));
+        assert_eq!(count().await?, 0, "not kept: rolled back");
+
+        // Cut off after `BEGIN` and an insert ran: the next writer undoes them.
+        let (_turn, mut conn) = store.write_connection(false).await?;
+        store.writer_in_script.store(true, Ordering::Release);
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        sqlx::query("INSERT INTO tenants (id, name, domain, created_at) VALUES ('c', 'n', 'd', 0)")
+            .execute(&mut *conn)
+            .await?;
+        drop((_turn, conn));
+        let mut script = SqliteStore::script();
+        insert(&mut script, "d");
+        let (_turn, mut conn) = store.write_connection(false).await?;
+        let (_, kept) = store
+            .run_transaction(&mut conn, false, script, None)
+            .await?;
+        drop((_turn, conn));
+        assert!(kept);
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
+            .fetch_all(&mut *store.read().await?)
+            .await?;
+        assert_eq!(ids, ["d"]);
         Ok(())
     }
 
