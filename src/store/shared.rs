@@ -675,15 +675,19 @@ macro_rules! shared_store {
                 // Multi-row statements: a group of hundreds of requests is a handful
                 // of statements, not hundreds.
                 let rows = $crate::store::shared::ROWS_PER_STATEMENT;
-                // Inbox events first: where a backend commits each statement on its
-                // own (SQLite), a group that fails after them is retried request by
-                // request, and the stored events dedupe the retry.
+                // Where the backend takes several statements in one call (SQLite),
+                // they go in one text: one hand-off to the connection's thread.
                 let mut statements: Vec<$crate::store::shared::IngressStatement<'_, $db>> = Vec::new();
+                let merge = Self::MERGES_STATEMENTS;
+                use $crate::store::shared::next_ingress_statement as next;
                 let events: Vec<_> = batches.iter().flat_map(|b| &b.events).collect();
                 for chunk in events.chunks(rows) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                    let insert = next(
+                        &mut statements,
+                        merge,
                         "INSERT INTO inbox_events (tenant_id, channel_id, platform, external_id, kind, conv_key, \
                          platform_ts, payload, available_at, received_at) ",
+                        true,
                     );
                     insert
                         .push_values(chunk, |mut row, ev| {
@@ -699,12 +703,14 @@ macro_rules! shared_store {
                                 .push_bind(ev.received_at);
                         })
                         .push(" ON CONFLICT (channel_id, external_id) DO NOTHING RETURNING channel_id, external_id");
-                    statements.push((insert, true));
                 }
                 let unhandled: Vec<_> = batches.iter().flat_map(|b| &b.unhandled).collect();
                 for chunk in unhandled.chunks(rows) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                    let insert = next(
+                        &mut statements,
+                        merge,
                         "INSERT INTO unhandled_events (id, tenant_id, channel_id, platform, reason, raw, received_at) ",
+                        false,
                     );
                     insert.push_values(chunk, |mut row, u| {
                         row.push_bind(&u.id)
@@ -715,12 +721,14 @@ macro_rules! shared_store {
                             .push_bind(&u.raw)
                             .push_bind(u.received_at);
                     });
-                    statements.push((insert, false));
                 }
                 let envelopes: Vec<_> = batches.iter().flat_map(|b| &b.envelopes).collect();
                 for chunk in envelopes.chunks(rows) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                    let insert = next(
+                        &mut statements,
+                        merge,
                         "INSERT INTO raw_envelopes (tenant_id, channel_id, platform, body, received_at) ",
+                        false,
                     );
                     insert.push_values(chunk, |mut row, e| {
                         row.push_bind(&e.tenant_id)
@@ -729,7 +737,6 @@ macro_rules! shared_store {
                             .push_bind(&e.body)
                             .push_bind(e.received_at);
                     });
-                    statements.push((insert, false));
                 }
                 let mut inserted: std::collections::HashSet<(String, String)> =
                     self.write_ingress(statements).await?.into_iter().collect();
@@ -1507,6 +1514,33 @@ pub(crate) use shared_store;
 /// One statement of an ingress commit, and whether it returns the
 /// `(channel_id, external_id)` of the inbox rows it stored.
 pub(crate) type IngressStatement<'a, DB> = (sqlx::QueryBuilder<'a, DB>, bool);
+
+/// Starts the next statement of an ingress commit. Where the backend `merge`s
+/// statements, every statement goes in one text that begins with `BEGIN IMMEDIATE`
+/// (the backend's `write_ingress` adds the `COMMIT`); otherwise each is a query of
+/// its own.
+pub(crate) fn next_ingress_statement<'v, 'a, DB: sqlx::Database>(
+    statements: &'v mut Vec<IngressStatement<'a, DB>>,
+    merge: bool,
+    sql: &'static str,
+    returns: bool,
+) -> &'v mut sqlx::QueryBuilder<'a, DB> {
+    match statements.last_mut() {
+        Some((_, returned)) if merge => *returned |= returns,
+        _ => statements.push((
+            sqlx::QueryBuilder::new(if merge { "BEGIN IMMEDIATE" } else { "" }),
+            returns,
+        )),
+    }
+    let (query, _) = statements
+        .last_mut()
+        .unwrap_or_else(|| unreachable!("a statement was just pushed"));
+    if merge {
+        query.push(";\n");
+    }
+    query.push(sql);
+    query
+}
 
 /// Rows per multi-row INSERT: well under SQLite's 32,766 bound parameters and
 /// Postgres's 65,535 at ten columns a row.

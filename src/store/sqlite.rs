@@ -308,20 +308,38 @@ impl SqliteStore {
     }
 
     /// Stores an ingress group; returns the `(channel_id, external_id)` of the inbox
-    /// rows it stored. Each statement commits on its own: a statement is one call to
-    /// the connection's thread, and under load those hand-offs, not SQLite's work,
-    /// are most of a commit's time, so `BEGIN` and `COMMIT` would double them. No
-    /// statement depends on another and each is atomic. A statement that fails fails
-    /// the group, whose requests the committer then stores one by one; the inbox rows,
-    /// written first, dedupe that retry (raw envelopes already written are kept
-    /// twice). The commits are relaxed: acknowledgements wait for [`Self::sync_wal`].
+    /// rows it stored. The group's statements come as one text that begins the
+    /// transaction (see `next_ingress_statement`); its `COMMIT` is added here, so the
+    /// whole group is one call to the connection's thread (under load those
+    /// hand-offs, not SQLite's work, are most of a commit's time). A failed group is
+    /// rolled back, and the committer then stores its requests one by one. The
+    /// commit is relaxed: acknowledgements wait for [`Self::sync_wal`].
     async fn write_ingress(
         &self,
-        statements: Vec<super::shared::IngressStatement<'_, Sqlite>>,
+        mut statements: Vec<super::shared::IngressStatement<'_, Sqlite>>,
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
         let (_turn, mut conn) = self.write_connection(true).await?;
         self.set_synchronous(&mut conn, false).await?;
-        Self::run_ingress(&mut conn, statements).await
+        let Some((query, _)) = statements.last_mut() else {
+            return Ok(Vec::new());
+        };
+        query.push(";\nCOMMIT");
+        self.writer_in_script.store(true, Ordering::Release);
+        match Self::run_ingress(&mut conn, statements).await {
+            Ok(inserted) => {
+                self.writer_in_script.store(false, Ordering::Release);
+                Ok(inserted)
+            }
+            Err(e) => {
+                if Self::end_script_transaction(&mut conn, "ROLLBACK")
+                    .await
+                    .is_ok()
+                {
+                    self.writer_in_script.store(false, Ordering::Release);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// SQLite has one writer; the claim needs no extra lock.
