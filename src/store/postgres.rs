@@ -100,7 +100,7 @@ impl PgStore {
         conn: &mut PgConnection,
         durable: bool,
         script: super::shared::Script<'q, Postgres>,
-        keep: Option<fn(&[PgRow]) -> bool>,
+        keep: Option<super::shared::Keep<'_, PgRow>>,
     ) -> Result<(Vec<PgRow>, bool), sqlx::Error> {
         let mut tx = self.begin_write(conn, durable).await?;
         let rows = Self::run_script(&mut tx, script).await?;
@@ -111,6 +111,11 @@ impl PgStore {
             tx.rollback().await?;
         }
         Ok((rows, kept))
+    }
+
+    /// Many writers: each write goes on its own connection at once.
+    fn pending_writes(&self) -> Option<&super::shared::PendingWrites> {
+        None
     }
 
     /// Claims run in a transaction here (see `claim_prelude`); a lone statement

@@ -314,6 +314,282 @@ macro_rules! shared_store {
                 Ok(())
             }
 
+            /// Adds the statement that marks `done`'s event done if this worker still
+            /// holds it; it returns the event's id when it does.
+            fn push_mark_done<'q>(
+                script: &mut $crate::store::shared::Script<'q, $db>,
+                done: &'q $crate::store::Completion,
+            ) {
+                script
+                    .push(
+                        "UPDATE inbox_events SET state = 'done', payload = NULL, outcome = $3, done_at = $4, \
+                         lease_owner = NULL, lease_until = NULL \
+                         WHERE id = $1 AND lease_owner = $2 AND state = 'processing' RETURNING id",
+                    )
+                    .bind(done.inbox_id)
+                    .bind(&done.owner)
+                    .bind(&done.outcome)
+                    .bind(done.now);
+            }
+
+            /// One completion on the writer: its effects, then its event marked done
+            /// if this worker still holds it (`BEGIN` and all of that in one call on
+            /// SQLite, `COMMIT` in the next). A lost lease rolls the effects back.
+            async fn complete_one(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                done: &$crate::store::Completion,
+            ) -> $crate::store::Result<bool> {
+                let mut script = Self::script();
+                if Self::effects_are_plain(&done.effects) {
+                    for effect in &done.effects {
+                        Self::push_effect(&mut script, &done.tenant_id, effect);
+                    }
+                    Self::push_mark_done(&mut script, done);
+                    let (_, kept) = self
+                        .run_transaction(conn, false, script, Some(&|rows| rows.len() == 1))
+                        .await?;
+                    return Ok(kept);
+                }
+                let mut tx = self.begin_write(conn, false).await?;
+                Self::apply_effects(&mut tx, &mut script, &done.tenant_id, &done.effects).await?;
+                Self::push_mark_done(&mut script, done);
+                let marked = Self::run_script(&mut *tx, script).await?;
+                if marked.len() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            /// Completions that queued up for the writer, in one transaction: one
+            /// commit instead of one each. If any lease was lost or a statement
+            /// failed, it is rolled back and each is made on its own.
+            async fn complete_together(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                batch: Vec<$crate::store::shared::Waiting<$crate::store::Completion, bool>>,
+            ) {
+                if batch.len() > 1 && batch.iter().all(|(done, _)| Self::effects_are_plain(&done.effects)) {
+                    let mut script = Self::script();
+                    for (done, _) in &batch {
+                        for effect in &done.effects {
+                            Self::push_effect(&mut script, &done.tenant_id, effect);
+                        }
+                        Self::push_mark_done(&mut script, done);
+                    }
+                    let all = batch.len();
+                    let together = self
+                        .run_transaction(conn, false, script, Some(&|rows| rows.len() == all))
+                        .await;
+                    if let Ok((_, true)) = together {
+                        for (_, reply) in batch {
+                            let _ = reply.send(Ok(true));
+                        }
+                        return;
+                    }
+                }
+                for (done, reply) in batch {
+                    let _ = reply.send(self.complete_one(conn, &done).await);
+                }
+            }
+
+            /// Adds a sent part's statements: the part, then its message from it (the
+            /// first part's platform id, and `sent` once no part is unsent).
+            fn push_sent<'q>(
+                script: &mut $crate::store::shared::Script<'q, $db>,
+                part: &'q $crate::store::shared::SentPart,
+            ) {
+                script
+                    .push(
+                        "UPDATE outbox SET state = 'sent', external_id = $3, sent_at = $4, text = '', \
+                         delivery = COALESCE(delivery, 'sent'), lease_owner = NULL, lease_until = NULL \
+                         WHERE id = $1 AND lease_owner = $2 AND state = 'sending'",
+                    )
+                    .bind(part.outbox_id)
+                    .bind(&part.owner)
+                    .bind(&part.external_id)
+                    .bind(part.at);
+                script
+                    .push(
+                        "UPDATE messages SET \
+                         external_id = CASE WHEN o.part = 0 THEN $2 ELSE messages.external_id END, \
+                         possible_duplicate = (messages.possible_duplicate OR o.possible_duplicate), \
+                         status = CASE WHEN messages.status = 'queued' AND NOT EXISTS \
+                           (SELECT 1 FROM outbox p WHERE p.message_id = o.message_id AND p.state <> 'sent') \
+                           THEN 'sent' ELSE messages.status END \
+                         FROM outbox o WHERE o.id = $1 AND o.state = 'sent' AND o.external_id = $2 \
+                         AND o.sent_at = $3 AND messages.tenant_id = o.tenant_id AND messages.id = o.message_id",
+                    )
+                    .bind(part.outbox_id)
+                    .bind(&part.external_id)
+                    .bind(part.at);
+            }
+
+            /// Sent parts that queued up for the writer, in one transaction (one call
+            /// on SQLite); if it fails, each on its own.
+            async fn sent_together(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                batch: Vec<$crate::store::shared::Waiting<$crate::store::shared::SentPart, ()>>,
+            ) {
+                let mut script = Self::script();
+                for (part, _) in &batch {
+                    Self::push_sent(&mut script, part);
+                }
+                if batch.len() > 1 && self.run_transaction(conn, false, script, None).await.is_ok() {
+                    for (_, reply) in batch {
+                        let _ = reply.send(Ok(()));
+                    }
+                    return;
+                }
+                for (part, reply) in batch {
+                    let mut script = Self::script();
+                    Self::push_sent(&mut script, &part);
+                    let done = self.run_transaction(conn, false, script, None).await;
+                    let _ = reply.send(done.map(|_| ()).map_err(Into::into));
+                }
+            }
+
+            /// Adds the statements that create what is missing of a new conversation:
+            /// each finds for itself what the ones before it stored, and the last
+            /// returns the conversation.
+            fn push_resolve<'q>(
+                script: &mut $crate::store::shared::Script<'q, $db>,
+                new: &'q $crate::store::shared::NewConversation,
+            ) {
+                let k = &new.key;
+                // A phone-keyed identity the platform now reports together with a
+                // platform user id, in the same payload, is the same person: re-key it.
+                if let Some(phone) = k.phone.as_deref().filter(|p| *p != k.user_id) {
+                    script
+                        .push(
+                            "UPDATE contact_identities SET external_user_id = $4 \
+                             WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $3 AND phone = $3 \
+                             AND NOT EXISTS (SELECT 1 FROM contact_identities \
+                               WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $4)",
+                        )
+                        .bind(&k.tenant_id)
+                        .bind(&k.channel_id)
+                        .bind(phone)
+                        .bind(&k.user_id);
+                }
+                // A known person's details as the platform reports them now.
+                script
+                    .push(
+                        "UPDATE contact_identities SET phone = COALESCE($4, phone), \
+                         username = COALESCE($5, username), display_name = COALESCE($6, display_name) \
+                         WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $3",
+                    )
+                    .bind(&k.tenant_id)
+                    .bind(&k.channel_id)
+                    .bind(&k.user_id)
+                    .bind(&k.phone)
+                    .bind(&k.username)
+                    .bind(&k.name);
+                // Someone new: a contact and their identity on this channel.
+                script
+                    .push(
+                        "INSERT INTO contacts (id, tenant_id, display_name, created_at) \
+                         SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM contact_identities \
+                           WHERE tenant_id = $2 AND channel_id = $5 AND external_user_id = $6)",
+                    )
+                    .bind(&new.contact_id)
+                    .bind(&k.tenant_id)
+                    .bind(&k.name)
+                    .bind(k.now)
+                    .bind(&k.channel_id)
+                    .bind(&k.user_id);
+                script
+                    .push(
+                        "INSERT INTO contact_identities (id, tenant_id, contact_id, channel_id, \
+                         external_user_id, phone, username, display_name, created_at) \
+                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE NOT EXISTS (SELECT 1 \
+                           FROM contact_identities WHERE tenant_id = $2 AND channel_id = $4 AND external_user_id = $5)",
+                    )
+                    .bind(&new.identity_id)
+                    .bind(&k.tenant_id)
+                    .bind(&new.contact_id)
+                    .bind(&k.channel_id)
+                    .bind(&k.user_id)
+                    .bind(&k.phone)
+                    .bind(&k.username)
+                    .bind(&k.name)
+                    .bind(k.now);
+                // The chat's conversation, with whoever the identity names.
+                script
+                    .push(
+                        "INSERT INTO conversations (id, tenant_id, channel_id, contact_id, external_chat_id, \
+                         last_message_at, created_at) \
+                         SELECT $1, $2, $3, i.contact_id, $5, $6, $6 FROM contact_identities i \
+                         WHERE i.tenant_id = $2 AND i.channel_id = $3 AND i.external_user_id = $4 \
+                         ON CONFLICT (channel_id, external_chat_id) DO NOTHING",
+                    )
+                    .bind(&new.conversation_id)
+                    .bind(&k.tenant_id)
+                    .bind(&k.channel_id)
+                    .bind(&k.user_id)
+                    .bind(&k.chat)
+                    .bind(k.now);
+                script
+                    .push(
+                        "SELECT id, contact_id, status, disclosed_at, last_message_at FROM conversations \
+                         WHERE tenant_id = $1 AND channel_id = $2 AND external_chat_id = $3",
+                    )
+                    .bind(&k.tenant_id)
+                    .bind(&k.channel_id)
+                    .bind(&k.chat);
+            }
+
+            /// One new conversation, in one transaction (one call on SQLite).
+            async fn resolve_one(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                new: &$crate::store::shared::NewConversation,
+            ) -> $crate::store::Result<$crate::store::ConversationRef> {
+                let mut script = Self::script();
+                Self::push_resolve(&mut script, new);
+                let (rows, _) = self.run_transaction(conn, false, script, None).await?;
+                let Some(row) = rows.first() else {
+                    return Err(sqlx::Error::RowNotFound.into());
+                };
+                Ok(sqlx::FromRow::from_row(row)?)
+            }
+
+            /// New conversations that queued up for the writer, in one transaction:
+            /// each returns one row, in order. If that fails, each on its own (every
+            /// statement is safe to run again).
+            async fn resolve_together(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                batch: Vec<$crate::store::shared::Waiting<$crate::store::shared::NewConversation, $crate::store::ConversationRef>>,
+            ) {
+                if batch.len() > 1 {
+                    let mut script = Self::script();
+                    for (new, _) in &batch {
+                        Self::push_resolve(&mut script, new);
+                    }
+                    let all = batch.len();
+                    let together = self
+                        .run_transaction(conn, false, script, Some(&|rows| rows.len() == all))
+                        .await;
+                    if let Ok((rows, true)) = together {
+                        let refs: Result<Vec<$crate::store::ConversationRef>, _> =
+                            rows.iter().map(sqlx::FromRow::from_row).collect();
+                        if let Ok(refs) = refs {
+                            for ((_, reply), conversation) in batch.into_iter().zip(refs) {
+                                let _ = reply.send(Ok(conversation));
+                            }
+                            return;
+                        }
+                    }
+                }
+                for (new, reply) in batch {
+                    let _ = reply.send(self.resolve_one(conn, &new).await);
+                }
+            }
+
             /// Runs a queue claim (one `UPDATE … RETURNING`) on the writer: in a
             /// transaction after [`claim_prelude`](Self::claim_prelude) where the
             /// backend needs one to serialize claims, else as one autocommitted
@@ -791,52 +1067,27 @@ macro_rules! shared_store {
             }
 
             async fn complete_inbox(&self, done: &$crate::store::Completion) -> $crate::store::Result<bool> {
-                let (_gate, mut conn) = self.write_connection(false).await?;
-                // The effects, then the event marked done if this worker still holds
-                // it: `BEGIN` and all of that in one call on SQLite, `COMMIT` in the
-                // next. A lost lease rolls the effects back.
-                let mark = |script: &mut $crate::store::shared::Script<'_, $db>| {
-                    script
-                        .push(
-                            "UPDATE inbox_events SET state = 'done', payload = NULL, outcome = $3, done_at = $4, \
-                             lease_owner = NULL, lease_until = NULL \
-                             WHERE id = $1 AND lease_owner = $2 AND state = 'processing' RETURNING id",
-                        )
-                        .bind(done.inbox_id)
-                        .bind(done.owner.clone())
-                        .bind(done.outcome.clone())
-                        .bind(done.now);
+                let Some(pending) = self.pending_writes() else {
+                    let (_gate, mut conn) = self.write_connection(false).await?;
+                    return self.complete_one(&mut conn, done).await;
                 };
-                let mut script = Self::script();
-                if Self::effects_are_plain(&done.effects) {
-                    for effect in &done.effects {
-                        Self::push_effect(&mut script, &done.tenant_id, effect);
+                // Whoever gets the writer makes every completion queued by then, in
+                // one transaction; the others find theirs made when their turn comes.
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                $crate::store::shared::lock(&pending.completions).push((done.clone(), reply));
+                let mut answer = answer;
+                tokio::select! {
+                    // Made by an earlier writer: no need to wait for a turn.
+                    made = &mut answer => return made.map_err(|_| $crate::store::shared::abandoned())?,
+                    writer = self.write_connection(false) => {
+                        let (_gate, mut conn) = writer?;
+                        let batch = std::mem::take(&mut *$crate::store::shared::lock(&pending.completions));
+                        if !batch.is_empty() {
+                            self.complete_together(&mut conn, batch).await;
+                        }
                     }
-                    mark(&mut script);
-                    let (_, kept) = self
-                        .run_transaction(&mut conn, false, script, Some(|rows| rows.len() == 1))
-                        .await?;
-                    return Ok(kept);
                 }
-                let mut tx = self.begin_write(&mut conn, false).await?;
-                Self::apply_effects(&mut tx, &mut script, &done.tenant_id, &done.effects).await?;
-                script
-                    .push(
-                        "UPDATE inbox_events SET state = 'done', payload = NULL, outcome = $3, done_at = $4, \
-                         lease_owner = NULL, lease_until = NULL \
-                         WHERE id = $1 AND lease_owner = $2 AND state = 'processing' RETURNING id",
-                    )
-                    .bind(done.inbox_id)
-                    .bind(&done.owner)
-                    .bind(&done.outcome)
-                    .bind(done.now);
-                let marked = Self::run_script(&mut *tx, script).await?;
-                if marked.len() != 1 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-                tx.commit().await?;
-                Ok(true)
+                answer.await.map_err(|_| $crate::store::shared::abandoned())?
             }
 
             async fn retry_inbox(
@@ -887,100 +1138,32 @@ macro_rules! shared_store {
                 if let Some(known) = known {
                     return Ok(known);
                 }
-                // Otherwise create what is missing, in one call on SQLite: each
-                // statement finds for itself what the ones before it stored.
-                let (contact_id, identity_id, conversation_id) = (
-                    $crate::store::new_id(),
-                    $crate::store::new_id(),
-                    $crate::store::new_id(),
-                );
-                let (_gate, mut conn) = self.write_connection(false).await?;
-                let mut script = Self::script();
-                // A phone-keyed identity the platform now reports together with a
-                // platform user id, in the same payload, is the same person: re-key it.
-                if let Some(phone) = k.phone.as_deref().filter(|p| *p != k.user_id) {
-                    script
-                        .push(
-                            "UPDATE contact_identities SET external_user_id = $4 \
-                             WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $3 AND phone = $3 \
-                             AND NOT EXISTS (SELECT 1 FROM contact_identities \
-                               WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $4)",
-                        )
-                        .bind(&k.tenant_id)
-                        .bind(&k.channel_id)
-                        .bind(phone)
-                        .bind(&k.user_id);
-                }
-                // A known person's details as the platform reports them now.
-                script
-                    .push(
-                        "UPDATE contact_identities SET phone = COALESCE($4, phone), \
-                         username = COALESCE($5, username), display_name = COALESCE($6, display_name) \
-                         WHERE tenant_id = $1 AND channel_id = $2 AND external_user_id = $3",
-                    )
-                    .bind(&k.tenant_id)
-                    .bind(&k.channel_id)
-                    .bind(&k.user_id)
-                    .bind(&k.phone)
-                    .bind(&k.username)
-                    .bind(&k.name);
-                // Someone new: a contact and their identity on this channel.
-                script
-                    .push(
-                        "INSERT INTO contacts (id, tenant_id, display_name, created_at) \
-                         SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM contact_identities \
-                           WHERE tenant_id = $2 AND channel_id = $5 AND external_user_id = $6)",
-                    )
-                    .bind(&contact_id)
-                    .bind(&k.tenant_id)
-                    .bind(&k.name)
-                    .bind(k.now)
-                    .bind(&k.channel_id)
-                    .bind(&k.user_id);
-                script
-                    .push(
-                        "INSERT INTO contact_identities (id, tenant_id, contact_id, channel_id, \
-                         external_user_id, phone, username, display_name, created_at) \
-                         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE NOT EXISTS (SELECT 1 \
-                           FROM contact_identities WHERE tenant_id = $2 AND channel_id = $4 AND external_user_id = $5)",
-                    )
-                    .bind(&identity_id)
-                    .bind(&k.tenant_id)
-                    .bind(&contact_id)
-                    .bind(&k.channel_id)
-                    .bind(&k.user_id)
-                    .bind(&k.phone)
-                    .bind(&k.username)
-                    .bind(&k.name)
-                    .bind(k.now);
-                // The chat's conversation, with whoever the identity names.
-                script
-                    .push(
-                        "INSERT INTO conversations (id, tenant_id, channel_id, contact_id, external_chat_id, \
-                         last_message_at, created_at) \
-                         SELECT $1, $2, $3, i.contact_id, $5, $6, $6 FROM contact_identities i \
-                         WHERE i.tenant_id = $2 AND i.channel_id = $3 AND i.external_user_id = $4 \
-                         ON CONFLICT (channel_id, external_chat_id) DO NOTHING",
-                    )
-                    .bind(&conversation_id)
-                    .bind(&k.tenant_id)
-                    .bind(&k.channel_id)
-                    .bind(&k.user_id)
-                    .bind(&k.chat)
-                    .bind(k.now);
-                script
-                    .push(
-                        "SELECT id, contact_id, status, disclosed_at, last_message_at FROM conversations \
-                         WHERE tenant_id = $1 AND channel_id = $2 AND external_chat_id = $3",
-                    )
-                    .bind(&k.tenant_id)
-                    .bind(&k.channel_id)
-                    .bind(&k.chat);
-                let (rows, _) = self.run_transaction(&mut conn, false, script, None).await?;
-                let Some(row) = rows.first() else {
-                    return Err(sqlx::Error::RowNotFound.into());
+                // Otherwise create what is missing.
+                let new = $crate::store::shared::NewConversation {
+                    key: k.clone(),
+                    contact_id: $crate::store::new_id(),
+                    identity_id: $crate::store::new_id(),
+                    conversation_id: $crate::store::new_id(),
                 };
-                Ok(sqlx::FromRow::from_row(row)?)
+                let Some(pending) = self.pending_writes() else {
+                    let (_gate, mut conn) = self.write_connection(false).await?;
+                    return self.resolve_one(&mut conn, &new).await;
+                };
+                // As with completions: one transaction for all that queued up.
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                $crate::store::shared::lock(&pending.resolves).push((new, reply));
+                let mut answer = answer;
+                tokio::select! {
+                    made = &mut answer => return made.map_err(|_| $crate::store::shared::abandoned())?,
+                    writer = self.write_connection(false) => {
+                        let (_gate, mut conn) = writer?;
+                        let batch = std::mem::take(&mut *$crate::store::shared::lock(&pending.resolves));
+                        if !batch.is_empty() {
+                            self.resolve_together(&mut conn, batch).await;
+                        }
+                    }
+                }
+                answer.await.map_err(|_| $crate::store::shared::abandoned())?
             }
 
             async fn outbound_exists(&self, channel_id: &str, external_id: &str) -> $crate::store::Result<bool> {
@@ -1046,38 +1229,37 @@ macro_rules! shared_store {
                 outcome: &$crate::store::SendOutcome,
             ) -> $crate::store::Result<()> {
                 use $crate::store::SendOutcome;
-                let (_gate, mut conn) = self.write_connection(false).await?;
                 if let SendOutcome::Sent { external_id, at } = outcome {
-                    // The part, then its message from it (one call on SQLite): the
-                    // first part's platform id, and `sent` once no part is unsent.
-                    let mut script = Self::script();
-                    script
-                        .push(
-                            "UPDATE outbox SET state = 'sent', external_id = $3, sent_at = $4, text = '', \
-                             delivery = COALESCE(delivery, 'sent'), lease_owner = NULL, lease_until = NULL \
-                             WHERE id = $1 AND lease_owner = $2 AND state = 'sending'",
-                        )
-                        .bind(outbox_id)
-                        .bind(owner)
-                        .bind(external_id)
-                        .bind(at);
-                    script
-                        .push(
-                            "UPDATE messages SET \
-                             external_id = CASE WHEN o.part = 0 THEN $2 ELSE messages.external_id END, \
-                             possible_duplicate = (messages.possible_duplicate OR o.possible_duplicate), \
-                             status = CASE WHEN messages.status = 'queued' AND NOT EXISTS \
-                               (SELECT 1 FROM outbox p WHERE p.message_id = o.message_id AND p.state <> 'sent') \
-                               THEN 'sent' ELSE messages.status END \
-                             FROM outbox o WHERE o.id = $1 AND o.state = 'sent' AND o.external_id = $2 \
-                             AND o.sent_at = $3 AND messages.tenant_id = o.tenant_id AND messages.id = o.message_id",
-                        )
-                        .bind(outbox_id)
-                        .bind(external_id)
-                        .bind(at);
-                    self.run_transaction(&mut conn, false, script, None).await?;
-                    return Ok(());
+                    let part = $crate::store::shared::SentPart {
+                        outbox_id,
+                        owner: owner.to_string(),
+                        external_id: external_id.clone(),
+                        at: *at,
+                    };
+                    let Some(pending) = self.pending_writes() else {
+                        let (_gate, mut conn) = self.write_connection(false).await?;
+                        let mut script = Self::script();
+                        Self::push_sent(&mut script, &part);
+                        self.run_transaction(&mut conn, false, script, None).await?;
+                        return Ok(());
+                    };
+                    // As with completions: one transaction for all that queued up.
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    $crate::store::shared::lock(&pending.sent).push((part, reply));
+                    let mut answer = answer;
+                    tokio::select! {
+                        made = &mut answer => return made.map_err(|_| $crate::store::shared::abandoned())?,
+                        writer = self.write_connection(false) => {
+                            let (_gate, mut conn) = writer?;
+                            let batch = std::mem::take(&mut *$crate::store::shared::lock(&pending.sent));
+                            if !batch.is_empty() {
+                                self.sent_together(&mut conn, batch).await;
+                            }
+                        }
+                    }
+                    return answer.await.map_err(|_| $crate::store::shared::abandoned())?;
                 }
+                let (_gate, mut conn) = self.write_connection(false).await?;
                 let mut tx = self.begin_write(&mut conn, false).await?;
                 match outcome {
                     SendOutcome::Sent { .. } => {}
@@ -1514,6 +1696,50 @@ pub(crate) use shared_store;
 /// One statement of an ingress commit, and whether it returns the
 /// `(channel_id, external_id)` of the inbox rows it stored.
 pub(crate) type IngressStatement<'a, DB> = (sqlx::QueryBuilder<'a, DB>, bool);
+
+/// Decides from a transaction's rows whether it commits (see `run_transaction`).
+pub(crate) type Keep<'k, Row> = &'k (dyn Fn(&[Row]) -> bool + Sync);
+
+/// A write waiting for the writer, and where its result goes.
+pub(crate) type Waiting<T, R> = (T, tokio::sync::oneshot::Sender<super::Result<R>>);
+
+/// Background writes waiting for a backend's single writer, made together by
+/// whoever gets it next (see `complete_inbox`, `finish_send`, `resolve_conversation`).
+#[derive(Default)]
+pub(crate) struct PendingWrites {
+    pub(crate) completions: std::sync::Mutex<Vec<Waiting<super::Completion, bool>>>,
+    pub(crate) sent: std::sync::Mutex<Vec<Waiting<SentPart, ()>>>,
+    pub(crate) resolves: std::sync::Mutex<Vec<Waiting<NewConversation, super::ConversationRef>>>,
+}
+
+/// A conversation not stored yet, with the ids its rows get if they are created.
+pub(crate) struct NewConversation {
+    pub(crate) key: super::ConversationKey,
+    pub(crate) contact_id: String,
+    pub(crate) identity_id: String,
+    pub(crate) conversation_id: String,
+}
+
+/// A reply part the platform accepted.
+pub(crate) struct SentPart {
+    pub(crate) outbox_id: i64,
+    pub(crate) owner: String,
+    pub(crate) external_id: String,
+    pub(crate) at: i64,
+}
+
+/// Locks a queue of waiting writes (a panic elsewhere leaves the queue usable).
+pub(crate) fn lock<T>(queue: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    queue
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The error of a write whose batch was dropped before it answered (its writer was
+/// cut off); whether it was made is unknown, as with a lost connection.
+pub(crate) fn abandoned() -> super::StoreError {
+    sqlx::Error::Protocol("the write's batch was dropped before it finished".into()).into()
+}
 
 /// Starts the next statement of an ingress commit. Where the backend `merge`s
 /// statements, every statement goes in one text that begins with `BEGIN IMMEDIATE`

@@ -34,6 +34,8 @@ pub struct SqliteStore {
     /// open on the writer: if its holder was cut off before ending it, the next
     /// holder rolls it back first.
     writer_in_script: AtomicBool,
+    /// Background writes waiting to be made together (see `complete_inbox`).
+    pending: super::shared::PendingWrites,
     /// The WAL, flushed by `sync_wal` (`None` for an in-memory database).
     wal: Option<Arc<WalFile>>,
     /// Set by the background checkpointer when the WAL has grown long: the next
@@ -139,6 +141,7 @@ impl SqliteStore {
             turns: Turns::default(),
             writer_full: AtomicBool::new(true),
             writer_in_script: AtomicBool::new(false),
+            pending: Default::default(),
             wal,
             checkpoint_due,
             checkpointer,
@@ -225,7 +228,7 @@ impl SqliteStore {
         conn: &mut SqliteConnection,
         durable: bool,
         mut script: super::shared::Script<'q, Sqlite>,
-        keep: Option<fn(&[SqliteRow]) -> bool>,
+        keep: Option<super::shared::Keep<'_, SqliteRow>>,
     ) -> Result<(Vec<SqliteRow>, bool), sqlx::Error> {
         self.set_synchronous(conn, durable).await?;
         script.begin("BEGIN IMMEDIATE");
@@ -271,6 +274,11 @@ impl SqliteStore {
             }
             done => done.map(|_| ()),
         }
+    }
+
+    /// One writer: background writes that queue up for it are made together.
+    fn pending_writes(&self) -> Option<&super::shared::PendingWrites> {
+        Some(&self.pending)
     }
 
     /// Before a statement that commits on its own (see `run_claim`): it commits
@@ -520,6 +528,7 @@ impl super::Lease for SoleInstance {
 
 #[cfg(test)]
 mod tests {
+    use super::super::shared::lock;
     use super::*;
     use crate::store::Store;
 
@@ -625,7 +634,7 @@ mod tests {
         script.push("SELECT id FROM tenants");
         let (_turn, mut conn) = store.write_connection(false).await?;
         let (rows, kept) = store
-            .run_transaction(&mut conn, false, script, Some(|rows| rows.len() == 2))
+            .run_transaction(&mut conn, false, script, Some(&|rows| rows.len() == 2))
             .await?;
         assert_eq!((rows.len(), kept), (1, false));
         drop((_turn, conn));
@@ -651,6 +660,165 @@ mod tests {
             .fetch_all(&mut *store.read().await?)
             .await?;
         assert_eq!(ids, ["d"]);
+        Ok(())
+    }
+
+    /// Background writes that queue up for the writer are made together by whoever
+    /// gets it next, and each keeps its own outcome: new conversations each get
+    /// theirs, and a completion whose lease was lost is not made while the others
+    /// are.
+    #[tokio::test]
+    async fn writes_made_together_keep_their_own_outcomes() -> anyhow::Result<()> {
+        use crate::store::*;
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("og.db");
+        let store = Arc::new(SqliteStore::connect(&format!("sqlite://{}", db.display())).await?);
+        store.migrate().await?;
+        let (tenant, channel) = (new_id(), new_id());
+        store
+            .create_tenant(&NewTenant {
+                id: tenant.clone(),
+                name: "t".into(),
+                domain: "t.example.com".into(),
+                key_id: new_id(),
+                key_hash: new_id().into_bytes(),
+                key_prefix: "og_xxxxx".into(),
+                created_at: now_ms(),
+            })
+            .await?;
+        store
+            .create_channel(&NewChannel {
+                id: channel.clone(),
+                tenant_id: tenant.clone(),
+                platform: "whatsapp".into(),
+                account_id: "900".into(),
+                credentials: vec![1],
+                created_at: now_ms(),
+            })
+            .await?;
+        let chats = ["a", "b", "c"];
+        let events = chats
+            .iter()
+            .map(|chat| NewInboxEvent {
+                tenant_id: tenant.clone(),
+                channel_id: channel.clone(),
+                platform: "whatsapp".into(),
+                external_id: format!("m-{chat}"),
+                kind: "message".into(),
+                conv_key: chat.to_string(),
+                platform_ts: 1,
+                payload: "{}".into(),
+                received_at: now_ms(),
+            })
+            .collect();
+        store
+            .commit_ingress(&[IngressBatch {
+                events,
+                ..Default::default()
+            }])
+            .await?;
+        // "b" is claimed with a short lease and taken over by another worker.
+        let now = now_ms();
+        let mut claimed = Vec::new();
+        for lease in [60_000, 1_000, 60_000] {
+            claimed.extend(store.claim_inbox("w", now, lease, 1).await?);
+        }
+        assert_eq!(
+            store
+                .claim_inbox("other", now + 1_001, 1_000, 5)
+                .await?
+                .len(),
+            1
+        );
+
+        // The writer is busy: everything below queues up behind it.
+        let busy = store.write_connection(true).await?;
+        let resolving: Vec<_> = chats
+            .iter()
+            .map(|chat| {
+                let (store, key) = (
+                    store.clone(),
+                    ConversationKey {
+                        tenant_id: tenant.clone(),
+                        channel_id: channel.clone(),
+                        chat: chat.to_string(),
+                        user_id: chat.to_string(),
+                        phone: Some(chat.to_string()),
+                        username: None,
+                        name: None,
+                        now,
+                    },
+                );
+                tokio::spawn(async move { store.resolve_conversation(&key).await })
+            })
+            .collect();
+        while lock(&store.pending.resolves).len() < chats.len() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(busy);
+        let mut conversations = Vec::new();
+        for (resolved, chat) in resolving.into_iter().zip(chats) {
+            let conversation = resolved.await??;
+            let stored: String =
+                sqlx::query_scalar("SELECT external_chat_id FROM conversations WHERE id = $1")
+                    .bind(&conversation.id)
+                    .fetch_one(&mut *store.read().await?)
+                    .await?;
+            assert_eq!(stored, chat, "each gets its own conversation");
+            conversations.push(conversation.id);
+        }
+
+        let busy = store.write_connection(true).await?;
+        let completing: Vec<_> = claimed
+            .iter()
+            .zip(&conversations)
+            .map(|(item, conversation)| {
+                let store = store.clone();
+                let done = Completion {
+                    inbox_id: item.id,
+                    owner: "w".into(),
+                    tenant_id: tenant.clone(),
+                    outcome: "stored".into(),
+                    now,
+                    effects: vec![Effect::InsertMessage {
+                        conversation_id: conversation.clone(),
+                        message: NewMessage {
+                            id: new_id(),
+                            direction: "inbound",
+                            author: "customer",
+                            kind: "text".into(),
+                            text: Some("hi".into()),
+                            content: None,
+                            external_id: Some(item.external_id.clone()),
+                            reply_to: None,
+                            status: "received",
+                            produced_by: None,
+                            platform_ts: None,
+                            created_at: now,
+                        },
+                    }],
+                };
+                tokio::spawn(async move { store.complete_inbox(&done).await })
+            })
+            .collect();
+        while lock(&store.pending.completions).len() < claimed.len() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(busy);
+        let mut made = Vec::new();
+        for completing in completing {
+            made.push(completing.await??);
+        }
+        assert_eq!(made, [true, false, true], "the lost lease alone is refused");
+        let stored: Vec<String> =
+            sqlx::query_scalar("SELECT external_id FROM messages ORDER BY external_id")
+                .fetch_all(&mut *store.read().await?)
+                .await?;
+        assert_eq!(
+            stored,
+            ["m-a", "m-c"],
+            "the refused completion left nothing"
+        );
         Ok(())
     }
 
