@@ -314,6 +314,39 @@ macro_rules! shared_store {
                 Ok(())
             }
 
+            /// Queues `item` for the writer and waits for its result: whoever gets the
+            /// writer next takes everything queued by then and makes it with `make`
+            /// (one transaction); a waiter whose item an earlier writer made returns
+            /// without waiting for a turn of its own.
+            async fn made_together<T, R>(
+                &self,
+                queue: &std::sync::Mutex<Vec<$crate::store::shared::Waiting<T, R>>>,
+                item: T,
+                make: for<'c> fn(
+                    &'c Self,
+                    &'c mut <$db as sqlx::Database>::Connection,
+                    Vec<$crate::store::shared::Waiting<T, R>>,
+                ) -> $crate::store::shared::Making<'c>,
+            ) -> $crate::store::Result<R>
+            where
+                T: Send,
+                R: Send,
+            {
+                let (reply, mut answer) = tokio::sync::oneshot::channel();
+                $crate::store::shared::lock(queue).push((item, reply));
+                tokio::select! {
+                    made = &mut answer => return made.map_err(|_| $crate::store::shared::abandoned())?,
+                    writer = self.write_connection(false) => {
+                        let (_gate, mut conn) = writer?;
+                        let batch = std::mem::take(&mut *$crate::store::shared::lock(queue));
+                        if !batch.is_empty() {
+                            make(self, &mut conn, batch).await;
+                        }
+                    }
+                }
+                answer.await.map_err(|_| $crate::store::shared::abandoned())?
+            }
+
             /// Adds the statement that marks `done`'s event done if this worker still
             /// holds it; it returns the event's id when it does.
             fn push_mark_done<'q>(
@@ -1073,21 +1106,10 @@ macro_rules! shared_store {
                 };
                 // Whoever gets the writer makes every completion queued by then, in
                 // one transaction; the others find theirs made when their turn comes.
-                let (reply, answer) = tokio::sync::oneshot::channel();
-                $crate::store::shared::lock(&pending.completions).push((done.clone(), reply));
-                let mut answer = answer;
-                tokio::select! {
-                    // Made by an earlier writer: no need to wait for a turn.
-                    made = &mut answer => return made.map_err(|_| $crate::store::shared::abandoned())?,
-                    writer = self.write_connection(false) => {
-                        let (_gate, mut conn) = writer?;
-                        let batch = std::mem::take(&mut *$crate::store::shared::lock(&pending.completions));
-                        if !batch.is_empty() {
-                            self.complete_together(&mut conn, batch).await;
-                        }
-                    }
-                }
-                answer.await.map_err(|_| $crate::store::shared::abandoned())?
+                self.made_together(&pending.completions, done.clone(), |store, conn, batch| {
+                    Box::pin(store.complete_together(conn, batch))
+                })
+                .await
             }
 
             async fn retry_inbox(
@@ -1150,20 +1172,10 @@ macro_rules! shared_store {
                     return self.resolve_one(&mut conn, &new).await;
                 };
                 // As with completions: one transaction for all that queued up.
-                let (reply, answer) = tokio::sync::oneshot::channel();
-                $crate::store::shared::lock(&pending.resolves).push((new, reply));
-                let mut answer = answer;
-                tokio::select! {
-                    made = &mut answer => return made.map_err(|_| $crate::store::shared::abandoned())?,
-                    writer = self.write_connection(false) => {
-                        let (_gate, mut conn) = writer?;
-                        let batch = std::mem::take(&mut *$crate::store::shared::lock(&pending.resolves));
-                        if !batch.is_empty() {
-                            self.resolve_together(&mut conn, batch).await;
-                        }
-                    }
-                }
-                answer.await.map_err(|_| $crate::store::shared::abandoned())?
+                self.made_together(&pending.resolves, new, |store, conn, batch| {
+                    Box::pin(store.resolve_together(conn, batch))
+                })
+                .await
             }
 
             async fn outbound_exists(&self, channel_id: &str, external_id: &str) -> $crate::store::Result<bool> {
@@ -1244,20 +1256,11 @@ macro_rules! shared_store {
                         return Ok(());
                     };
                     // As with completions: one transaction for all that queued up.
-                    let (reply, answer) = tokio::sync::oneshot::channel();
-                    $crate::store::shared::lock(&pending.sent).push((part, reply));
-                    let mut answer = answer;
-                    tokio::select! {
-                        made = &mut answer => return made.map_err(|_| $crate::store::shared::abandoned())?,
-                        writer = self.write_connection(false) => {
-                            let (_gate, mut conn) = writer?;
-                            let batch = std::mem::take(&mut *$crate::store::shared::lock(&pending.sent));
-                            if !batch.is_empty() {
-                                self.sent_together(&mut conn, batch).await;
-                            }
-                        }
-                    }
-                    return answer.await.map_err(|_| $crate::store::shared::abandoned())?;
+                    return self
+                        .made_together(&pending.sent, part, |store, conn, batch| {
+                            Box::pin(store.sent_together(conn, batch))
+                        })
+                        .await;
                 }
                 let (_gate, mut conn) = self.write_connection(false).await?;
                 let mut tx = self.begin_write(&mut conn, false).await?;
@@ -1699,6 +1702,9 @@ pub(crate) type IngressStatement<'a, DB> = (sqlx::QueryBuilder<'a, DB>, bool);
 
 /// Decides from a transaction's rows whether it commits (see `run_transaction`).
 pub(crate) type Keep<'k, Row> = &'k (dyn Fn(&[Row]) -> bool + Sync);
+
+/// A batch of waiting writes being made (see `made_together`).
+pub(crate) type Making<'c> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'c>>;
 
 /// A write waiting for the writer, and where its result goes.
 pub(crate) type Waiting<T, R> = (T, tokio::sync::oneshot::Sender<super::Result<R>>);
