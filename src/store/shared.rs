@@ -15,8 +15,14 @@
 /// write transaction whose commit is flushed to disk before it returns (`durable`:
 /// acknowledgements, sends about to happen, admin changes) or may be flushed with the
 /// next durable commit (the worker's own bookkeeping, which a lost commit only makes
-/// it redo); `$lock_inbox`/`$lock_outbox` are appended to the
-/// claim sub-selects (row locking clauses).
+/// it redo); `run_transaction(conn, durable, script, keep)` (a [`Script`] as one
+/// transaction, committed unless `keep` refuses its rows), `prepare_autocommit()`
+/// (before a claim that commits on its own), `sync_wal()` (flushes relaxed commits
+/// where the backend can do so apart from them), `pending_writes()` (the queues of
+/// writes made together, where there is one writer) and the constants
+/// `MERGES_STATEMENTS`, `CLAIMS_IN_TRANSACTION` and `SYNCS_LOG_APART`;
+/// `$lock_inbox`/`$lock_outbox` are appended to the claim sub-selects (row locking
+/// clauses).
 macro_rules! shared_store {
     ($store:ty, $db:ty, backend = $backend:literal, lock_inbox = $lock_inbox:literal, lock_outbox = $lock_outbox:literal) => {
         impl $store {
