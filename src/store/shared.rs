@@ -137,25 +137,11 @@ macro_rules! shared_store {
                             Self::flush_script(tx, script).await?;
                             Self::set_reachable(tx, tenant_id, contact_id, channel_id, user_id, *reachable, *at).await?;
                         }
-
+                        // Plain statements: in `script` already.
                         _ => {}
                     }
                 }
                 Ok(())
-            }
-
-            /// Whether every effect is plain statements (see [`Self::push_effect`]).
-            fn effects_are_plain(effects: &[$crate::store::Effect]) -> bool {
-                effects.iter().all(|e| {
-                    !matches!(
-                        e,
-                        $crate::store::Effect::ApplyStatus { .. }
-                            | $crate::store::Effect::RemoveMessage { .. }
-                            | $crate::store::Effect::ApplyReceipt { .. }
-                            | $crate::store::Effect::Privacy(_)
-                            | $crate::store::Effect::SetReachable { .. }
-                    )
-                })
             }
 
             /// Adds `effect`'s statements to `script` if they are plain statements that
@@ -285,8 +271,12 @@ macro_rules! shared_store {
                             .bind(tenant_id)
                             .bind(inbox_id);
                     }
-                    // -- telegram, discord ---------------------------------------------
-                    _ => return false,
+                    // Statements that need something read first (see `apply_effects`).
+                    Effect::ApplyStatus { .. }
+                    | Effect::RemoveMessage { .. }
+                    | Effect::ApplyReceipt { .. }
+                    | Effect::Privacy(_)
+                    | Effect::SetReachable { .. } => return false,
                 }
                 true
             }
@@ -320,13 +310,15 @@ macro_rules! shared_store {
                 Ok(())
             }
 
-            /// Queues `item` for the writer and waits for its result: whoever gets the
-            /// writer next takes everything queued by then and makes it with `make`
-            /// (one transaction); a waiter whose item an earlier writer made returns
-            /// without waiting for a turn of its own.
+            /// Makes `item` with `make` and waits for its result. Where the backend
+            /// has one writer (`pending_writes`), `item` is queued (`queue` picks the
+            /// queue) and whoever gets the writer next takes everything queued by then
+            /// and makes it in one transaction; a waiter whose item an earlier writer
+            /// made returns without waiting for a turn of its own. Otherwise `item` is
+            /// made alone, on a writer connection of its own.
             async fn made_together<T, R>(
                 &self,
-                queue: &std::sync::Mutex<Vec<$crate::store::shared::Waiting<T, R>>>,
+                queue: fn(&$crate::store::shared::PendingWrites) -> &std::sync::Mutex<Vec<$crate::store::shared::Waiting<T, R>>>,
                 item: T,
                 make: for<'c> fn(
                     &'c Self,
@@ -339,6 +331,12 @@ macro_rules! shared_store {
                 R: Send,
             {
                 let (reply, mut answer) = tokio::sync::oneshot::channel();
+                let Some(pending) = self.pending_writes() else {
+                    let (_gate, mut conn) = self.write_connection(false).await?;
+                    make(self, &mut conn, vec![(item, reply)]).await;
+                    return answer.await.map_err(|_| $crate::store::shared::abandoned())?;
+                };
+                let queue = queue(pending);
                 $crate::store::shared::lock(queue).push((item, reply));
                 tokio::select! {
                     made = &mut answer => return made.map_err(|_| $crate::store::shared::abandoned())?,
@@ -371,6 +369,23 @@ macro_rules! shared_store {
                     .bind(done.now);
             }
 
+            /// Adds a completion's effects and the marking of its event to `script`, if
+            /// every effect is plain statements; `false` (and `script` is to be thrown
+            /// away) otherwise.
+            fn push_completion<'q>(
+                script: &mut $crate::store::shared::Script<'q, $db>,
+                done: &'q $crate::store::Completion,
+            ) -> bool {
+                let plain = done
+                    .effects
+                    .iter()
+                    .all(|effect| Self::push_effect(script, &done.tenant_id, effect));
+                if plain {
+                    Self::push_mark_done(script, done);
+                }
+                plain
+            }
+
             /// One completion on the writer: its effects, then its event marked done
             /// if this worker still holds it (`BEGIN` and all of that in one call on
             /// SQLite, `COMMIT` in the next). A lost lease rolls the effects back.
@@ -380,16 +395,13 @@ macro_rules! shared_store {
                 done: &$crate::store::Completion,
             ) -> $crate::store::Result<bool> {
                 let mut script = Self::script();
-                if Self::effects_are_plain(&done.effects) {
-                    for effect in &done.effects {
-                        Self::push_effect(&mut script, &done.tenant_id, effect);
-                    }
-                    Self::push_mark_done(&mut script, done);
+                if Self::push_completion(&mut script, done) {
                     let (_, kept) = self
                         .run_transaction(conn, false, script, Some(&|rows| rows.len() == 1))
                         .await?;
                     return Ok(kept);
                 }
+                let mut script = Self::script();
                 let mut tx = self.begin_write(conn, false).await?;
                 Self::apply_effects(&mut tx, &mut script, &done.tenant_id, &done.effects).await?;
                 Self::push_mark_done(&mut script, done);
@@ -410,14 +422,8 @@ macro_rules! shared_store {
                 conn: &mut <$db as sqlx::Database>::Connection,
                 batch: Vec<$crate::store::shared::Waiting<$crate::store::Completion, bool>>,
             ) {
-                if batch.len() > 1 && batch.iter().all(|(done, _)| Self::effects_are_plain(&done.effects)) {
-                    let mut script = Self::script();
-                    for (done, _) in &batch {
-                        for effect in &done.effects {
-                            Self::push_effect(&mut script, &done.tenant_id, effect);
-                        }
-                        Self::push_mark_done(&mut script, done);
-                    }
+                let mut script = Self::script();
+                if batch.len() > 1 && batch.iter().all(|(done, _)| Self::push_completion(&mut script, done)) {
                     let all = batch.len();
                     let together = self
                         .run_transaction(conn, false, script, Some(&|rows| rows.len() == all))
@@ -473,15 +479,17 @@ macro_rules! shared_store {
                 conn: &mut <$db as sqlx::Database>::Connection,
                 batch: Vec<$crate::store::shared::Waiting<$crate::store::shared::SentPart, ()>>,
             ) {
-                let mut script = Self::script();
-                for (part, _) in &batch {
-                    Self::push_sent(&mut script, part);
-                }
-                if batch.len() > 1 && self.run_transaction(conn, false, script, None).await.is_ok() {
-                    for (_, reply) in batch {
-                        let _ = reply.send(Ok(()));
+                if batch.len() > 1 {
+                    let mut script = Self::script();
+                    for (part, _) in &batch {
+                        Self::push_sent(&mut script, part);
                     }
-                    return;
+                    if self.run_transaction(conn, false, script, None).await.is_ok() {
+                        for (_, reply) in batch {
+                            let _ = reply.send(Ok(()));
+                        }
+                        return;
+                    }
                 }
                 for (part, reply) in batch {
                     let mut script = Self::script();
@@ -1106,13 +1114,9 @@ macro_rules! shared_store {
             }
 
             async fn complete_inbox(&self, done: &$crate::store::Completion) -> $crate::store::Result<bool> {
-                let Some(pending) = self.pending_writes() else {
-                    let (_gate, mut conn) = self.write_connection(false).await?;
-                    return self.complete_one(&mut conn, done).await;
-                };
                 // Whoever gets the writer makes every completion queued by then, in
                 // one transaction; the others find theirs made when their turn comes.
-                self.made_together(&pending.completions, done.clone(), |store, conn, batch| {
+                self.made_together(|p| &p.completions, done.clone(), |store, conn, batch| {
                     Box::pin(store.complete_together(conn, batch))
                 })
                 .await
@@ -1173,12 +1177,8 @@ macro_rules! shared_store {
                     identity_id: $crate::store::new_id(),
                     conversation_id: $crate::store::new_id(),
                 };
-                let Some(pending) = self.pending_writes() else {
-                    let (_gate, mut conn) = self.write_connection(false).await?;
-                    return self.resolve_one(&mut conn, &new).await;
-                };
                 // As with completions: one transaction for all that queued up.
-                self.made_together(&pending.resolves, new, |store, conn, batch| {
+                self.made_together(|p| &p.resolves, new, |store, conn, batch| {
                     Box::pin(store.resolve_together(conn, batch))
                 })
                 .await
@@ -1234,7 +1234,7 @@ macro_rules! shared_store {
                 // A send may follow at once: the attempt must be on disk first. SQLite
                 // commits relaxed and flushes its log here, after the writer is free
                 // again; Postgres commits the claim durably.
-                let items = self.run_claim(&mut conn, true, claim).await?;
+                let items = self.run_claim(&mut conn, !Self::SYNCS_LOG_APART, claim).await?;
                 drop((gate, conn));
                 self.sync_wal().await?;
                 Ok(items)
@@ -1254,16 +1254,9 @@ macro_rules! shared_store {
                         external_id: external_id.clone(),
                         at: *at,
                     };
-                    let Some(pending) = self.pending_writes() else {
-                        let (_gate, mut conn) = self.write_connection(false).await?;
-                        let mut script = Self::script();
-                        Self::push_sent(&mut script, &part);
-                        self.run_transaction(&mut conn, false, script, None).await?;
-                        return Ok(());
-                    };
                     // As with completions: one transaction for all that queued up.
                     return self
-                        .made_together(&pending.sent, part, |store, conn, batch| {
+                        .made_together(|p| &p.sent, part, |store, conn, batch| {
                             Box::pin(store.sent_together(conn, batch))
                         })
                         .await;

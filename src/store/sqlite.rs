@@ -185,8 +185,7 @@ impl SqliteStore {
         };
         let mut conn = self.writer.lock().await;
         if self.writer_in_script.load(Ordering::Acquire) {
-            Self::end_script_transaction(&mut conn, "ROLLBACK").await?;
-            self.writer_in_script.store(false, Ordering::Release);
+            self.roll_back_script(&mut conn).await?;
         }
         if self.checkpoint_due.swap(false, Ordering::AcqRel) {
             // No other write can start while this connection is held: the checkpoint
@@ -240,10 +239,8 @@ impl SqliteStore {
             Ok(rows) => rows,
             Err(e) => {
                 // A statement failed: whatever it began is undone before anyone
-                // else writes (there may be nothing open if `BEGIN` itself failed).
-                if Self::end_script_transaction(conn, "ROLLBACK").await.is_ok() {
-                    self.writer_in_script.store(false, Ordering::Release);
-                }
+                // else writes (if this fails too, the next writer tries again).
+                let _ = self.roll_back_script(conn).await;
                 return Err(e);
             }
         };
@@ -260,8 +257,16 @@ impl SqliteStore {
         Ok((rows, kept))
     }
 
+    /// Rolls back a transaction a script began, if one is open, and records that
+    /// none is.
+    async fn roll_back_script(&self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        Self::end_script_transaction(conn, "ROLLBACK").await?;
+        self.writer_in_script.store(false, Ordering::Release);
+        Ok(())
+    }
+
     /// `COMMIT` or `ROLLBACK` of a script's transaction; rolling back one that is
-    /// not open is not an error.
+    /// not open (`BEGIN` itself failed) is not an error.
     async fn end_script_transaction(
         conn: &mut SqliteConnection,
         end: &'static str,
@@ -281,15 +286,16 @@ impl SqliteStore {
         Some(&self.pending)
     }
 
-    /// Before a statement that commits on its own (see `run_claim`): it commits
-    /// relaxed, and a caller that needs it on disk calls [`Self::sync_wal`] once it
-    /// has let go of the writer, so the flush does not hold up other writes.
+    /// Before a statement that commits on its own (see `run_claim`). Callers that
+    /// need it on disk pass `durable` false all the same (`SYNCS_LOG_APART`) and call
+    /// [`Self::sync_wal`] once they have let go of the writer, so the flush does not
+    /// hold up other writes.
     async fn prepare_autocommit(
         &self,
         conn: &mut SqliteConnection,
-        _durable: bool,
+        durable: bool,
     ) -> Result<(), sqlx::Error> {
-        self.set_synchronous(conn, false).await
+        self.set_synchronous(conn, durable).await
     }
 
     /// Sets the writer's `synchronous` level for the next commits (see `begin_write`).
@@ -339,12 +345,7 @@ impl SqliteStore {
                 Ok(inserted)
             }
             Err(e) => {
-                if Self::end_script_transaction(&mut conn, "ROLLBACK")
-                    .await
-                    .is_ok()
-                {
-                    self.writer_in_script.store(false, Ordering::Release);
-                }
+                let _ = self.roll_back_script(&mut conn).await;
                 Err(e)
             }
         }
