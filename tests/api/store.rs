@@ -136,7 +136,7 @@ async fn ingress_dedupes_on_channel_and_platform_id(backend: Backend) {
         }]
     );
     // A stored id between new ones: only the new ones count as stored, each for
-    // the first request that carried it (SQLite reads them back by row id).
+    // the first request that carried it (the insert returns the ids it stored).
     let mixed = f
         .store
         .commit_ingress(&[
