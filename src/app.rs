@@ -36,6 +36,10 @@ pub struct Inner {
     pub inbox_wake: Arc<Notify>,
     /// Wakes the dispatcher when replies are queued.
     pub outbox_wake: Arc<Notify>,
+    /// The dispatcher's slots: the worker reserves one for a fresh reply, claims the
+    /// reply's first part for it in the transaction that queues the reply, and hands
+    /// it over (no claim of the dispatcher's own, no wake-up).
+    pub replies: crate::queue::HandOff<store::OutboxItem>,
     pub public_url: String,
     // -- telegram, discord ---------------------------------------------------------
     /// The Bot API client, also used to connect and remove bots (`setWebhook`).
@@ -280,6 +284,7 @@ pub async fn run(
             committer,
             inbox_wake,
             outbox_wake: Arc::new(Notify::new()),
+            replies: crate::queue::HandOff::new(config.worker.concurrency),
             public_url,
             telegram,
             discord,

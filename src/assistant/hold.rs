@@ -12,6 +12,10 @@ pub const RETRY_MAX_MS: i64 = 30_000;
 
 /// The hold on this event, if its customer already got the holding message.
 pub async fn find(app: &App, item: &InboxItem) -> anyhow::Result<Option<AiHold>> {
+    // A hold is made by an attempt that is then retried: the first has none.
+    if item.attempts <= 1 {
+        return Ok(None);
+    }
     Ok(app.store.ai_hold(&item.tenant_id, item.id).await?)
 }
 

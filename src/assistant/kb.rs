@@ -52,12 +52,14 @@ impl Assistant for KbAnswerer {
                     produced_by: "kb".into(),
                     handoff: false,
                     draft: false,
+                    usage: Vec::new(),
                 },
                 None => Answer {
                     text: HANDOFF_TEXT.into(),
                     produced_by: "kb".into(),
                     handoff: true,
                     draft: false,
+                    usage: Vec::new(),
                 },
             },
         ))

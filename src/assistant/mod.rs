@@ -49,6 +49,10 @@ pub struct Answer {
     pub handoff: bool,
     /// The tenant reviews answers: this one waits for an agent's approval.
     pub draft: bool,
+    /// The provider calls made for this answer, already counted in the metrics: the
+    /// caller records them with the answer (the calls of a question that got no
+    /// answer are recorded by the assistant itself).
+    pub usage: Vec<AiCall>,
 }
 
 #[async_trait]
@@ -95,9 +99,9 @@ impl Pipeline {
         self.usage.render(&self.router.open_circuits())
     }
 
-    /// Writes the calls made for one question to the store and the metrics. Losing
-    /// an accounting row must not lose the customer's answer: failures are logged.
-    async fn account(&self, question: &Question<'_>, calls: &[router::Call]) {
+    /// The accounting rows of the calls made for one question, counted in the
+    /// metrics at once.
+    fn usage(&self, question: &Question<'_>, calls: &[router::Call]) -> Vec<AiCall> {
         let now = now_ms();
         let rows: Vec<AiCall> = calls
             .iter()
@@ -119,9 +123,15 @@ impl Pipeline {
         for row in &rows {
             self.usage.add(question.tenant_id, row);
         }
+        rows
+    }
+
+    /// Writes the rows of a question that got no provider's answer. Losing an
+    /// accounting row must not lose the customer's answer: failures are logged.
+    async fn record(&self, question: &Question<'_>, rows: &[AiCall]) {
         if let Err(e) = self
             .store
-            .record_ai_calls(question.tenant_id, Some(question.conversation_id), &rows)
+            .record_ai_calls(question.tenant_id, Some(question.conversation_id), rows)
             .await
         {
             tracing::warn!(error = %e, "could not record provider usage");
@@ -178,7 +188,7 @@ impl Assistant for Pipeline {
             .router
             .ask(&candidates, &request, self.budget, &mut |c| calls.push(c))
             .await;
-        self.account(q, &calls).await;
+        let usage = self.usage(q, &calls);
         match routed {
             Routed::Answered {
                 provider,
@@ -190,15 +200,20 @@ impl Assistant for Pipeline {
                     produced_by: format!("{}/{}", provider.as_str(), completion.model),
                     handoff: screened.handoff,
                     draft: review,
+                    usage,
                 }))
             }
             // Last resort: the knowledge base, if it has a good passage.
-            Routed::Failed => Ok(self.kb.best(q.tenant_id, q.text).await?.map(|text| Answer {
-                text,
-                produced_by: "kb".into(),
-                handoff: false,
-                draft: review,
-            })),
+            Routed::Failed => {
+                self.record(q, &usage).await;
+                Ok(self.kb.best(q.tenant_id, q.text).await?.map(|text| Answer {
+                    text,
+                    produced_by: "kb".into(),
+                    handoff: false,
+                    draft: review,
+                    usage: Vec::new(),
+                }))
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::privacy::policy::SendCheck;
 use crate::queue::Queue;
 use crate::store::{now_ms, OutboxItem, SendOutcome};
 use pace::Pacer;
@@ -43,9 +44,10 @@ pub async fn run_dispatcher(app: App, stop: CancellationToken) {
     let queue = Queue {
         name: "outbox",
         wake: &app.outbox_wake,
-        concurrency: app.config.worker.concurrency,
         min_claim: (app.config.worker.concurrency / 2).max(1),
         poll: Duration::from_millis(app.config.worker.poll_ms),
+        // Shared with the worker, which hands fresh replies over already claimed.
+        slots: &app.replies,
     };
     crate::queue::run(queue, stop, claim, handle).await;
 }
@@ -88,13 +90,20 @@ async fn record_send(app: &App, item: &OutboxItem, outcome: &SendOutcome, second
 
 async fn attempt(app: &App, pacer: &Pacer, item: &OutboxItem) -> SendOutcome {
     let now = now_ms();
-    // Privacy: consent and restriction are checked again right before sending.
-    match crate::privacy::policy::may_send(app, &item.tenant_id, &item.message_id).await {
-        Ok(true) => {}
-        Ok(false) => {
+    // Privacy: consent and restriction are checked again right before sending; and
+    // -- telegram, discord: nothing more goes to a person who blocked the bot.
+    match crate::privacy::policy::may_send(app, item).await {
+        Ok(SendCheck::Go) => {}
+        Ok(SendCheck::Withheld) => {
             return SendOutcome::Failed {
                 code: None,
                 detail: "withheld: consent withdrawn or processing restricted".into(),
+            }
+        }
+        Ok(SendCheck::Blocked) => {
+            return SendOutcome::Failed {
+                code: None,
+                detail: "the recipient blocked the bot".into(),
             }
         }
         Err(e) => {
@@ -128,24 +137,6 @@ async fn attempt(app: &App, pacer: &Pacer, item: &OutboxItem) -> SendOutcome {
             detail: format!("platform {} not supported", channel.platform),
         };
     };
-    // -- telegram, discord: nothing more goes to a person who blocked the bot ------
-    match app
-        .store
-        .recipient_unreachable(&channel.id, &item.recipient)
-        .await
-    {
-        Ok(false) => {}
-        Ok(true) => {
-            return SendOutcome::Failed {
-                code: None,
-                detail: "the recipient blocked the bot".into(),
-            }
-        }
-        Err(e) => {
-            tracing::error!(channel_id = %channel.id, error = %e, "reachability check failed");
-            return SendOutcome::Parked { at: now + PARK_MS };
-        }
-    }
     let reply = OutboundReply {
         to: item.recipient.clone(),
         text: item.text.clone(),

@@ -7,7 +7,8 @@ use crate::app::App;
 use crate::assistant::Question;
 use crate::privacy::policy::{self, Verdict};
 use crate::store::{
-    new_id, now_ms, Completion, ConversationKey, ConversationRef, Effect, InboxItem, NewMessage,
+    new_id, now_ms, Completion, ConversationKey, ConversationRef, Effect, HandOff, InboxItem,
+    NewMessage,
 };
 
 /// Statuses that arrive before their send is recorded are retried this many times.
@@ -30,29 +31,23 @@ pub async fn handle(app: App, owner: String, item: InboxItem) {
         crate::metrics::event_handled(result, started.elapsed().as_secs_f64(), e2e);
     };
     match process(&app, &owner, item).await {
-        Ok(Step::Done(completion)) => match app.store.complete_inbox(&completion).await {
-            Ok(true) => {
-                handled("done", true);
-                if completion
-                    .effects
-                    .iter()
-                    .any(|e| matches!(e, Effect::EnqueueReply { .. }))
-                {
-                    app.wake_outbox();
-                }
+        Ok(Step::Done(mut completion)) => {
+            // Fresh replies go straight to this instance's dispatcher when it has
+            // slots free: claimed in the completion's own transaction.
+            let replies = completion
+                .effects
+                .iter()
+                .filter(|e| matches!(e, Effect::EnqueueReply { .. }))
+                .count();
+            let slots = app.replies.reserve(replies).unwrap_or_default();
+            if !slots.is_empty() {
+                completion.hand_off = Some(HandOff {
+                    owner: app.dispatcher_owner(),
+                    lease_until: now_ms() + app.config.worker.lease_ms as i64,
+                });
             }
-            Ok(false) => {
-                handled("lease_lost", false);
-                tracing::warn!(
-                    inbox_id = id,
-                    "lease lost before completion; another worker has it"
-                )
-            }
-            Err(e) => {
-                tracing::error!(inbox_id = id, error = %e, "completing inbox event failed");
-                retry(&app, id, &owner, attempts, "complete_failed").await;
-            }
-        },
+            complete(&app, &completion, replies, slots, handled, attempts).await
+        }
         Ok(Step::Later(note)) => {
             handled("retry", false);
             retry(&app, id, &owner, attempts, note).await
@@ -85,10 +80,47 @@ pub async fn handle(app: App, owner: String, item: InboxItem) {
                 outcome: "failed:error".into(),
                 now: now_ms(),
                 effects: vec![],
+                hand_off: None,
             };
             if let Err(e) = app.store.complete_inbox(&failed).await {
                 tracing::error!(inbox_id = id, error = %e, "could not give up on inbox event");
             }
+        }
+    }
+}
+
+/// Writes `completion`; hands the reply parts claimed with it to the dispatcher in
+/// the reserved `slots`, and wakes the dispatcher for any other of its `replies`.
+async fn complete(
+    app: &App,
+    completion: &Completion,
+    replies: usize,
+    slots: Vec<tokio::sync::OwnedSemaphorePermit>,
+    handled: impl Fn(&str, bool),
+    attempts: i64,
+) {
+    let (id, owner) = (completion.inbox_id, &completion.owner);
+    match app.store.complete_inbox(completion).await {
+        Ok(done) if done.kept => {
+            handled("done", true);
+            let handed = done.handed.len();
+            for (part, slot) in done.handed.into_iter().zip(slots) {
+                app.replies.hand(part, slot);
+            }
+            if handed < replies {
+                app.wake_outbox();
+            }
+        }
+        Ok(_) => {
+            handled("lease_lost", false);
+            tracing::warn!(
+                inbox_id = id,
+                "lease lost before completion; another worker has it"
+            )
+        }
+        Err(e) => {
+            tracing::error!(inbox_id = id, error = %e, "completing inbox event failed");
+            retry(app, id, owner, attempts, "complete_failed").await;
         }
     }
 }
@@ -124,6 +156,7 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
             outcome: outcome.to_string(),
             now,
             effects,
+            hand_off: None,
         })
     };
     let Some(payload) = item.payload.as_deref() else {
@@ -441,7 +474,7 @@ async fn answer(
         message_id: external_id_of(&effects),
         text: &text,
     };
-    let Some(answer) = app.assistant.answer(&question).await? else {
+    let Some(mut answer) = app.assistant.answer(&question).await? else {
         return crate::assistant::hold::unavailable(
             app,
             item,
@@ -454,6 +487,12 @@ async fn answer(
         )
         .await;
     };
+    if !answer.usage.is_empty() {
+        effects.push(Effect::RecordAiCalls {
+            conversation_id: conversation.id.clone(),
+            calls: std::mem::take(&mut answer.usage),
+        });
+    }
     if hold.is_some() {
         effects.push(Effect::ClearAiHold { inbox_id: item.id });
         effects.push(Effect::SetConversationStatus {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::queue::Queue;
+use crate::queue::{HandOff, Queue};
 use crate::store::now_ms;
 
 /// Runs until `stop`, then lets in-flight events finish.
@@ -27,12 +27,13 @@ pub async fn run_worker(app: App, stop: CancellationToken) {
         }
     };
     let handle = |item| handle::handle(app.clone(), owner.clone(), item);
+    let slots = HandOff::new(app.config.worker.concurrency);
     let queue = Queue {
         name: "inbox",
         wake: &app.inbox_wake,
-        concurrency: app.config.worker.concurrency,
         min_claim: 1,
         poll: Duration::from_millis(app.config.worker.poll_ms),
+        slots: &slots,
     };
     crate::queue::run(queue, stop, claim, handle).await;
 }

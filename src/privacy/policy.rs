@@ -7,7 +7,8 @@
 use crate::app::App;
 use crate::audit::Audit;
 use crate::store::{
-    new_id, ConversationRef, Effect, NewMessage, PrivacyEffect, PrivacySettings, Purpose,
+    new_id, ConversationRef, Effect, NewMessage, OutboxItem, PrivacyEffect, PrivacySettings,
+    Purpose,
 };
 
 /// The built-in disclosure, used unless the tenant words its own.
@@ -211,20 +212,44 @@ pub async fn check(
     })
 }
 
+/// Whether a queued reply part may still go out.
+pub enum SendCheck {
+    Go,
+    /// Consent withdrawn or processing restricted.
+    Withheld,
+    /// The recipient blocked the bot.
+    Blocked,
+}
+
 /// Whether a queued reply part may still go out: checked again just before each
 /// send, so an assistant reply queued before consent was withdrawn or the contact
 /// restricted is withheld. A person's replies always go; the gateway's own notices
-/// go unless the contact is restricted.
-pub async fn may_send(app: &App, tenant_id: &str, message_id: &str) -> anyhow::Result<bool> {
-    let Some((author, restricted, ai_processing)) =
-        app.store.send_policy(tenant_id, message_id).await?
+/// go unless the contact is restricted. Nothing goes to a recipient who blocked the
+/// bot (Telegram, Discord).
+pub async fn may_send(app: &App, item: &OutboxItem) -> anyhow::Result<SendCheck> {
+    let Some(policy) = app
+        .store
+        .send_policy(
+            &item.tenant_id,
+            &item.message_id,
+            &item.channel_id,
+            &item.recipient,
+        )
+        .await?
     else {
-        return Ok(false);
+        return Ok(SendCheck::Withheld);
     };
-    Ok(match author.as_str() {
+    let allowed = match policy.author.as_str() {
         "agent" => true,
-        "system" => !restricted,
-        _ => !restricted && ai_processing != Some(false),
+        "system" => !policy.restricted,
+        _ => !policy.restricted && policy.ai_processing != Some(false),
+    };
+    Ok(if !allowed {
+        SendCheck::Withheld
+    } else if policy.unreachable {
+        SendCheck::Blocked
+    } else {
+        SendCheck::Go
     })
 }
 

@@ -64,7 +64,7 @@ pub struct AiHold {
 }
 
 /// One provider call, for accounting.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AiCall {
     pub provider: String,
     pub model: String,
@@ -312,26 +312,12 @@ macro_rules! ai_store {
                 if calls.is_empty() {
                     return Ok(());
                 }
-                let (_gate, mut conn) = self.write_connection(false).await?;
-                let mut tx = self.begin_write(&mut conn, false).await?;
+                let mut script = Self::script();
                 for c in calls {
-                    sqlx::query(
-                        "INSERT INTO ai_calls (tenant_id, conversation_id, provider, model, outcome, input_tokens, \
-                         output_tokens, cost_micros, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
-                    .bind(tenant_id)
-                    .bind(conversation_id)
-                    .bind(&c.provider)
-                    .bind(&c.model)
-                    .bind(&c.outcome)
-                    .bind(c.input_tokens)
-                    .bind(c.output_tokens)
-                    .bind(c.cost_micros)
-                    .bind(c.created_at)
-                    .execute(&mut *tx)
-                    .await?;
+                    Self::push_ai_call(&mut script, tenant_id, conversation_id, c);
                 }
-                tx.commit().await?;
+                let (_gate, mut conn) = self.write_connection(false).await?;
+                self.run_transaction(&mut conn, false, script, None).await?;
                 Ok(())
             }
 

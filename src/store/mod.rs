@@ -27,7 +27,7 @@ pub use postgres::PgStore;
 // -- privacy (audit log, erasure) --------------------------------------------------
 pub use privacy::{
     AuditHead, AuditRecord, ConsentRecord, ContactRecord, ContactRef, DataClass, ErasureCounts,
-    IdentityRecord, PolicyState, PrivacyEffect, PrivacySettings, PrivacyStore, Purpose,
+    IdentityRecord, PolicyState, PrivacyEffect, PrivacySettings, PrivacyStore, Purpose, SendPolicy,
 };
 // -- operations (wake-ups, leases, gauges, key rotation, backup) ----------------------
 pub use ops::{Backlog, OpsStore, Released, SealedCredentials, Wake};
@@ -109,9 +109,6 @@ pub trait Store: PrivacyStore + OpsStore + AiStore + Send + Sync + 'static {
     ) -> Result<()>;
 
     // -- telegram, discord -------------------------------------------------------------
-    /// Whether the recipient (a platform user id) blocked the bot on this channel
-    /// (dispatcher, by internal id).
-    async fn recipient_unreachable(&self, channel_id: &str, recipient: &str) -> Result<bool>;
     /// Records that a send found the recipient had blocked the bot (dispatcher).
     async fn mark_unreachable(&self, channel_id: &str, recipient: &str, at: i64) -> Result<()>;
     /// Every live channel of a platform, across tenants (the Discord gateway
@@ -149,9 +146,9 @@ pub trait Store: PrivacyStore + OpsStore + AiStore + Send + Sync + 'static {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<InboxItem>>;
-    /// Marks a leased event done and applies its effects, atomically. `false` if the
-    /// lease was lost (nothing is applied then).
-    async fn complete_inbox(&self, done: &Completion) -> Result<bool>;
+    /// Marks a leased event done and applies its effects, atomically; nothing is
+    /// applied if the lease was lost ([`Completed::kept`] is `false`).
+    async fn complete_inbox(&self, done: &Completion) -> Result<Completed>;
     /// Returns a leased event to the queue, to be tried again at `available_at`.
     async fn retry_inbox(
         &self,

@@ -99,6 +99,18 @@ impl Default for PrivacySettings {
     }
 }
 
+/// What decides whether a queued reply part may go out now.
+#[derive(Debug, Clone)]
+pub struct SendPolicy {
+    /// `customer`, `assistant`, `agent` or `system`.
+    pub author: String,
+    pub restricted: bool,
+    /// The latest `ai_processing` entry of the ledger; `None`: never asked.
+    pub ai_processing: Option<bool>,
+    /// The recipient blocked the bot (Telegram, Discord).
+    pub unreachable: bool,
+}
+
 /// What the policy layer needs to know about a contact.
 #[derive(Debug, Clone, Default)]
 pub struct PolicyState {
@@ -327,13 +339,16 @@ pub trait PrivacyStore: Send + Sync {
     /// Makes deleted data leave the files (SQLite: truncate the WAL); no-op elsewhere.
     async fn compact(&self) -> Result<()>;
 
-    /// For a queued outbound message: its author, whether its contact is restricted,
-    /// and the contact's latest AI-processing consent. `None` if the message is gone.
+    /// What decides whether a queued reply part may go out now (`None`: its message
+    /// is gone): who wrote it, the contact's restriction and AI-processing consent,
+    /// and whether `recipient` blocked the bot on the channel.
     async fn send_policy(
         &self,
         tenant_id: &str,
         message_id: &str,
-    ) -> Result<Option<(String, bool, Option<bool>)>>;
+        channel_id: &str,
+        recipient: &str,
+    ) -> Result<Option<SendPolicy>>;
 }
 
 /// Implements [`PrivacyStore`] for `$store` on database `$db`. `find` is the SQL
@@ -345,6 +360,20 @@ pub trait PrivacyStore: Send + Sync {
 macro_rules! privacy_store {
     ($store:ty, $db:ty, find = $find:literal, after_erase = $after_erase:literal, before_compact = $before_compact:literal) => {
         impl $store {
+            /// A tenant's privacy settings from their row (keyword lists as JSON).
+            fn privacy_settings_of(
+                (stop, start, human, disclosure, handoff_idle_minutes): (String, String, String, Option<String>, i64),
+            ) -> $crate::store::PrivacySettings {
+                let words = |json: &str| serde_json::from_str::<Vec<String>>(json).unwrap_or_default();
+                $crate::store::PrivacySettings {
+                    stop_words: words(&stop),
+                    start_words: words(&start),
+                    human_words: words(&human),
+                    disclosure,
+                    handoff_idle_minutes,
+                }
+            }
+
             /// Appends an audit entry inside `tx`. The head row's update locks it until
             /// commit, so concurrent appends to one chain are serialized.
             async fn audit_in(
@@ -683,24 +712,37 @@ macro_rules! privacy_store {
                 tenant_id: &str,
                 contact_id: &str,
             ) -> $crate::store::Result<$crate::store::PolicyState> {
-                let restricted_at: Option<Option<i64>> =
-                    sqlx::query_scalar("SELECT restricted_at FROM contacts WHERE tenant_id = $1 AND id = $2")
-                        .bind(tenant_id)
-                        .bind(contact_id)
-                        .fetch_optional(&mut *self.read().await?)
-                        .await?;
-                let ai_processing: Option<bool> = sqlx::query_scalar(
-                    "SELECT granted FROM consent_events WHERE tenant_id = $1 AND contact_id = $2 \
-                     AND purpose = 'ai_processing' ORDER BY at DESC, id DESC LIMIT 1",
+                // One read: the contact's restriction, its latest AI-processing
+                // consent, and the tenant's settings.
+                type Row = (Option<i64>, Option<bool>, Option<String>, Option<String>, Option<String>, Option<String>, Option<i64>);
+                let row: Option<Row> = sqlx::query_as(
+                    "SELECT (SELECT restricted_at FROM contacts WHERE tenant_id = $1 AND id = $2), \
+                     (SELECT granted FROM consent_events WHERE tenant_id = $1 AND contact_id = $2 \
+                       AND purpose = 'ai_processing' ORDER BY at DESC, id DESC LIMIT 1), \
+                     s.stop_words, s.start_words, s.human_words, s.disclosure, s.handoff_idle_minutes \
+                     FROM tenants t LEFT JOIN privacy_settings s ON s.tenant_id = t.id WHERE t.id = $1",
                 )
                 .bind(tenant_id)
                 .bind(contact_id)
                 .fetch_optional(&mut *self.read().await?)
                 .await?;
+                let Some((restricted_at, ai_processing, stop, start, human, disclosure, idle)) = row else {
+                    return Ok($crate::store::PolicyState {
+                        restricted: false,
+                        ai_processing: None,
+                        settings: $crate::store::PrivacySettings::default(),
+                    });
+                };
+                let settings = match (stop, start, human, idle) {
+                    (Some(stop), Some(start), Some(human), Some(idle)) => {
+                        Self::privacy_settings_of((stop, start, human, disclosure, idle))
+                    }
+                    _ => $crate::store::PrivacySettings::default(),
+                };
                 Ok($crate::store::PolicyState {
-                    restricted: restricted_at.flatten().is_some(),
+                    restricted: restricted_at.is_some(),
                     ai_processing,
-                    settings: self.privacy_settings(tenant_id).await?,
+                    settings,
                 })
             }
 
@@ -712,17 +754,7 @@ macro_rules! privacy_store {
                 .bind(tenant_id)
                 .fetch_optional(&mut *self.read().await?)
                 .await?;
-                let words = |json: &str| serde_json::from_str::<Vec<String>>(json).unwrap_or_default();
-                Ok(match row {
-                    Some((stop, start, human, disclosure, handoff_idle_minutes)) => $crate::store::PrivacySettings {
-                        stop_words: words(&stop),
-                        start_words: words(&start),
-                        human_words: words(&human),
-                        disclosure,
-                        handoff_idle_minutes,
-                    },
-                    None => $crate::store::PrivacySettings::default(),
-                })
+                Ok(row.map_or_else($crate::store::PrivacySettings::default, Self::privacy_settings_of))
             }
 
             async fn put_privacy_settings(
@@ -949,15 +981,31 @@ macro_rules! privacy_store {
                 &self,
                 tenant_id: &str,
                 message_id: &str,
-            ) -> $crate::store::Result<Option<(String, bool, Option<bool>)>> {
-                let row: Option<(String, Option<i64>, Option<bool>)> = sqlx::query_as(
-                    "SELECT m.author, ct.restricted_at, (SELECT e.granted FROM consent_events e                        WHERE e.tenant_id = m.tenant_id AND e.contact_id = c.contact_id                        AND e.purpose = 'ai_processing' ORDER BY e.at DESC, e.id DESC LIMIT 1)                      FROM messages m JOIN conversations c ON c.id = m.conversation_id                      JOIN contacts ct ON ct.id = c.contact_id WHERE m.tenant_id = $1 AND m.id = $2",
+                channel_id: &str,
+                recipient: &str,
+            ) -> $crate::store::Result<Option<$crate::store::SendPolicy>> {
+                let row: Option<(String, Option<i64>, Option<bool>, bool)> = sqlx::query_as(
+                    "SELECT m.author, ct.restricted_at, \
+                     (SELECT e.granted FROM consent_events e WHERE e.tenant_id = m.tenant_id \
+                       AND e.contact_id = c.contact_id AND e.purpose = 'ai_processing' \
+                       ORDER BY e.at DESC, e.id DESC LIMIT 1), \
+                     EXISTS (SELECT 1 FROM contact_identities i WHERE i.channel_id = $3 \
+                       AND i.external_user_id = $4 AND i.unreachable_at IS NOT NULL) \
+                     FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+                     JOIN contacts ct ON ct.id = c.contact_id WHERE m.tenant_id = $1 AND m.id = $2",
                 )
                 .bind(tenant_id)
                 .bind(message_id)
+                .bind(channel_id)
+                .bind(recipient)
                 .fetch_optional(&mut *self.read().await?)
                 .await?;
-                Ok(row.map(|(author, restricted_at, consent)| (author, restricted_at.is_some(), consent)))
+                Ok(row.map(|(author, restricted_at, ai_processing, unreachable)| $crate::store::SendPolicy {
+                    author,
+                    restricted: restricted_at.is_some(),
+                    ai_processing,
+                    unreachable,
+                }))
             }
 
             async fn compact(&self) -> $crate::store::Result<()> {

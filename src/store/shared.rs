@@ -177,6 +177,11 @@ macro_rules! shared_store {
                                 .bind(message.created_at);
                         }
                     }
+                    Effect::RecordAiCalls { conversation_id, calls } => {
+                        for c in calls {
+                            Self::push_ai_call(script, tenant_id, Some(conversation_id), c);
+                        }
+                    }
                     Effect::EditMessage { conversation_id, target, text, content, at } => {
                         script
                             .push(
@@ -369,9 +374,9 @@ macro_rules! shared_store {
                     .bind(done.now);
             }
 
-            /// Adds a completion's effects and the marking of its event to `script`, if
-            /// every effect is plain statements; `false` (and `script` is to be thrown
-            /// away) otherwise.
+            /// Adds a completion's effects, the marking of its event and the hand-off
+            /// of its replies to `script`, if every effect is plain statements;
+            /// `false` (and `script` is to be thrown away) otherwise.
             fn push_completion<'q>(
                 script: &mut $crate::store::shared::Script<'q, $db>,
                 done: &'q $crate::store::Completion,
@@ -382,36 +387,96 @@ macro_rules! shared_store {
                     .all(|effect| Self::push_effect(script, &done.tenant_id, effect));
                 if plain {
                     Self::push_mark_done(script, done);
+                    Self::push_hand_off(script, done);
                 }
                 plain
+            }
+
+            /// Leases the first part of each reply `done` queues to its hand-off's
+            /// dispatcher, as the outbox claim would: if the channel is active and no
+            /// earlier part of the conversation waits. Returns the parts leased.
+            fn push_hand_off<'q>(
+                script: &mut $crate::store::shared::Script<'q, $db>,
+                done: &'q $crate::store::Completion,
+            ) {
+                let Some(to) = &done.hand_off else {
+                    return;
+                };
+                for effect in &done.effects {
+                    let $crate::store::Effect::EnqueueReply { message, .. } = effect else {
+                        continue;
+                    };
+                    script
+                        .push(
+                            "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, \
+                             attempts = attempts + 1 WHERE id IN (\
+                             SELECT o.id FROM outbox o JOIN channels c ON c.id = o.channel_id \
+                             WHERE o.tenant_id = $3 AND o.message_id = $4 AND o.part = 0 \
+                             AND o.state = 'pending' AND c.status = 'active' \
+                             AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.conversation_id = o.conversation_id \
+                               AND p.state IN ('pending', 'sending') AND p.id < o.id)) \
+                             RETURNING id, tenant_id, channel_id, conversation_id, message_id, part, recipient, \
+                             text, reply_to, attempts, possible_duplicate, message_tag",
+                        )
+                        .bind(&to.owner)
+                        .bind(to.lease_until)
+                        .bind(&done.tenant_id)
+                        .bind(&message.id);
+                }
+            }
+
+            /// Reads a completion script's rows: per completion, the id of its marked
+            /// event (one column; missing where the lease was lost), then the parts
+            /// handed over. `None` unless exactly `all` events were marked.
+            fn completions_of(
+                rows: &[<$db as sqlx::Database>::Row],
+                all: usize,
+            ) -> Option<Vec<$crate::store::Completed>> {
+                let mut completed: Vec<$crate::store::Completed> = Vec::with_capacity(all);
+                for row in rows {
+                    if sqlx::Row::len(row) == 1 {
+                        completed.push($crate::store::Completed { kept: true, handed: vec![] });
+                    } else {
+                        let part = sqlx::FromRow::from_row(row).ok()?;
+                        completed.last_mut()?.handed.push(part);
+                    }
+                }
+                (completed.len() == all).then_some(completed)
             }
 
             /// One completion on the writer: its effects, then its event marked done
             /// if this worker still holds it (`BEGIN` and all of that in one call on
             /// SQLite, `COMMIT` in the next). A lost lease rolls the effects back.
+            /// With parts handed over, the commit is durable where the backend does
+            /// not flush its log apart (a send follows at once).
             async fn complete_one(
                 &self,
                 conn: &mut <$db as sqlx::Database>::Connection,
                 done: &$crate::store::Completion,
-            ) -> $crate::store::Result<bool> {
+            ) -> $crate::store::Result<$crate::store::Completed> {
+                let durable = done.hand_off.is_some() && !Self::SYNCS_LOG_APART;
                 let mut script = Self::script();
                 if Self::push_completion(&mut script, done) {
-                    let (_, kept) = self
-                        .run_transaction(conn, false, script, Some(&|rows| rows.len() == 1))
+                    let (rows, kept) = self
+                        .run_transaction(conn, durable, script, Some(&|rows| Self::completions_of(rows, 1).is_some()))
                         .await?;
-                    return Ok(kept);
+                    return Ok(match Self::completions_of(&rows, 1) {
+                        Some(mut one) if kept => one.remove(0),
+                        _ => $crate::store::Completed::default(),
+                    });
                 }
                 let mut script = Self::script();
-                let mut tx = self.begin_write(conn, false).await?;
+                let mut tx = self.begin_write(conn, durable).await?;
                 Self::apply_effects(&mut tx, &mut script, &done.tenant_id, &done.effects).await?;
                 Self::push_mark_done(&mut script, done);
-                let marked = Self::run_script(&mut *tx, script).await?;
-                if marked.len() != 1 {
+                Self::push_hand_off(&mut script, done);
+                let rows = Self::run_script(&mut *tx, script).await?;
+                let Some(mut one) = Self::completions_of(&rows, 1) else {
                     tx.rollback().await?;
-                    return Ok(false);
-                }
+                    return Ok($crate::store::Completed::default());
+                };
                 tx.commit().await?;
-                Ok(true)
+                Ok(one.remove(0))
             }
 
             /// Completions that queued up for the writer, in one transaction: one
@@ -420,19 +485,22 @@ macro_rules! shared_store {
             async fn complete_together(
                 &self,
                 conn: &mut <$db as sqlx::Database>::Connection,
-                batch: Vec<$crate::store::shared::Waiting<$crate::store::Completion, bool>>,
+                batch: Vec<$crate::store::shared::Waiting<$crate::store::Completion, $crate::store::Completed>>,
             ) {
                 let mut script = Self::script();
                 if batch.len() > 1 && batch.iter().all(|(done, _)| Self::push_completion(&mut script, done)) {
                     let all = batch.len();
+                    let durable = batch.iter().any(|(done, _)| done.hand_off.is_some()) && !Self::SYNCS_LOG_APART;
                     let together = self
-                        .run_transaction(conn, false, script, Some(&|rows| rows.len() == all))
+                        .run_transaction(conn, durable, script, Some(&|rows| Self::completions_of(rows, all).is_some()))
                         .await;
-                    if let Ok((_, true)) = together {
-                        for (_, reply) in batch {
-                            let _ = reply.send(Ok(true));
+                    if let Ok((rows, true)) = together {
+                        if let Some(completed) = Self::completions_of(&rows, all) {
+                            for ((_, reply), completed) in batch.into_iter().zip(completed) {
+                                let _ = reply.send(Ok(completed));
+                            }
+                            return;
                         }
-                        return;
                     }
                 }
                 for (done, reply) in batch {
@@ -719,6 +787,29 @@ macro_rules! shared_store {
                 .rows_affected())
             }
 
+            /// One provider call, for accounting.
+            fn push_ai_call<'q>(
+                script: &mut $crate::store::shared::Script<'q, $db>,
+                tenant_id: &'q str,
+                conversation_id: Option<&'q str>,
+                c: &'q $crate::store::AiCall,
+            ) {
+                script
+                    .push(
+                        "INSERT INTO ai_calls (tenant_id, conversation_id, provider, model, outcome, input_tokens, \
+                         output_tokens, cost_micros, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(tenant_id)
+                    .bind(conversation_id)
+                    .bind(&c.provider)
+                    .bind(&c.model)
+                    .bind(&c.outcome)
+                    .bind(c.input_tokens)
+                    .bind(c.output_tokens)
+                    .bind(c.cost_micros)
+                    .bind(c.created_at);
+            }
+
             fn push_message<'q>(
                 script: &mut $crate::store::shared::Script<'q, $db>,
                 tenant_id: &'q str,
@@ -900,18 +991,6 @@ macro_rules! shared_store {
             }
 
             // -- telegram, discord -----------------------------------------------------------
-            async fn recipient_unreachable(&self, channel_id: &str, recipient: &str) -> $crate::store::Result<bool> {
-                let found: Option<i64> = sqlx::query_scalar(
-                    "SELECT unreachable_at FROM contact_identities \
-                     WHERE channel_id = $1 AND external_user_id = $2 AND unreachable_at IS NOT NULL",
-                )
-                .bind(channel_id)
-                .bind(recipient)
-                .fetch_optional(&mut *self.read().await?)
-                .await?;
-                Ok(found.is_some())
-            }
-
             async fn mark_unreachable(&self, channel_id: &str, recipient: &str, at: i64) -> $crate::store::Result<()> {
                 let (_gate, mut conn) = self.write_connection(false).await?;
                 let mut tx = self.begin_write(&mut conn, true).await?;
@@ -1113,13 +1192,23 @@ macro_rules! shared_store {
                 Ok(self.run_claim(&mut conn, false, claim).await?)
             }
 
-            async fn complete_inbox(&self, done: &$crate::store::Completion) -> $crate::store::Result<bool> {
+            async fn complete_inbox(
+                &self,
+                done: &$crate::store::Completion,
+            ) -> $crate::store::Result<$crate::store::Completed> {
                 // Whoever gets the writer makes every completion queued by then, in
                 // one transaction; the others find theirs made when their turn comes.
-                self.made_together(|p| &p.completions, done.clone(), |store, conn, batch| {
-                    Box::pin(store.complete_together(conn, batch))
-                })
-                .await
+                let completed = self
+                    .made_together(|p| &p.completions, done.clone(), |store, conn, batch| {
+                        Box::pin(store.complete_together(conn, batch))
+                    })
+                    .await?;
+                if !completed.handed.is_empty() {
+                    // A send follows at once: its attempt must be on disk first (SQLite
+                    // flushes its log here, after the writer is free again).
+                    self.sync_wal().await?;
+                }
+                Ok(completed)
             }
 
             async fn retry_inbox(
@@ -1712,7 +1801,7 @@ pub(crate) type Waiting<T, R> = (T, tokio::sync::oneshot::Sender<super::Result<R
 /// whoever gets it next (see `complete_inbox`, `finish_send`, `resolve_conversation`).
 #[derive(Default)]
 pub(crate) struct PendingWrites {
-    pub(crate) completions: std::sync::Mutex<Vec<Waiting<super::Completion, bool>>>,
+    pub(crate) completions: std::sync::Mutex<Vec<Waiting<super::Completion, super::Completed>>>,
     pub(crate) sent: std::sync::Mutex<Vec<Waiting<SentPart, ()>>>,
     pub(crate) resolves: std::sync::Mutex<Vec<Waiting<NewConversation, super::ConversationRef>>>,
 }

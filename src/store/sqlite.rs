@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,9 +50,38 @@ pub struct SqliteStore {
 /// same file, but the next group's inserts no longer wait for the disk.
 struct WalFile {
     path: PathBuf,
+    /// Flushes asked for so far (see [`WalFile::flush`]).
+    requested: AtomicU64,
+    /// Every flush asked for up to this number is done.
+    flushed: AtomicU64,
+    /// One sync at a time.
+    syncing: Mutex<()>,
+    /// Syncs made.
+    syncs: AtomicU64,
 }
 
 impl WalFile {
+    /// Puts on disk everything committed before the call. Callers at the same time
+    /// share a sync: each waits for the sync under way (which may have started
+    /// before its commit), then the next one, started after its call, covers it and
+    /// everyone who called meanwhile; they return without a sync of their own.
+    async fn flush(self: &Arc<Self>) -> std::io::Result<()> {
+        let ticket = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let _syncing = self.syncing.lock().await;
+        if self.flushed.load(Ordering::Acquire) >= ticket {
+            return Ok(());
+        }
+        // Every flush asked for up to here was asked after its commit.
+        let covers = self.requested.load(Ordering::Acquire);
+        let wal = self.clone();
+        tokio::task::spawn_blocking(move || wal.sync())
+            .await
+            .map_err(std::io::Error::other)??;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.flushed.fetch_max(covers, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// Opened afresh each time, so a WAL that SQLite deleted and created again (when
     /// every connection closed) is never mistaken for the live one.
     fn sync(&self) -> std::io::Result<()> {
@@ -126,6 +155,10 @@ impl SqliteStore {
         let wal = (!main_file.is_empty()).then(|| {
             Arc::new(WalFile {
                 path: PathBuf::from(format!("{main_file}-wal")),
+                requested: AtomicU64::new(0),
+                flushed: AtomicU64::new(0),
+                syncing: Mutex::new(()),
+                syncs: AtomicU64::new(0),
             })
         });
         let checkpointer = CancellationToken::new();
@@ -154,10 +187,7 @@ impl SqliteStore {
         let Some(wal) = self.wal.clone() else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || wal.sync())
-            .await
-            .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
-            .map_err(sqlx::Error::Io)
+        wal.flush().await.map_err(sqlx::Error::Io)
     }
 
     /// The connection migrations run on.
@@ -533,6 +563,41 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
+    /// Flushes asked for while a sync is under way share the next sync; a flush
+    /// asked for afterwards syncs again.
+    #[tokio::test]
+    async fn flushes_at_the_same_time_share_a_sync() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("og.db");
+        let store = Arc::new(SqliteStore::connect(&format!("sqlite://{}", db.display())).await?);
+        store.migrate().await?;
+        let wal = store.wal.clone().ok_or_else(|| anyhow::anyhow!("no WAL"))?;
+        let before = wal.syncs.load(Ordering::Relaxed);
+        let asked = wal.requested.load(Ordering::Acquire);
+        let under_way = wal.syncing.lock().await;
+        let flushing: Vec<_> = (0..20)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.sync_wal().await })
+            })
+            .collect();
+        while wal.requested.load(Ordering::Acquire) < asked + 20 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        drop(under_way);
+        for flushing in flushing {
+            flushing.await??;
+        }
+        assert_eq!(
+            wal.syncs.load(Ordering::Relaxed) - before,
+            1,
+            "twenty callers, one sync"
+        );
+        store.sync_wal().await?;
+        assert_eq!(wal.syncs.load(Ordering::Relaxed) - before, 2);
+        Ok(())
+    }
+
     /// Acknowledgements wait for `sync_wal`; it must flush the file SQLite really
     /// writes its commits to (a wrong path would look like "already checkpointed").
     #[tokio::test]
@@ -666,8 +731,8 @@ mod tests {
 
     /// Background writes that queue up for the writer are made together by whoever
     /// gets it next, and each keeps its own outcome: new conversations each get
-    /// theirs, and a completion whose lease was lost is not made while the others
-    /// are.
+    /// theirs, a completion whose lease was lost is not made while the others are,
+    /// and completions made together each get their own reply's part handed over.
     #[tokio::test]
     async fn writes_made_together_keep_their_own_outcomes() -> anyhow::Result<()> {
         use crate::store::*;
@@ -798,8 +863,9 @@ mod tests {
                             created_at: now,
                         },
                     }],
+                    hand_off: None,
                 };
-                tokio::spawn(async move { store.complete_inbox(&done).await })
+                tokio::spawn(async move { store.complete_inbox(&done).await.map(|c| c.kept) })
             })
             .collect();
         while lock(&store.pending.completions).len() < claimed.len() {
@@ -819,6 +885,115 @@ mod tests {
             stored,
             ["m-a", "m-c"],
             "the refused completion left nothing"
+        );
+
+        // Replies handed to the dispatcher: each completion of a batch gets the part
+        // leased for its own reply.
+        let b = store.claim_inbox("other", now + 1_001, 1_000, 5).await?;
+        assert!(b.is_empty(), "b is still the other worker's");
+        let finish_b = Completion {
+            inbox_id: claimed[1].id,
+            owner: "other".into(),
+            tenant_id: tenant.clone(),
+            outcome: "stored".into(),
+            now,
+            effects: vec![],
+            hand_off: None,
+        };
+        assert!(store.complete_inbox(&finish_b).await?.kept);
+        let events = chats
+            .iter()
+            .map(|chat| NewInboxEvent {
+                tenant_id: tenant.clone(),
+                channel_id: channel.clone(),
+                platform: "whatsapp".into(),
+                external_id: format!("m2-{chat}"),
+                kind: "message".into(),
+                conv_key: chat.to_string(),
+                platform_ts: 2,
+                payload: "{}".into(),
+                received_at: now_ms(),
+            })
+            .collect();
+        store
+            .commit_ingress(&[IngressBatch {
+                events,
+                ..Default::default()
+            }])
+            .await?;
+        let second = store.claim_inbox("w", now_ms(), 60_000, 5).await?;
+        assert_eq!(second.len(), 3);
+        let busy = store.write_connection(true).await?;
+        let replying: Vec<_> = second
+            .iter()
+            .map(|item| {
+                let store = store.clone();
+                let chat = item.external_id.trim_start_matches("m2-").to_string();
+                let conversation =
+                    &conversations[chats.iter().position(|c| *c == chat).unwrap_or(0)];
+                let reply_id = new_id();
+                let done = Completion {
+                    inbox_id: item.id,
+                    owner: "w".into(),
+                    tenant_id: tenant.clone(),
+                    outcome: "replied".into(),
+                    now,
+                    effects: vec![Effect::EnqueueReply {
+                        conversation_id: conversation.clone(),
+                        channel_id: channel.clone(),
+                        recipient: chat.clone(),
+                        message: NewMessage {
+                            id: reply_id.clone(),
+                            direction: "outbound",
+                            author: "assistant",
+                            kind: "text".into(),
+                            text: Some(format!("to {chat}")),
+                            content: None,
+                            external_id: None,
+                            reply_to: None,
+                            status: "queued",
+                            produced_by: Some("kb".into()),
+                            platform_ts: None,
+                            created_at: now,
+                        },
+                        parts: vec![format!("to {chat}")],
+                    }],
+                    hand_off: Some(HandOff {
+                        owner: "d".into(),
+                        lease_until: now + 60_000,
+                    }),
+                };
+                (
+                    reply_id,
+                    tokio::spawn(async move { store.complete_inbox(&done).await }),
+                )
+            })
+            .collect();
+        while lock(&store.pending.completions).len() < second.len() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(busy);
+        for (reply_id, completing) in replying {
+            let completed = completing.await??;
+            assert!(completed.kept);
+            let [part] = completed.handed.as_slice() else {
+                panic!("one part handed over, got {:?}", completed.handed);
+            };
+            assert_eq!(part.message_id, reply_id, "its own reply's part");
+            assert_eq!((part.part, part.attempts), (0, 1));
+        }
+        let leased: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'sending' AND lease_owner = 'd'",
+        )
+        .fetch_one(&mut *store.read().await?)
+        .await?;
+        assert_eq!(leased, 3, "leased in the completions' transaction");
+        assert!(
+            store
+                .claim_outbox("d2", now_ms(), 60_000, 10)
+                .await?
+                .is_empty(),
+            "nothing left for a claim"
         );
         Ok(())
     }

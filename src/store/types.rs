@@ -227,6 +227,12 @@ pub enum Effect {
     },
     /// Consent, restriction, rectification or an audit entry (privacy engine).
     Privacy(super::PrivacyEffect),
+    /// The provider calls made for the answer this event gets, for accounting
+    /// (written with the answer: no write of their own).
+    RecordAiCalls {
+        conversation_id: String,
+        calls: Vec<super::AiCall>,
+    },
     // -- AI pipeline ----
     /// Every provider failed for this event: its customer was told "we will get back
     /// to you" (once), and the event is retried.
@@ -260,6 +266,29 @@ pub struct Completion {
     pub outcome: String,
     pub now: i64,
     pub effects: Vec<Effect>,
+    /// The dispatcher that has a slot waiting for the reply queued here: the first
+    /// part of each reply is leased to it in the same transaction (when the
+    /// conversation has no earlier part waiting and the channel is active), and
+    /// comes back in [`Completed::handed`].
+    pub hand_off: Option<HandOff>,
+}
+
+/// Who a completion's replies are leased to, and until when.
+#[derive(Debug, Clone)]
+pub struct HandOff {
+    pub owner: String,
+    pub lease_until: i64,
+}
+
+/// What a completion did.
+#[derive(Debug, Clone, Default)]
+pub struct Completed {
+    /// The event was marked done with its effects; `false`: the worker's lease was
+    /// lost, and nothing was written.
+    pub kept: bool,
+    /// Reply parts leased to [`Completion::hand_off`]'s owner, to be sent at once
+    /// (on disk before this returns).
+    pub handed: Vec<OutboxItem>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

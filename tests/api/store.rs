@@ -14,6 +14,7 @@ on_both_backends!(
     claims_follow_platform_order_one_per_conversation,
     expired_lease_is_reclaimed_and_the_old_owner_cannot_complete,
     reclaimed_send_is_flagged_as_possible_duplicate,
+    a_completion_hands_its_reply_over_leased,
     reads_are_scoped_by_tenant,
     full_text_search_ranks_and_scopes,
 );
@@ -221,8 +222,9 @@ async fn claims_follow_platform_order_one_per_conversation(backend: Backend) {
             outcome: "ok".into(),
             now,
             effects: vec![],
+            hand_off: None,
         };
-        assert!(f.store.complete_inbox(&done).await.expect("complete"));
+        assert!(f.store.complete_inbox(&done).await.expect("complete").kept);
         let next = f
             .store
             .claim_inbox("w", now, 60_000, 10)
@@ -270,9 +272,14 @@ async fn expired_lease_is_reclaimed_and_the_old_owner_cannot_complete(backend: B
         outcome: "late".into(),
         now,
         effects: vec![],
+        hand_off: None,
     };
     assert!(
-        !f.store.complete_inbox(&by_old).await.expect("complete"),
+        !f.store
+            .complete_inbox(&by_old)
+            .await
+            .expect("complete")
+            .kept,
         "a lost lease cannot complete"
     );
     let by_new = Completion {
@@ -280,7 +287,13 @@ async fn expired_lease_is_reclaimed_and_the_old_owner_cannot_complete(backend: B
         outcome: "ok".into(),
         ..by_old
     };
-    assert!(f.store.complete_inbox(&by_new).await.expect("complete"));
+    assert!(
+        f.store
+            .complete_inbox(&by_new)
+            .await
+            .expect("complete")
+            .kept
+    );
     assert!(f
         .store
         .claim_inbox("any", now + 10_000, 1_000, 1)
@@ -407,6 +420,176 @@ async fn reclaimed_send_is_flagged_as_possible_duplicate(backend: Backend) {
         .outbound_exists(&f.channel, "wamid.b")
         .await
         .expect("exists"));
+}
+
+/// A completion whose worker reserved a dispatcher slot gets its reply's first part
+/// leased in the same transaction, unless an earlier part of the conversation
+/// waits or the lease on the event was lost; the provider calls are recorded with it.
+async fn a_completion_hands_its_reply_over_leased(backend: Backend) {
+    let f = fixture(backend).await;
+    f.store
+        .commit_ingress(&[batch(vec![
+            event(&f, "in.1", "c1", 1),
+            event(&f, "in.2", "c2", 1),
+        ])])
+        .await
+        .expect("commit");
+    let now = now_ms();
+    let claimed = f
+        .store
+        .claim_inbox("w", now, 60_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 2);
+    let fresh = f
+        .store
+        .resolve_conversation(&ConversationKey {
+            tenant_id: f.tenant.clone(),
+            channel_id: f.channel.clone(),
+            chat: "15550010".into(),
+            user_id: "15550010".into(),
+            phone: None,
+            username: None,
+            name: None,
+            now,
+        })
+        .await
+        .expect("resolve");
+    // A conversation whose earlier reply (two parts) has not gone out yet.
+    let waiting = conversation_with_reply(&f, "15550020").await;
+    let reply = |conversation: &str, recipient: &str| {
+        let message = NewMessage {
+            id: new_id(),
+            direction: "outbound",
+            author: "assistant",
+            kind: "text".into(),
+            text: Some("answer".into()),
+            content: None,
+            external_id: None,
+            reply_to: None,
+            status: "queued",
+            produced_by: Some("anthropic/m".into()),
+            platform_ts: None,
+            created_at: now,
+        };
+        Effect::EnqueueReply {
+            conversation_id: conversation.into(),
+            channel_id: f.channel.clone(),
+            recipient: recipient.into(),
+            message,
+            parts: vec!["answer one".into(), "answer two".into()],
+        }
+    };
+    let hand_off = Some(HandOff {
+        owner: "d-here".into(),
+        lease_until: now + 60_000,
+    });
+    let usage = AiCall {
+        provider: "anthropic".into(),
+        model: "m".into(),
+        outcome: "ok".into(),
+        input_tokens: 12,
+        output_tokens: 34,
+        cost_micros: 5,
+        created_at: now,
+    };
+    let completion = |item: &InboxItem, owner: &str, effects: Vec<Effect>| Completion {
+        inbox_id: item.id,
+        owner: owner.into(),
+        tenant_id: f.tenant.clone(),
+        outcome: "replied".into(),
+        now,
+        effects,
+        hand_off: hand_off.clone(),
+    };
+
+    // The lease was lost: nothing is written, nothing handed over.
+    let lost = f
+        .store
+        .complete_inbox(&completion(
+            &claimed[0],
+            "someone-else",
+            vec![reply(&fresh.id, "15550010")],
+        ))
+        .await
+        .expect("complete");
+    assert!(!lost.kept && lost.handed.is_empty());
+
+    let done = f
+        .store
+        .complete_inbox(&completion(
+            &claimed[0],
+            "w",
+            vec![
+                reply(&fresh.id, "15550010"),
+                Effect::RecordAiCalls {
+                    conversation_id: fresh.id.clone(),
+                    calls: vec![usage.clone()],
+                },
+            ],
+        ))
+        .await
+        .expect("complete");
+    assert!(done.kept);
+    let [part] = done.handed.as_slice() else {
+        panic!("the first part is handed over: {:?}", done.handed);
+    };
+    assert_eq!(
+        (
+            part.part,
+            part.text.as_str(),
+            part.attempts,
+            part.possible_duplicate
+        ),
+        (0, "answer one", 1, false)
+    );
+    assert_eq!(part.recipient, "15550010");
+    // Leased: a claim finds neither it nor the part behind it.
+    let others = f
+        .store
+        .claim_outbox("d-other", now, 60_000, 10)
+        .await
+        .expect("claim");
+    assert!(
+        others.iter().all(|o| o.conversation_id != fresh.id),
+        "the handed part is leased and the second waits behind it"
+    );
+    f.store
+        .finish_send(
+            part.id,
+            "d-here",
+            &SendOutcome::Sent {
+                external_id: "wamid.h1".into(),
+                at: now,
+            },
+        )
+        .await
+        .expect("sent");
+    assert!(f
+        .store
+        .outbound_exists(&f.channel, "wamid.h1")
+        .await
+        .expect("exists"));
+    let usage_rows = f.store.ai_usage(&f.tenant).await.expect("usage");
+    assert_eq!(usage_rows.len(), 1);
+    assert_eq!(
+        (usage_rows[0].calls, usage_rows[0].output_tokens),
+        (1, 34),
+        "the calls are recorded with the answer"
+    );
+
+    // An earlier reply of the conversation waits: the new one queues behind it.
+    let behind = f
+        .store
+        .complete_inbox(&completion(
+            &claimed[1],
+            "w",
+            vec![reply(&waiting, "15550020")],
+        ))
+        .await
+        .expect("complete");
+    assert!(behind.kept);
+    assert!(behind.handed.is_empty(), "order within the conversation");
 }
 
 async fn reads_are_scoped_by_tenant(backend: Backend) {
