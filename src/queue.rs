@@ -24,6 +24,10 @@ pub struct Queue<'a, T> {
     pub wake: &'a Notify,
     /// While items run, claim again only once this many slots are free.
     pub min_claim: usize,
+    /// Whether an item that ends may have made another ready (the next event of a
+    /// conversation), so the loop claims again; otherwise it claims when woken, at
+    /// each poll, and while its last claim filled every free slot.
+    pub claim_when_one_ends: bool,
     /// Longest sleep when nothing wakes the loop.
     pub poll: Duration,
     /// The queue's slots (how many items are handled at once) and the items handed
@@ -114,6 +118,7 @@ pub async fn run<T, C, CF, H, HF>(
         name,
         wake,
         min_claim,
+        claim_when_one_ends,
         poll,
         slots,
     } = queue;
@@ -130,17 +135,21 @@ pub async fn run<T, C, CF, H, HF>(
     if handed.is_some() {
         slots.open.store(true, Ordering::Release);
     }
+    let mut polls = tokio::time::interval(poll.max(Duration::from_millis(1)));
+    polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether items may be ready that no claim has taken yet.
+    let mut wanted = true;
     loop {
         let free = slots.slots.available_permits();
-        let mut claimed = 0;
         // Claim when idle or when at least `min_claim` slots are free, so that under
         // load one claim (a write) takes a batch rather than a single item.
-        if free > 0 && (running.is_empty() || free >= min_claim) {
+        if wanted && free > 0 && (running.is_empty() || free >= min_claim) {
             let items = claim(free).await.unwrap_or_else(|e| {
                 tracing::error!(queue = name, error = %e, "claim failed");
                 Vec::new()
             });
-            claimed = items.len();
+            // Every free slot filled: more may be ready, as soon as a slot frees.
+            wanted = !items.is_empty() && items.len() == free;
             for item in items {
                 // A slot reserved for a hand-off meanwhile: the claimed item is
                 // ours and runs all the same, one above the limit for a moment.
@@ -148,21 +157,14 @@ pub async fn run<T, C, CF, H, HF>(
                 spawn(&mut running, item, slot);
             }
         }
-        if claimed > 0 && claimed == free {
-            // Possibly more ready: look again as soon as a slot frees.
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = running.join_next() => {}
-                (item, slot) = next_handed(&mut handed) => spawn(&mut running, item, Some(slot)),
-            }
-            continue;
-        }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = wake.notified() => {}
-            Some(_) = running.join_next(), if !running.is_empty() => {}
+            _ = wake.notified() => wanted = true,
+            Some(_) = running.join_next(), if !running.is_empty() => {
+                wanted |= claim_when_one_ends;
+            }
             (item, slot) = next_handed(&mut handed) => spawn(&mut running, item, Some(slot)),
-            _ = tokio::time::sleep(poll) => {}
+            _ = polls.tick() => wanted = true,
         }
     }
     // No new hand-offs; those reserved already still come and are run.
@@ -208,6 +210,7 @@ mod tests {
                     name: "test",
                     wake: &wake,
                     min_claim: 1,
+                    claim_when_one_ends: false,
                     poll: Duration::from_millis(10),
                     slots: &slots,
                 };

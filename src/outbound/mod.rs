@@ -45,6 +45,8 @@ pub async fn run_dispatcher(app: App, stop: CancellationToken) {
         name: "outbox",
         wake: &app.outbox_wake,
         min_claim: (app.config.worker.concurrency / 2).max(1),
+        // A send wakes the loop itself when a part of its conversation waits.
+        claim_when_one_ends: false,
         poll: Duration::from_millis(app.config.worker.poll_ms),
         // Shared with the worker, which hands fresh replies over already claimed.
         slots: &app.replies,
@@ -59,13 +61,19 @@ async fn send(app: App, owner: String, pacer: Arc<Pacer>, item: OutboxItem) {
     if let SendOutcome::Failed { code, .. } = &outcome {
         tracing::warn!(outbox_id = item.id, channel_id = %item.channel_id, code = ?code, "reply failed permanently");
     }
-    if let Err(e) = app.store.finish_send(item.id, &owner, &outcome).await {
-        // The lease expires and the part is tried again (flagged as a possible
-        // duplicate if it was sent).
-        tracing::error!(outbox_id = item.id, error = %e, "could not record send outcome");
+    let waiting = match app.store.finish_send(item.id, &owner, &outcome).await {
+        Ok(waiting) => waiting,
+        Err(e) => {
+            // The lease expires and the part is tried again (flagged as a possible
+            // duplicate if it was sent).
+            tracing::error!(outbox_id = item.id, error = %e, "could not record send outcome");
+            true
+        }
+    };
+    if waiting {
+        // A follow-up part of the same conversation may be ready now.
+        app.outbox_wake.notify_one();
     }
-    // A follow-up part of the same conversation may be ready now.
-    app.outbox_wake.notify_one();
 }
 
 /// Counts a send by platform and result (the channel comes from the cache).

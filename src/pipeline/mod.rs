@@ -32,6 +32,8 @@ pub async fn run_worker(app: App, stop: CancellationToken) {
         name: "inbox",
         wake: &app.inbox_wake,
         min_claim: 1,
+        // The next event of the conversation may be ready now.
+        claim_when_one_ends: true,
         poll: Duration::from_millis(app.config.worker.poll_ms),
         slots: &slots,
     };

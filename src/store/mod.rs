@@ -172,7 +172,10 @@ pub trait Store: PrivacyStore + OpsStore + AiStore + Send + Sync + 'static {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<OutboxItem>>;
-    async fn finish_send(&self, outbox_id: i64, owner: &str, outcome: &SendOutcome) -> Result<()>;
+    /// Records a send's outcome if `owner` still holds the part. `true` when another
+    /// part of the conversation may be waiting (always, for anything but a send).
+    async fn finish_send(&self, outbox_id: i64, owner: &str, outcome: &SendOutcome)
+        -> Result<bool>;
 
     // -- admin views ---------------------------------------------------------------------
     async fn list_conversations(

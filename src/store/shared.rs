@@ -538,23 +538,39 @@ macro_rules! shared_store {
                     .bind(part.outbox_id)
                     .bind(&part.external_id)
                     .bind(part.at);
+                // One row: whether another part of the conversation waits.
+                script
+                    .push(
+                        "SELECT EXISTS (SELECT 1 FROM outbox p JOIN outbox o \
+                         ON p.conversation_id = o.conversation_id WHERE o.id = $1 \
+                         AND p.state IN ('pending', 'sending') AND p.id <> o.id)",
+                    )
+                    .bind(part.outbox_id);
             }
 
             /// Sent parts that queued up for the writer, in one transaction (one call
-            /// on SQLite); if it fails, each on its own.
+            /// on SQLite); if it fails, each on its own. Each learns whether another
+            /// part of its conversation waits.
             async fn sent_together(
                 &self,
                 conn: &mut <$db as sqlx::Database>::Connection,
-                batch: Vec<$crate::store::shared::Waiting<$crate::store::shared::SentPart, ()>>,
+                batch: Vec<$crate::store::shared::Waiting<$crate::store::shared::SentPart, bool>>,
             ) {
+                let waiting = |row: &<$db as sqlx::Database>::Row| -> bool {
+                    sqlx::Row::try_get(row, 0).unwrap_or(true)
+                };
                 if batch.len() > 1 {
                     let mut script = Self::script();
                     for (part, _) in &batch {
                         Self::push_sent(&mut script, part);
                     }
-                    if self.run_transaction(conn, false, script, None).await.is_ok() {
-                        for (_, reply) in batch {
-                            let _ = reply.send(Ok(()));
+                    let all = batch.len();
+                    let together = self
+                        .run_transaction(conn, false, script, Some(&|rows| rows.len() == all))
+                        .await;
+                    if let Ok((rows, true)) = together {
+                        for ((_, reply), row) in batch.into_iter().zip(&rows) {
+                            let _ = reply.send(Ok(waiting(row)));
                         }
                         return;
                     }
@@ -563,7 +579,10 @@ macro_rules! shared_store {
                     let mut script = Self::script();
                     Self::push_sent(&mut script, &part);
                     let done = self.run_transaction(conn, false, script, None).await;
-                    let _ = reply.send(done.map(|_| ()).map_err(Into::into));
+                    let _ = reply.send(
+                        done.map(|(rows, _)| rows.first().is_none_or(waiting))
+                            .map_err(Into::into),
+                    );
                 }
             }
 
@@ -1334,7 +1353,7 @@ macro_rules! shared_store {
                 outbox_id: i64,
                 owner: &str,
                 outcome: &$crate::store::SendOutcome,
-            ) -> $crate::store::Result<()> {
+            ) -> $crate::store::Result<bool> {
                 use $crate::store::SendOutcome;
                 if let SendOutcome::Sent { external_id, at } = outcome {
                     let part = $crate::store::shared::SentPart {
@@ -1408,7 +1427,7 @@ macro_rules! shared_store {
                     }
                 }
                 tx.commit().await?;
-                Ok(())
+                Ok(true)
             }
 
             async fn list_conversations(
@@ -1802,7 +1821,7 @@ pub(crate) type Waiting<T, R> = (T, tokio::sync::oneshot::Sender<super::Result<R
 #[derive(Default)]
 pub(crate) struct PendingWrites {
     pub(crate) completions: std::sync::Mutex<Vec<Waiting<super::Completion, super::Completed>>>,
-    pub(crate) sent: std::sync::Mutex<Vec<Waiting<SentPart, ()>>>,
+    pub(crate) sent: std::sync::Mutex<Vec<Waiting<SentPart, bool>>>,
     pub(crate) resolves: std::sync::Mutex<Vec<Waiting<NewConversation, super::ConversationRef>>>,
 }
 

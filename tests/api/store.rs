@@ -378,34 +378,40 @@ async fn reclaimed_send_is_flagged_as_possible_duplicate(backend: Backend) {
         )
         .await
         .expect("stale");
-    f.store
-        .finish_send(
-            again[0].id,
-            "d2",
-            &SendOutcome::Sent {
-                external_id: "wamid.a".into(),
-                at: now,
-            },
-        )
-        .await
-        .expect("finish");
+    assert!(
+        f.store
+            .finish_send(
+                again[0].id,
+                "d2",
+                &SendOutcome::Sent {
+                    external_id: "wamid.a".into(),
+                    at: now,
+                },
+            )
+            .await
+            .expect("finish"),
+        "part two waits"
+    );
     let second = f
         .store
         .claim_outbox("d2", now + 1_002, 1_000, 10)
         .await
         .expect("claim");
     assert_eq!((second.len(), second[0].part), (1, 1));
-    f.store
-        .finish_send(
-            second[0].id,
-            "d2",
-            &SendOutcome::Sent {
-                external_id: "wamid.b".into(),
-                at: now,
-            },
-        )
-        .await
-        .expect("finish");
+    assert!(
+        !f.store
+            .finish_send(
+                second[0].id,
+                "d2",
+                &SendOutcome::Sent {
+                    external_id: "wamid.b".into(),
+                    at: now,
+                },
+            )
+            .await
+            .expect("finish"),
+        "nothing else waits in the conversation"
+    );
     let messages = f
         .store
         .messages(&f.tenant, &conversation)
@@ -554,17 +560,20 @@ async fn a_completion_hands_its_reply_over_leased(backend: Backend) {
         others.iter().all(|o| o.conversation_id != fresh.id),
         "the handed part is leased and the second waits behind it"
     );
-    f.store
-        .finish_send(
-            part.id,
-            "d-here",
-            &SendOutcome::Sent {
-                external_id: "wamid.h1".into(),
-                at: now,
-            },
-        )
-        .await
-        .expect("sent");
+    assert!(
+        f.store
+            .finish_send(
+                part.id,
+                "d-here",
+                &SendOutcome::Sent {
+                    external_id: "wamid.h1".into(),
+                    at: now,
+                },
+            )
+            .await
+            .expect("sent"),
+        "the second part waits"
+    );
     assert!(f
         .store
         .outbound_exists(&f.channel, "wamid.h1")
