@@ -298,7 +298,16 @@ macro_rules! shared_store {
             ) -> Result<Vec<<$db as sqlx::Database>::Row>, sqlx::Error> {
                 let mut rows = Vec::new();
                 for (sql, args) in script.into_parts()? {
-                    rows.extend(sqlx::query_with(&sql, args).fetch_all(&mut *conn).await?);
+                    // The connection keeps a prepared copy of each text it runs; the
+                    // texts of writes made together differ with every batch, and a
+                    // large one prepares hundreds of statements: not worth keeping.
+                    let persistent = $crate::store::shared::worth_keeping(&sql);
+                    rows.extend(
+                        sqlx::query_with(&sql, args)
+                            .persistent(persistent)
+                            .fetch_all(&mut *conn)
+                            .await?,
+                    );
                 }
                 Ok(rows)
             }
@@ -2008,6 +2017,17 @@ impl<'q, DB: sqlx::Database> Script<'q, DB> {
             None => Ok(self.parts),
         }
     }
+}
+
+/// Statements in one text up to which its prepared copy is kept on the connection:
+/// one event's completion, a sent part, a new conversation, two or three of them
+/// made together. Larger texts are batches whose make-up rarely repeats.
+const KEPT_STATEMENTS: usize = 24;
+
+/// Whether the prepared copy of `sql` (statements merged by [`Script`]) is worth
+/// keeping on the connection for the next time the same text runs.
+pub(crate) fn worth_keeping(sql: &str) -> bool {
+    sql.matches(";\n").count() < KEPT_STATEMENTS
 }
 
 /// Order of delivery statuses; `failed` is terminal.

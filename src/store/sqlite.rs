@@ -563,6 +563,81 @@ mod tests {
     use super::*;
     use crate::store::Store;
 
+    /// The connection keeps the prepared text of one completion (so the next one
+    /// with the same effects is not prepared again) but not that of a batch of
+    /// them, whose make-up rarely repeats and which prepares many statements.
+    #[test]
+    fn one_completion_is_kept_prepared_a_batch_is_not() {
+        use crate::store::*;
+        let now = 1;
+        let message = |direction: &'static str| NewMessage {
+            id: new_id(),
+            direction,
+            author: "customer",
+            kind: "text".into(),
+            text: Some("hi".into()),
+            content: None,
+            external_id: Some("m".into()),
+            reply_to: None,
+            status: "received",
+            produced_by: None,
+            platform_ts: None,
+            created_at: now,
+        };
+        let done = Completion {
+            inbox_id: 1,
+            owner: "w".into(),
+            tenant_id: "t".into(),
+            outcome: "replied".into(),
+            now,
+            effects: vec![
+                Effect::InsertMessage {
+                    conversation_id: "c".into(),
+                    message: message("inbound"),
+                },
+                Effect::Touch {
+                    conversation_id: "c".into(),
+                    at: now,
+                    inbound: true,
+                },
+                Effect::EnqueueReply {
+                    conversation_id: "c".into(),
+                    channel_id: "ch".into(),
+                    recipient: "r".into(),
+                    message: message("outbound"),
+                    parts: vec!["one".into(), "two".into(), "three".into()],
+                },
+                Effect::MarkDisclosed {
+                    conversation_id: "c".into(),
+                    at: now,
+                },
+                Effect::RecordAiCalls {
+                    conversation_id: "c".into(),
+                    calls: vec![],
+                },
+            ],
+            hand_off: Some(HandOff {
+                owner: "d".into(),
+                lease_until: now,
+            }),
+        };
+        let text = |n: usize| {
+            let mut script = SqliteStore::script();
+            for _ in 0..n {
+                assert!(SqliteStore::push_completion(&mut script, &done));
+            }
+            script.begin("BEGIN IMMEDIATE");
+            script.push("COMMIT");
+            script
+                .into_parts()
+                .map(|mut parts| parts.remove(0).0)
+                .unwrap_or_default()
+        };
+        assert!(super::super::shared::worth_keeping(&text(1)));
+        assert!(super::super::shared::worth_keeping(&text(2)));
+        assert!(!super::super::shared::worth_keeping(&text(4)));
+    }
+
     /// Flushes asked for while a sync is under way share the next sync; a flush
     /// asked for afterwards syncs again.
     #[tokio::test]
