@@ -33,6 +33,9 @@ pub struct Queue<'a, T> {
     /// The queue's slots (how many items are handled at once) and the items handed
     /// to it already claimed.
     pub slots: &'a HandOff<T>,
+    /// How many items may run now, if fewer than the slots (checked before each
+    /// claim).
+    pub limit: &'a (dyn Fn() -> usize + Sync),
 }
 
 /// A queue's slots, shared between its loop and those who hand it items already
@@ -121,6 +124,7 @@ pub async fn run<T, C, CF, H, HF>(
         claim_when_one_ends,
         poll,
         slots,
+        limit,
     } = queue;
     let mut running = JoinSet::new();
     let spawn = |running: &mut JoinSet<()>, item: T, slot: Option<OwnedSemaphorePermit>| {
@@ -140,7 +144,10 @@ pub async fn run<T, C, CF, H, HF>(
     // Whether items may be ready that no claim has taken yet.
     let mut wanted = true;
     loop {
-        let free = slots.slots.available_permits();
+        let free = slots
+            .slots
+            .available_permits()
+            .min(limit().saturating_sub(running.len()));
         // Claim when idle or when at least `min_claim` slots are free, so that under
         // load one claim (a write) takes a batch rather than a single item.
         if wanted && free > 0 && (running.is_empty() || free >= min_claim) {
@@ -193,6 +200,53 @@ pub async fn run<T, C, CF, H, HF>(
 mod tests {
     use super::*;
 
+    /// A limit below the slots caps what is claimed and run at once.
+    #[tokio::test]
+    async fn the_limit_caps_what_is_claimed() {
+        let slots = Arc::new(HandOff::<u32>::new(8));
+        let (asked, mut asks) = mpsc::unbounded_channel();
+        let release = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let worked = {
+            let (slots, stop, release) = (slots.clone(), stop.clone(), release.clone());
+            tokio::spawn(async move {
+                let wake = Notify::new();
+                let queue = Queue {
+                    name: "test",
+                    wake: &wake,
+                    min_claim: 1,
+                    claim_when_one_ends: true,
+                    poll: Duration::from_millis(5),
+                    slots: &slots,
+                    limit: &|| 2,
+                };
+                let mut next = 0;
+                let claim = |free: usize| {
+                    let _ = asked.send(free);
+                    let items: Vec<u32> = (next..next + free as u32).collect();
+                    next += free as u32;
+                    async move { Ok(items) }
+                };
+                let handle = |_item: u32| {
+                    let release = release.clone();
+                    async move { release.notified().await }
+                };
+                run(queue, stop, claim, handle).await;
+            })
+        };
+        assert_eq!(asks.recv().await, Some(2), "two of eight slots may run");
+        // Both run and hold their slots: no claim until one ends.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(asks.try_recv().is_err(), "nothing claimed while two run");
+        release.notify_one();
+        assert_eq!(asks.recv().await, Some(1), "one ended: one more");
+        stop.cancel();
+        release.notify_waiters();
+        release.notify_one();
+        release.notify_one();
+        let _ = tokio::time::timeout(Duration::from_secs(5), worked).await;
+    }
+
     /// Items handed over run in the slots reserved for them; a reservation is only
     /// given while the loop runs and there is room, and a stopping loop waits for
     /// the items still reserved.
@@ -213,6 +267,7 @@ mod tests {
                     claim_when_one_ends: false,
                     poll: Duration::from_millis(10),
                     slots: &slots,
+                    limit: &|| usize::MAX,
                 };
                 let claim = |_free: usize| async { Ok(Vec::new()) };
                 let handle = |item: u32| {

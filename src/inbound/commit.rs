@@ -4,6 +4,7 @@
 //! after the commit that holds its events is durable. Committing and flushing are
 //! pipelined: while one group's flush waits on the disk, the next group is written.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -18,6 +19,9 @@ const MAX_GROUP: usize = 256;
 const BUSY_GROUP: usize = 4;
 /// How long the writer is kept for the next group after a busy commit.
 const NEXT_GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
+/// How long after a busy commit webhooks still count as a flood (see
+/// [`Committer::flooded`]).
+const FLOOD_HOLD: std::time::Duration = std::time::Duration::from_millis(200);
 
 type Reply = oneshot::Sender<Result<IngressOutcome, CommitFailed>>;
 
@@ -30,6 +34,25 @@ pub struct CommitFailed;
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<(IngressBatch, Reply)>,
+    flood: Arc<Flood>,
+}
+
+/// When webhooks last came in groups (requests waiting for the same commit).
+struct Flood {
+    epoch: std::time::Instant,
+    /// Milliseconds after `epoch` until which webhooks count as a flood.
+    until_ms: AtomicU64,
+}
+
+impl Flood {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn hold(&self) {
+        let until = self.now_ms().saturating_add(FLOOD_HOLD.as_millis() as u64);
+        self.until_ms.store(until, Ordering::Relaxed);
+    }
 }
 
 impl Committer {
@@ -41,6 +64,13 @@ impl Committer {
             .await
             .map_err(|_| CommitFailed)?;
         wait.await.map_err(|_| CommitFailed)?
+    }
+
+    /// Whether webhooks arrive faster than one commit each (groups formed in the last
+    /// moments): then acknowledging them comes first, and the worker keeps to a few
+    /// events at a time so that the requests, not the backlog, get the CPU.
+    pub fn flooded(&self) -> bool {
+        self.flood.now_ms() < self.flood.until_ms.load(Ordering::Relaxed)
     }
 }
 
@@ -58,6 +88,11 @@ pub fn spawn_committer(
     stop: CancellationToken,
 ) -> (Committer, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<(IngressBatch, Reply)>(4096);
+    let flood = Arc::new(Flood {
+        epoch: std::time::Instant::now(),
+        until_ms: AtomicU64::new(0),
+    });
+    let flooding = flood.clone();
     let (flush_tx, flush_rx) = mpsc::unbounded_channel::<(Committed, bool)>();
     let flusher = tokio::spawn(flush(store.clone(), wake, flush_rx));
     let task = tokio::spawn(async move {
@@ -83,6 +118,7 @@ pub fn spawn_committer(
             let committed = commit_group(store.as_ref(), group).await;
             if busy {
                 store.expect_ingress(NEXT_GROUP_WINDOW);
+                flooding.hold();
             }
             if flush_tx.send(committed).is_err() {
                 break;
@@ -91,7 +127,7 @@ pub fn spawn_committer(
         drop(flush_tx);
         let _ = flusher.await;
     });
-    (Committer { tx }, task)
+    (Committer { tx, flood }, task)
 }
 
 /// Makes committed groups durable and answers their requests. A failed flush fails
@@ -183,4 +219,53 @@ fn is_outage(e: &StoreError) -> bool {
 fn log_failure(e: &StoreError) -> CommitFailed {
     tracing::error!(error = %e, "ingress commit failed");
     CommitFailed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewEnvelope, SqliteStore};
+
+    /// Requests that wait for the same commit mean webhooks come faster than one
+    /// commit each: for a moment after such a group the committer reports a flood
+    /// (the worker then keeps to a few events); single requests do not.
+    #[tokio::test]
+    async fn a_group_of_waiting_webhooks_counts_as_a_flood_for_a_moment() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("og.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", db.display())).await?;
+        store.migrate().await?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let (committer, task) =
+            spawn_committer(store, Arc::new(Notify::new()), CancellationToken::new());
+        let batch = || IngressBatch {
+            envelopes: vec![NewEnvelope {
+                tenant_id: None,
+                channel_id: None,
+                platform: "whatsapp".into(),
+                body: b"{}".to_vec(),
+                received_at: 0,
+            }],
+            ..Default::default()
+        };
+        committer.commit(batch()).await?;
+        assert!(!committer.flooded(), "one request at a time is no flood");
+        // On this single-threaded runtime the requests all queue before the commit
+        // task runs: one group.
+        let waiting: Vec<_> = (0..BUSY_GROUP * 2)
+            .map(|_| {
+                let committer = committer.clone();
+                let batch = batch();
+                tokio::spawn(async move { committer.commit(batch).await })
+            })
+            .collect();
+        for request in waiting {
+            request.await??;
+        }
+        assert!(committer.flooded());
+        tokio::time::sleep(FLOOD_HOLD + std::time::Duration::from_millis(50)).await;
+        assert!(!committer.flooded(), "the flood is over once groups stop");
+        task.abort();
+        Ok(())
+    }
 }

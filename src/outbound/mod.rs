@@ -50,6 +50,7 @@ pub async fn run_dispatcher(app: App, stop: CancellationToken) {
         poll: Duration::from_millis(app.config.worker.poll_ms),
         // Shared with the worker, which hands fresh replies over already claimed.
         slots: &app.replies,
+        limit: &|| usize::MAX,
     };
     crate::queue::run(queue, stop, claim, handle).await;
 }

@@ -14,6 +14,9 @@ use crate::app::App;
 use crate::queue::{HandOff, Queue};
 use crate::store::now_ms;
 
+/// Events handled at once while webhooks flood in (see `Committer::flooded`).
+const FLOOD_CONCURRENCY: usize = 2;
+
 /// Runs until `stop`, then lets in-flight events finish.
 pub async fn run_worker(app: App, stop: CancellationToken) {
     let owner = app.worker_owner();
@@ -36,6 +39,14 @@ pub async fn run_worker(app: App, stop: CancellationToken) {
         claim_when_one_ends: true,
         poll: Duration::from_millis(app.config.worker.poll_ms),
         slots: &slots,
+        // Acknowledgements first: while webhooks flood in, a few events at a time.
+        limit: &|| {
+            if app.committer.flooded() {
+                FLOOD_CONCURRENCY
+            } else {
+                usize::MAX
+            }
+        },
     };
     crate::queue::run(queue, stop, claim, handle).await;
 }
