@@ -19,7 +19,11 @@ const MAX_GROUP: usize = 256;
 const BUSY_GROUP: usize = 4;
 /// How long the writer is kept for the next group after a busy commit.
 const NEXT_GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
-/// How long after a busy commit webhooks still count as a flood (see
+/// A group at least this large means webhooks flood in: many more requests arrive
+/// than commits can be made one by one (at 500 requests/s with a commit of 10 ms,
+/// groups are about 5; a stall of 60 ms at that rate makes one of 30).
+const FLOOD_GROUP: usize = 32;
+/// How long after a flooded commit webhooks still count as a flood (see
 /// [`Committer::flooded`]).
 const FLOOD_HOLD: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -66,7 +70,7 @@ impl Committer {
         wait.await.map_err(|_| CommitFailed)?
     }
 
-    /// Whether webhooks arrive faster than one commit each (groups formed in the last
+    /// Whether webhooks flood in (large groups waited for one commit in the last
     /// moments): then acknowledging them comes first, and the worker keeps to a few
     /// events at a time so that the requests, not the backlog, get the CPU.
     pub fn flooded(&self) -> bool {
@@ -115,10 +119,12 @@ pub fn spawn_committer(
             // A group of several means load: the next one forms right after this
             // commit; keep the writer for it.
             let busy = group.len() >= BUSY_GROUP;
+            if group.len() >= FLOOD_GROUP {
+                flooding.hold();
+            }
             let committed = commit_group(store.as_ref(), group).await;
             if busy {
                 store.expect_ingress(NEXT_GROUP_WINDOW);
-                flooding.hold();
             }
             if flush_tx.send(committed).is_err() {
                 break;
@@ -226,9 +232,9 @@ mod tests {
     use super::*;
     use crate::store::{NewEnvelope, SqliteStore};
 
-    /// Requests that wait for the same commit mean webhooks come faster than one
-    /// commit each: for a moment after such a group the committer reports a flood
-    /// (the worker then keeps to a few events); single requests do not.
+    /// Many requests waiting for the same commit mean webhooks flood in: for a moment
+    /// after such a group the committer reports a flood (the worker then keeps to a
+    /// few events); single requests and small groups do not.
     #[tokio::test]
     async fn a_group_of_waiting_webhooks_counts_as_a_flood_for_a_moment() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
@@ -250,9 +256,20 @@ mod tests {
         };
         committer.commit(batch()).await?;
         assert!(!committer.flooded(), "one request at a time is no flood");
+        let small: Vec<_> = (0..FLOOD_GROUP - 1)
+            .map(|_| {
+                let committer = committer.clone();
+                let batch = batch();
+                tokio::spawn(async move { committer.commit(batch).await })
+            })
+            .collect();
+        for request in small {
+            request.await??;
+        }
+        assert!(!committer.flooded(), "a smaller group is ordinary load");
         // On this single-threaded runtime the requests all queue before the commit
         // task runs: one group.
-        let waiting: Vec<_> = (0..BUSY_GROUP * 2)
+        let waiting: Vec<_> = (0..FLOOD_GROUP)
             .map(|_| {
                 let committer = committer.clone();
                 let batch = batch();
