@@ -200,6 +200,37 @@ pub async fn run<T, C, CF, H, HF>(
 mod tests {
     use super::*;
 
+    /// Runs a queue loop over `slots` with at most `limit` items at once, until
+    /// `stop`.
+    fn spawn_loop<C, CF, H, HF>(
+        slots: Arc<HandOff<u32>>,
+        stop: CancellationToken,
+        limit: usize,
+        claim: C,
+        handle: H,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        C: FnMut(usize) -> CF + Send + 'static,
+        CF: Future<Output = Result<Vec<u32>, crate::store::StoreError>> + Send,
+        H: Fn(u32) -> HF + Send + Sync + 'static,
+        HF: Future<Output = ()> + Send + 'static,
+    {
+        tokio::spawn(async move {
+            let wake = Notify::new();
+            let limit = move || limit;
+            let queue = Queue {
+                name: "test",
+                wake: &wake,
+                min_claim: 1,
+                claim_when_one_ends: true,
+                poll: Duration::from_millis(5),
+                slots: &slots,
+                limit: &limit,
+            };
+            run(queue, stop, claim, handle).await;
+        })
+    }
+
     /// A limit below the slots caps what is claimed and run at once.
     #[tokio::test]
     async fn the_limit_caps_what_is_claimed() {
@@ -207,33 +238,19 @@ mod tests {
         let (asked, mut asks) = mpsc::unbounded_channel();
         let release = Arc::new(Notify::new());
         let stop = CancellationToken::new();
-        let worked = {
-            let (slots, stop, release) = (slots.clone(), stop.clone(), release.clone());
-            tokio::spawn(async move {
-                let wake = Notify::new();
-                let queue = Queue {
-                    name: "test",
-                    wake: &wake,
-                    min_claim: 1,
-                    claim_when_one_ends: true,
-                    poll: Duration::from_millis(5),
-                    slots: &slots,
-                    limit: &|| 2,
-                };
-                let mut next = 0;
-                let claim = |free: usize| {
-                    let _ = asked.send(free);
-                    let items: Vec<u32> = (next..next + free as u32).collect();
-                    next += free as u32;
-                    async move { Ok(items) }
-                };
-                let handle = |_item: u32| {
-                    let release = release.clone();
-                    async move { release.notified().await }
-                };
-                run(queue, stop, claim, handle).await;
-            })
+        let mut next = 0;
+        let claim = move |free: usize| {
+            let _ = asked.send(free);
+            let items: Vec<u32> = (next..next + free as u32).collect();
+            next += free as u32;
+            async move { Ok(items) }
         };
+        let held = release.clone();
+        let handle = move |_item: u32| {
+            let release = held.clone();
+            async move { release.notified().await }
+        };
+        let worked = spawn_loop(slots.clone(), stop.clone(), 2, claim, handle);
         assert_eq!(asks.recv().await, Some(2), "two of eight slots may run");
         // Both run and hold their slots: no claim until one ends.
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -256,29 +273,14 @@ mod tests {
         assert!(slots.reserve(1).is_none(), "no loop runs yet");
         let (ran, mut runs) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
-        let worked = {
-            let (slots, stop) = (slots.clone(), stop.clone());
-            tokio::spawn(async move {
-                let wake = Notify::new();
-                let queue = Queue {
-                    name: "test",
-                    wake: &wake,
-                    min_claim: 1,
-                    claim_when_one_ends: false,
-                    poll: Duration::from_millis(10),
-                    slots: &slots,
-                    limit: &|| usize::MAX,
-                };
-                let claim = |_free: usize| async { Ok(Vec::new()) };
-                let handle = |item: u32| {
-                    let ran = ran.clone();
-                    async move {
-                        let _ = ran.send(item);
-                    }
-                };
-                run(queue, stop, claim, handle).await;
-            })
+        let claim = |_free: usize| async { Ok(Vec::new()) };
+        let handle = move |item: u32| {
+            let ran = ran.clone();
+            async move {
+                let _ = ran.send(item);
+            }
         };
+        let worked = spawn_loop(slots.clone(), stop.clone(), usize::MAX, claim, handle);
         let mut reserved = loop {
             if let Some(r) = slots.reserve(2) {
                 break r;

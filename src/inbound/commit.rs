@@ -254,31 +254,28 @@ mod tests {
             }],
             ..Default::default()
         };
-        committer.commit(batch()).await?;
+        // On this single-threaded runtime requests sent together all queue before
+        // the commit task runs: one group.
+        let group = |n: usize| {
+            let waiting: Vec<_> = (0..n)
+                .map(|_| {
+                    let committer = committer.clone();
+                    let batch = batch();
+                    tokio::spawn(async move { committer.commit(batch).await })
+                })
+                .collect();
+            async move {
+                for request in waiting {
+                    request.await??;
+                }
+                anyhow::Ok(())
+            }
+        };
+        group(1).await?;
         assert!(!committer.flooded(), "one request at a time is no flood");
-        let small: Vec<_> = (0..FLOOD_GROUP - 1)
-            .map(|_| {
-                let committer = committer.clone();
-                let batch = batch();
-                tokio::spawn(async move { committer.commit(batch).await })
-            })
-            .collect();
-        for request in small {
-            request.await??;
-        }
+        group(FLOOD_GROUP - 1).await?;
         assert!(!committer.flooded(), "a smaller group is ordinary load");
-        // On this single-threaded runtime the requests all queue before the commit
-        // task runs: one group.
-        let waiting: Vec<_> = (0..FLOOD_GROUP)
-            .map(|_| {
-                let committer = committer.clone();
-                let batch = batch();
-                tokio::spawn(async move { committer.commit(batch).await })
-            })
-            .collect();
-        for request in waiting {
-            request.await??;
-        }
+        group(FLOOD_GROUP).await?;
         assert!(committer.flooded());
         tokio::time::sleep(FLOOD_HOLD + std::time::Duration::from_millis(50)).await;
         assert!(!committer.flooded(), "the flood is over once groups stop");

@@ -838,26 +838,33 @@ mod tests {
             })
             .await?;
         let chats = ["a", "b", "c"];
-        let events = chats
-            .iter()
-            .map(|chat| NewInboxEvent {
-                tenant_id: tenant.clone(),
-                channel_id: channel.clone(),
-                platform: "whatsapp".into(),
-                external_id: format!("m-{chat}"),
-                kind: "message".into(),
-                conv_key: chat.to_string(),
-                platform_ts: 1,
-                payload: "{}".into(),
-                received_at: now_ms(),
-            })
-            .collect();
-        store
-            .commit_ingress(&[IngressBatch {
-                events,
-                ..Default::default()
-            }])
-            .await?;
+        // One message in each chat, with ids `{prefix}-{chat}`.
+        let ingest = |prefix: &'static str, platform_ts: i64| {
+            let events = chats
+                .iter()
+                .map(|chat| NewInboxEvent {
+                    tenant_id: tenant.clone(),
+                    channel_id: channel.clone(),
+                    platform: "whatsapp".into(),
+                    external_id: format!("{prefix}-{chat}"),
+                    kind: "message".into(),
+                    conv_key: chat.to_string(),
+                    platform_ts,
+                    payload: "{}".into(),
+                    received_at: now_ms(),
+                })
+                .collect();
+            let store = store.clone();
+            async move {
+                store
+                    .commit_ingress(&[IngressBatch {
+                        events,
+                        ..Default::default()
+                    }])
+                    .await
+            }
+        };
+        ingest("m", 1).await?;
         // "b" is claimed with a short lease and taken over by another worker.
         let now = now_ms();
         let mut claimed = Vec::new();
@@ -976,26 +983,7 @@ mod tests {
             hand_off: None,
         };
         assert!(store.complete_inbox(&finish_b).await?.kept);
-        let events = chats
-            .iter()
-            .map(|chat| NewInboxEvent {
-                tenant_id: tenant.clone(),
-                channel_id: channel.clone(),
-                platform: "whatsapp".into(),
-                external_id: format!("m2-{chat}"),
-                kind: "message".into(),
-                conv_key: chat.to_string(),
-                platform_ts: 2,
-                payload: "{}".into(),
-                received_at: now_ms(),
-            })
-            .collect();
-        store
-            .commit_ingress(&[IngressBatch {
-                events,
-                ..Default::default()
-            }])
-            .await?;
+        ingest("m2", 2).await?;
         let second = store.claim_inbox("w", now_ms(), 60_000, 5).await?;
         assert_eq!(second.len(), 3);
         let busy = store.write_connection(true).await?;
