@@ -727,11 +727,7 @@ macro_rules! privacy_store {
                 .fetch_optional(&mut *self.read().await?)
                 .await?;
                 let Some((restricted_at, ai_processing, stop, start, human, disclosure, idle)) = row else {
-                    return Ok($crate::store::PolicyState {
-                        restricted: false,
-                        ai_processing: None,
-                        settings: $crate::store::PrivacySettings::default(),
-                    });
+                    return Ok($crate::store::PolicyState::default());
                 };
                 let settings = match (stop, start, human, idle) {
                     (Some(stop), Some(start), Some(human), Some(idle)) => {

@@ -403,7 +403,8 @@ macro_rules! shared_store {
 
             /// Leases the first part of each reply `done` queues to its hand-off's
             /// dispatcher, as the outbox claim would: if the channel is active and no
-            /// earlier part of the conversation waits. Returns the parts leased.
+            /// earlier part of the conversation waits. The parts leased come back as
+            /// the script's rows (see [`completions_of`](Self::completions_of)).
             fn push_hand_off<'q>(
                 script: &mut $crate::store::shared::Script<'q, $db>,
                 done: &'q $crate::store::Completion,
@@ -416,22 +417,27 @@ macro_rules! shared_store {
                         continue;
                     };
                     script
-                        .push(
+                        .push(concat!(
                             "UPDATE outbox SET state = 'sending', lease_owner = $1, lease_until = $2, \
                              attempts = attempts + 1 WHERE id IN (\
                              SELECT o.id FROM outbox o JOIN channels c ON c.id = o.channel_id \
                              WHERE o.tenant_id = $3 AND o.message_id = $4 AND o.part = 0 \
-                             AND o.state = 'pending' AND c.status = 'active' \
-                             AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.conversation_id = o.conversation_id \
-                               AND p.state IN ('pending', 'sending') AND p.id < o.id)) \
-                             RETURNING id, tenant_id, channel_id, conversation_id, message_id, part, recipient, \
-                             text, reply_to, attempts, possible_duplicate, message_tag",
-                        )
+                             AND o.state = 'pending' AND ",
+                            $crate::store::shared::outbox_part_may_go!(),
+                            ") RETURNING ",
+                            $crate::store::shared::outbox_item_columns!()
+                        ))
                         .bind(&to.owner)
                         .bind(to.lease_until)
                         .bind(&done.tenant_id)
                         .bind(&message.id);
                 }
+            }
+
+            /// Events a completion script marked done: the rows of one column (the
+            /// parts handed over have more).
+            fn marked(rows: &[<$db as sqlx::Database>::Row]) -> usize {
+                rows.iter().filter(|row| sqlx::Row::len(*row) == 1).count()
             }
 
             /// Reads a completion script's rows: per completion, the id of its marked
@@ -467,7 +473,7 @@ macro_rules! shared_store {
                 let mut script = Self::script();
                 if Self::push_completion(&mut script, done) {
                     let (rows, kept) = self
-                        .run_transaction(conn, durable, script, Some(&|rows| Self::completions_of(rows, 1).is_some()))
+                        .run_transaction(conn, durable, script, Some(&|rows| Self::marked(rows) == 1))
                         .await?;
                     return Ok(match Self::completions_of(&rows, 1) {
                         Some(mut one) if kept => one.remove(0),
@@ -501,7 +507,7 @@ macro_rules! shared_store {
                     let all = batch.len();
                     let durable = batch.iter().any(|(done, _)| done.hand_off.is_some()) && !Self::SYNCS_LOG_APART;
                     let together = self
-                        .run_transaction(conn, durable, script, Some(&|rows| Self::completions_of(rows, all).is_some()))
+                        .run_transaction(conn, durable, script, Some(&|rows| Self::marked(rows) == all))
                         .await;
                     if let Ok((rows, true)) = together {
                         if let Some(completed) = Self::completions_of(&rows, all) {
@@ -1336,13 +1342,12 @@ macro_rules! shared_store {
                      WHERE id IN (\
                      SELECT o.id FROM outbox o JOIN channels c ON c.id = o.channel_id \
                      WHERE o.state IN ('pending', 'sending') AND o.next_attempt_at <= $3 \
-                     AND (o.state = 'pending' OR o.lease_until < $3) AND c.status = 'active' \
-                     AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.conversation_id = o.conversation_id \
-                       AND p.state IN ('pending', 'sending') AND p.id < o.id) \
-                     ORDER BY o.next_attempt_at, o.id LIMIT $4",
+                     AND (o.state = 'pending' OR o.lease_until < $3) AND ",
+                    $crate::store::shared::outbox_part_may_go!(),
+                    " ORDER BY o.next_attempt_at, o.id LIMIT $4",
                     $lock_outbox,
-                    ") RETURNING id, tenant_id, channel_id, conversation_id, message_id, part, recipient, text, \
-                     reply_to, attempts, possible_duplicate, message_tag"
+                    ") RETURNING ",
+                    $crate::store::shared::outbox_item_columns!()
                 ))
                 .bind(owner)
                 .bind(now + lease_ms)
@@ -2018,6 +2023,27 @@ impl<'q, DB: sqlx::Database> Script<'q, DB> {
         }
     }
 }
+
+/// The conditions under which the outbox part `o` may go out now, as the outbox
+/// claim and a completion's hand-off both require: its channel `c` is active and no
+/// earlier part of its conversation is still to be sent.
+macro_rules! outbox_part_may_go {
+    () => {
+        "c.status = 'active' AND NOT EXISTS (SELECT 1 FROM outbox p \
+         WHERE p.conversation_id = o.conversation_id \
+         AND p.state IN ('pending', 'sending') AND p.id < o.id)"
+    };
+}
+pub(crate) use outbox_part_may_go;
+
+/// The columns of an [`OutboxItem`](super::OutboxItem), for `RETURNING`.
+macro_rules! outbox_item_columns {
+    () => {
+        "id, tenant_id, channel_id, conversation_id, message_id, part, recipient, text, \
+         reply_to, attempts, possible_duplicate, message_tag"
+    };
+}
+pub(crate) use outbox_item_columns;
 
 /// Statements in one text up to which its prepared copy is kept on the connection:
 /// one event's completion, a sent part, a new conversation, two or three of them
