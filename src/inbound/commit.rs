@@ -19,11 +19,14 @@ const MAX_GROUP: usize = 256;
 const BUSY_GROUP: usize = 4;
 /// How long the writer is kept for the next group after a busy commit.
 const NEXT_GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
-/// A group at least this large means webhooks flood in: many more requests arrive
-/// than commits can be made one by one (at 500 requests/s with a commit of 10 ms,
-/// groups are about 5; a stall of 60 ms at that rate makes one of 30).
-const FLOOD_GROUP: usize = 32;
-/// How long after a flooded commit webhooks still count as a flood (see
+/// Webhooks a second above which they flood in: more than the worker answers at full
+/// width on two shared cores (about 1,000 conversations a second end to end).
+const FLOOD_RATE: u64 = 2_000;
+/// Webhooks are counted over windows this long; a flood is [`FLOOD_RATE`] kept up
+/// for two windows in a row, so the lump a stall leaves behind (at 500 a second, a
+/// 400-ms stall makes a group of 200) is not taken for one.
+const FLOOD_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long after a flooded window webhooks still count as a flood (see
 /// [`Committer::flooded`]).
 const FLOOD_HOLD: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -41,11 +44,50 @@ pub struct Committer {
     flood: Arc<Flood>,
 }
 
-/// When webhooks last came in groups (requests waiting for the same commit).
+/// Whether webhooks arrive faster than [`FLOOD_RATE`]: counted by the commit task,
+/// read by the worker.
 struct Flood {
     epoch: std::time::Instant,
     /// Milliseconds after `epoch` until which webhooks count as a flood.
     until_ms: AtomicU64,
+}
+
+/// The commit task's count of committed requests per [`FLOOD_WINDOW`].
+struct FloodWindows {
+    start: std::time::Instant,
+    count: u64,
+    /// Whether the last window was over the rate.
+    last_over: bool,
+}
+
+impl FloodWindows {
+    fn new(now: std::time::Instant) -> Self {
+        Self {
+            start: now,
+            count: 0,
+            last_over: false,
+        }
+    }
+
+    /// Counts `requests` committed at `now`; true when this ends a second window in
+    /// a row over [`FLOOD_RATE`]. A window ends at the first commit after its time; a
+    /// pause of two windows or more starts the count over.
+    fn count(&mut self, requests: usize, now: std::time::Instant) -> bool {
+        if now.saturating_duration_since(self.start) >= 2 * FLOOD_WINDOW {
+            *self = Self::new(now);
+        }
+        self.count += requests as u64;
+        let elapsed = now.saturating_duration_since(self.start);
+        if elapsed < FLOOD_WINDOW {
+            return false;
+        }
+        let over = self.count * 1000 >= FLOOD_RATE * elapsed.as_millis() as u64;
+        let flood = over && self.last_over;
+        self.start = now;
+        self.count = 0;
+        self.last_over = over;
+        flood
+    }
 }
 
 impl Flood {
@@ -70,9 +112,9 @@ impl Committer {
         wait.await.map_err(|_| CommitFailed)?
     }
 
-    /// Whether webhooks flood in (large groups waited for one commit in the last
-    /// moments): then acknowledging them comes first, and the worker keeps to a few
-    /// events at a time so that the requests, not the backlog, get the CPU.
+    /// Whether webhooks flood in (more than [`FLOOD_RATE`] a second, kept up): then
+    /// acknowledging them comes first, and the worker keeps to one event at a time
+    /// so that the requests, not the backlog, get the CPU.
     pub fn flooded(&self) -> bool {
         self.flood.now_ms() < self.flood.until_ms.load(Ordering::Relaxed)
     }
@@ -97,6 +139,7 @@ pub fn spawn_committer(
         until_ms: AtomicU64::new(0),
     });
     let flooding = flood.clone();
+    let mut windows = FloodWindows::new(std::time::Instant::now());
     let (flush_tx, flush_rx) = mpsc::unbounded_channel::<(Committed, bool)>();
     let flusher = tokio::spawn(flush(store.clone(), wake, flush_rx));
     let task = tokio::spawn(async move {
@@ -119,7 +162,7 @@ pub fn spawn_committer(
             // A group of several means load: the next one forms right after this
             // commit; keep the writer for it.
             let busy = group.len() >= BUSY_GROUP;
-            if group.len() >= FLOOD_GROUP {
+            if windows.count(group.len(), std::time::Instant::now()) {
                 flooding.hold();
             }
             let committed = commit_group(store.as_ref(), group).await;
@@ -232,11 +275,70 @@ mod tests {
     use super::*;
     use crate::store::{NewEnvelope, SqliteStore};
 
-    /// Many requests waiting for the same commit mean webhooks flood in: for a moment
-    /// after such a group the committer reports a flood (the worker then keeps to a
-    /// few events); single requests and small groups do not.
+    use std::time::{Duration, Instant};
+
+    /// Commits of `group` requests every `every`, for `lasting`, from `start`;
+    /// returns when the first flood was reported (offset from `start`) and how many
+    /// windows reported one.
+    fn commits(
+        windows: &mut FloodWindows,
+        start: Instant,
+        group: usize,
+        every: Duration,
+        lasting: Duration,
+    ) -> (Option<Duration>, usize) {
+        let (mut first, mut floods) = (None, 0);
+        let mut at = Duration::ZERO;
+        while at < lasting {
+            if windows.count(group, start + at) {
+                first.get_or_insert(at);
+                floods += 1;
+            }
+            at += every;
+        }
+        (first, floods)
+    }
+
+    /// Webhooks flood in when more than [`FLOOD_RATE`] a second keep arriving for two
+    /// windows; a steady rate below it is ordinary load, and so is the lump of
+    /// requests that piles up behind a stall.
+    #[test]
+    fn a_flood_is_a_high_rate_kept_up_not_a_lump_after_a_stall() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+
+        let mut windows = FloodWindows::new(start);
+        let (first, _) = commits(&mut windows, start, 1, ms(2), ms(2000));
+        assert_eq!(first, None, "500 a second is no flood");
+
+        // 500 a second with an 800-ms stall in the middle: 400 requests in one group.
+        let mut windows = FloodWindows::new(start);
+        let (before, _) = commits(&mut windows, start, 1, ms(2), ms(1000));
+        let stalled = start + ms(1800);
+        let lump = windows.count(400, stalled);
+        let (after, _) = commits(&mut windows, stalled + ms(2), 1, ms(2), ms(1000));
+        assert_eq!(
+            (before, lump, after),
+            (None, false, None),
+            "a stall's lump is no flood"
+        );
+
+        // 3,000 a second (30 every 10 ms): a flood from the end of the second window,
+        // reported again at the end of every window while it lasts.
+        let mut windows = FloodWindows::new(start);
+        let (first, floods) = commits(&mut windows, start, 30, ms(10), ms(1000));
+        assert_eq!(first, Some(ms(200)));
+        assert_eq!(floods, 8);
+
+        // Just under the rate (1,900 a second) is not one.
+        let mut windows = FloodWindows::new(start);
+        let (first, _) = commits(&mut windows, start, 19, ms(10), ms(1000));
+        assert_eq!(first, None);
+    }
+
+    /// A reported flood holds for [`FLOOD_HOLD`], then webhooks are ordinary again.
     #[tokio::test]
-    async fn a_group_of_waiting_webhooks_counts_as_a_flood_for_a_moment() -> anyhow::Result<()> {
+    async fn a_flood_holds_for_a_moment() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("og.db");
         let store = SqliteStore::connect(&format!("sqlite://{}", db.display())).await?;
@@ -244,41 +346,26 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(store);
         let (committer, task) =
             spawn_committer(store, Arc::new(Notify::new()), CancellationToken::new());
-        let batch = || IngressBatch {
-            envelopes: vec![NewEnvelope {
-                tenant_id: None,
-                channel_id: None,
-                platform: "whatsapp".into(),
-                body: b"{}".to_vec(),
-                received_at: 0,
-            }],
-            ..Default::default()
-        };
-        // On this single-threaded runtime requests sent together all queue before
-        // the commit task runs: one group.
-        let group = |n: usize| {
-            let waiting: Vec<_> = (0..n)
-                .map(|_| {
-                    let committer = committer.clone();
-                    let batch = batch();
-                    tokio::spawn(async move { committer.commit(batch).await })
-                })
-                .collect();
-            async move {
-                for request in waiting {
-                    request.await??;
-                }
-                anyhow::Ok(())
-            }
-        };
-        group(1).await?;
-        assert!(!committer.flooded(), "one request at a time is no flood");
-        group(FLOOD_GROUP - 1).await?;
-        assert!(!committer.flooded(), "a smaller group is ordinary load");
-        group(FLOOD_GROUP).await?;
+        committer
+            .commit(IngressBatch {
+                envelopes: vec![NewEnvelope {
+                    tenant_id: None,
+                    channel_id: None,
+                    platform: "whatsapp".into(),
+                    body: b"{}".to_vec(),
+                    received_at: 0,
+                }],
+                ..Default::default()
+            })
+            .await?;
+        assert!(!committer.flooded(), "one request is no flood");
+        committer.flood.hold();
         assert!(committer.flooded());
-        tokio::time::sleep(FLOOD_HOLD + std::time::Duration::from_millis(50)).await;
-        assert!(!committer.flooded(), "the flood is over once groups stop");
+        tokio::time::sleep(FLOOD_HOLD + Duration::from_millis(50)).await;
+        assert!(
+            !committer.flooded(),
+            "the flood is over once it is not reported again"
+        );
         task.abort();
         Ok(())
     }

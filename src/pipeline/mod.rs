@@ -14,8 +14,9 @@ use crate::app::App;
 use crate::queue::{HandOff, Queue};
 use crate::store::now_ms;
 
-/// Events handled at once while webhooks flood in (see `Committer::flooded`).
-const FLOOD_CONCURRENCY: usize = 2;
+/// Events handled at once while webhooks flood in (see `Committer::flooded`): the
+/// backlog keeps moving, one event at a time.
+const FLOOD_CONCURRENCY: usize = 1;
 
 /// Runs until `stop`, then lets in-flight events finish.
 pub async fn run_worker(app: App, stop: CancellationToken) {
@@ -39,7 +40,7 @@ pub async fn run_worker(app: App, stop: CancellationToken) {
         claim_when_one_ends: true,
         poll: Duration::from_millis(app.config.worker.poll_ms),
         slots: &slots,
-        // Acknowledgements first: while webhooks flood in, a few events at a time.
+        // Acknowledgements first: while webhooks flood in, one event at a time.
         limit: &|| {
             if app.committer.flooded() {
                 FLOOD_CONCURRENCY
