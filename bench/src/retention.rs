@@ -142,10 +142,13 @@ pub async fn run(bench: &Bench, broken: &mut Broken) -> anyhow::Result<()> {
         let second = at(s).saturating_duration_since(started).as_secs();
         seconds.entry(second).or_default().push(s.latency);
     }
-    let worst_second = seconds
-        .into_values()
-        .map(|l| Percentiles::of(l).p99)
-        .fold(0.0, f64::max);
+    let (worst_at, worst_second) = seconds
+        .into_iter()
+        .map(|(second, l)| (second, Percentiles::of(l).p99))
+        .fold(
+            (0, 0.0),
+            |worst, this| if this.1 > worst.1 { this } else { worst },
+        );
     let load = format!("{:.0}/s offered", args.retention_rate);
     Row {
         section: "retention",
@@ -190,12 +193,14 @@ pub async fn run(bench: &Bench, broken: &mut Broken) -> anyhow::Result<()> {
         ),
         notes: format!(
             "sweep took {:.1} s, its messages {:.1} s ({:.0} rows/s); {left} expired left; \
-             worst 1-s p99 {:.1} ms, max {:.1} ms; p99 while deleting messages {:.1} ms, \
+             worst 1-s p99 {:.1} ms (second {} of {:.0}), max {:.1} ms; p99 while deleting messages {:.1} ms, \
              in the {:.1} s after (other classes, WAL truncation) {:.1} ms; {committed}",
             took.as_secs_f64(),
             deleting.as_secs_f64(),
             seeded as f64 / deleting.as_secs_f64().max(1e-9),
             worst_second,
+            worst_at + 1,
+            took.as_secs_f64().ceil(),
             measured.max,
             deleting_phase.p99,
             finished
@@ -203,7 +208,11 @@ pub async fn run(bench: &Bench, broken: &mut Broken) -> anyhow::Result<()> {
                 .as_secs_f64(),
             tail.p99
         ),
-        target: target("p99 < 50 ms", measured.p99 < P99_TARGET_MS && errors == 0),
+        // "Throughout": the sweep's p99 and its worst single second's.
+        target: target(
+            "p99 < 50 ms in every second",
+            measured.p99 < P99_TARGET_MS && worst_second < P99_TARGET_MS && errors == 0,
+        ),
     }
     .print();
     Ok(())

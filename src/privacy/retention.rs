@@ -115,6 +115,18 @@ const CLASSES: [DataClass; 5] = [
     DataClass::Analytics,
 ];
 
+/// How hard a sweep presses on the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Batch after batch (`omnigate retention run`: the operator waits for it).
+    Full,
+    /// After each batch, a rest as long as the batch held the writer and flushed: the
+    /// writer and the disk are the sweep's half the time at most, so webhook
+    /// acknowledgements keep their latency while a large backlog is deleted (the
+    /// scheduled sweep in `serve`).
+    Background,
+}
+
 /// Deletes (or with `dry_run` counts) everything expired at `now`, for every tenant,
 /// then the rows no tenant owns (unroutable envelopes and events) by the maximums.
 pub async fn sweep(
@@ -122,6 +134,17 @@ pub async fn sweep(
     limits: &Limits,
     now: i64,
     dry_run: bool,
+) -> crate::store::Result<SweepReport> {
+    sweep_at(store, limits, now, dry_run, Pace::Full).await
+}
+
+/// [`sweep`] at `pace`.
+pub async fn sweep_at(
+    store: &dyn Store,
+    limits: &Limits,
+    now: i64,
+    dry_run: bool,
+    pace: Pace,
 ) -> crate::store::Result<SweepReport> {
     let mut report = SweepReport {
         dry_run,
@@ -138,6 +161,7 @@ pub async fn sweep(
                 class,
                 cutoff(class, &settings, now),
                 dry_run,
+                pace,
             )
             .await?;
             counts.insert(class.as_str(), n);
@@ -171,6 +195,7 @@ pub async fn sweep(
             class,
             cutoff(class, &unowned, now),
             dry_run,
+            pace,
         )
         .await?;
         *report.classes.entry(class.as_str()).or_default() += n;
@@ -204,13 +229,14 @@ async fn expire(
     class: DataClass,
     cutoff: i64,
     dry_run: bool,
+    pace: Pace,
 ) -> crate::store::Result<u64> {
     if dry_run {
         return store.count_expired(tenant_id, class, cutoff).await;
     }
     let mut total = 0;
     loop {
-        let n = store
+        let (n, took) = store
             .delete_expired(tenant_id, class, cutoff, limits.batch_size)
             .await?;
         total += n;
@@ -218,7 +244,10 @@ async fn expire(
             return Ok(total);
         }
         // Let waiting writers in between batches.
-        tokio::task::yield_now().await;
+        match pace {
+            Pace::Full => tokio::task::yield_now().await,
+            Pace::Background => tokio::time::sleep(took).await,
+        }
     }
 }
 
@@ -234,7 +263,7 @@ pub async fn run_sweeper(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        match sweep(store.as_ref(), &limits, now_ms(), false).await {
+        match sweep_at(store.as_ref(), &limits, now_ms(), false, Pace::Background).await {
             Ok(report) => {
                 tracing::info!(deleted = report.total(), classes = ?report.classes, "retention sweep")
             }

@@ -319,14 +319,15 @@ pub trait PrivacyStore: Send + Sync {
         audit: &Audit,
     ) -> Result<()>;
     /// Deletes one batch of `class` at or before `cutoff` for a tenant (`None`: rows
-    /// no tenant owns), in its own short transaction; the number deleted.
+    /// no tenant owns), in its own short transaction; the number deleted, and how
+    /// long the batch took once it had the writer (its transaction and its flush).
     async fn delete_expired(
         &self,
         tenant_id: Option<&str>,
         class: DataClass,
         cutoff: i64,
         batch: i64,
-    ) -> Result<u64>;
+    ) -> Result<(u64, std::time::Duration)>;
     async fn count_expired(
         &self,
         tenant_id: Option<&str>,
@@ -896,12 +897,15 @@ macro_rules! privacy_store {
                 class: $crate::store::DataClass,
                 cutoff: i64,
                 batch: i64,
-            ) -> $crate::store::Result<u64> {
-                let Some((delete, _)) = class.statements() else { return Ok(0) };
+            ) -> $crate::store::Result<(u64, std::time::Duration)> {
+                let Some((delete, _)) = class.statements() else {
+                    return Ok((0, std::time::Duration::ZERO));
+                };
                 // Background turn: acknowledgements go first. On SQLite the batch
                 // commits relaxed and its log is flushed once the writer is free again
                 // (a flush on the writer would hold up every other write meanwhile).
                 let (gate, mut conn) = self.write_connection(false).await?;
+                let began = std::time::Instant::now();
                 let mut tx = self.begin_write(&mut conn, !Self::SYNCS_LOG_APART).await?;
                 let n = sqlx::query(delete)
                     .bind(tenant_id)
@@ -913,7 +917,7 @@ macro_rules! privacy_store {
                 tx.commit().await?;
                 drop((gate, conn));
                 self.sync_wal().await?;
-                Ok(n)
+                Ok((n, began.elapsed()))
             }
 
             async fn count_expired(
@@ -1007,9 +1011,11 @@ macro_rules! privacy_store {
             async fn compact(&self) -> $crate::store::Result<()> {
                 if !$after_erase.is_empty() {
                     // A sweep leaves a long log: copy most of it beside the writer
-                    // first (a passive checkpoint never blocks it), so the truncating
-                    // one below holds the writer only for what was written since.
+                    // first (a passive checkpoint never blocks it) and put the copied
+                    // pages on disk, so the truncating one below holds the writer only
+                    // for what was written since.
                     sqlx::query($before_compact).execute(&mut *self.read().await?).await?;
+                    self.sync_database_file().await?;
                     let (_gate, mut conn) = self.write_connection(false).await?;
                     sqlx::query($after_erase).execute(&mut *conn).await?;
                 }

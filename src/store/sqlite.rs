@@ -38,6 +38,8 @@ pub struct SqliteStore {
     pending: super::shared::PendingWrites,
     /// The WAL, flushed by `sync_wal` (`None` for an in-memory database).
     wal: Option<Arc<WalFile>>,
+    /// The database file (`None` in memory).
+    main_file: Option<PathBuf>,
     /// Set by the background checkpointer when the WAL has grown long: the next
     /// writer finishes the checkpoint, so the log starts over (see [`checkpoint`]).
     checkpoint_due: Arc<AtomicBool>,
@@ -163,8 +165,10 @@ impl SqliteStore {
         });
         let checkpointer = CancellationToken::new();
         let checkpoint_due = Arc::new(AtomicBool::new(false));
+        let main_file = (!main_file.is_empty()).then(|| PathBuf::from(main_file));
         tokio::spawn(checkpoint(
             reader.clone(),
+            main_file.clone(),
             checkpoint_due.clone(),
             checkpointer.clone(),
         ));
@@ -176,6 +180,7 @@ impl SqliteStore {
             writer_in_script: AtomicBool::new(false),
             pending: Default::default(),
             wal,
+            main_file,
             checkpoint_due,
             checkpointer,
         })
@@ -188,6 +193,17 @@ impl SqliteStore {
             return Ok(());
         };
         wal.flush().await.map_err(sqlx::Error::Io)
+    }
+
+    /// Puts the database file's written pages on disk. A checkpoint beside the
+    /// writer leaves the pages it copied unsynced when the log moved on meanwhile;
+    /// the next checkpoint that reaches the end of the log syncs them all, on the
+    /// writer if that is where it runs. Synced here first, that sync finds little.
+    async fn sync_database_file(&self) -> Result<(), sqlx::Error> {
+        match &self.main_file {
+            Some(main) => sync_file(main.clone()).await,
+            None => Ok(()),
+        }
     }
 
     /// The connection migrations run on.
@@ -402,29 +418,52 @@ impl SqliteStore {
 /// starts the log over only when a write begins on a fully checkpointed WAL: the file
 /// would grow without bound. So when the log is long, the writer is asked to finish
 /// the checkpoint between two of its transactions (little is left to copy by then).
-async fn checkpoint(pool: Arc<Readers>, due: Arc<AtomicBool>, stop: CancellationToken) {
+async fn checkpoint(
+    pool: Arc<Readers>,
+    main: Option<PathBuf>,
+    due: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
         }
-        if let Err(e) = checkpoint_once(&pool, &due).await {
+        if let Err(e) = checkpoint_once(&pool, main.as_deref(), &due).await {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
     }
 }
 
 /// One background checkpoint; asks the writer to finish it when the log is long.
-/// Returns how many frames the log held.
-async fn checkpoint_once(pool: &Readers, due: &AtomicBool) -> Result<i64, sqlx::Error> {
+/// Returns how many frames the log held. A checkpoint that did not reach the end of
+/// the log leaves the pages it copied unsynced, and the writer's would sync them all
+/// while every write waits: they are synced here first (`main`, the database file).
+async fn checkpoint_once(
+    pool: &Readers,
+    main: Option<&std::path::Path>,
+    due: &AtomicBool,
+) -> Result<i64, sqlx::Error> {
     // (busy, frames in the log, frames checkpointed)
-    let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+    let (_, frames, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(&mut *pool.acquire().await?)
         .await?;
+    if let Some(main) = main.filter(|_| copied > 0 && copied < frames) {
+        sync_file(main.to_path_buf()).await?;
+    }
     if frames >= RESTART_FRAMES {
         due.store(true, Ordering::Release);
     }
     Ok(frames)
+}
+
+/// Syncs a file's data, on a blocking thread.
+async fn sync_file(path: PathBuf) -> Result<(), sqlx::Error> {
+    tokio::task::spawn_blocking(move || std::fs::File::open(path)?.sync_data())
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|synced| synced)
+        .map_err(sqlx::Error::Io)
 }
 
 /// The reader connections. Kept here rather than in a pool for the writer's reason:
@@ -1061,6 +1100,94 @@ mod tests {
         Ok(())
     }
 
+    /// A turn of the writer makes the oldest waiting writes, no more than
+    /// `MAX_TOGETHER`; the rest wait, in order, for the next turns.
+    #[test]
+    fn a_turn_takes_the_oldest_writes_up_to_its_bound() {
+        use super::super::shared::{take_oldest, MAX_TOGETHER};
+        let queue = std::sync::Mutex::new((0..MAX_TOGETHER * 2 + 3).collect::<Vec<_>>());
+        assert_eq!(take_oldest(&queue), (0..MAX_TOGETHER).collect::<Vec<_>>());
+        assert_eq!(
+            take_oldest(&queue),
+            (MAX_TOGETHER..MAX_TOGETHER * 2).collect::<Vec<_>>()
+        );
+        assert_eq!(take_oldest(&queue), [16, 17, 18]);
+        assert!(take_oldest(&queue).is_empty());
+    }
+
+    /// A waiter whose turn made a full batch of older writes but not its own takes
+    /// another turn: its write is made, not left queued with nobody waiting for the
+    /// writer. (The older writes here stand for waiters that had their turn already.)
+    #[tokio::test]
+    async fn a_write_left_out_of_its_own_turn_takes_the_next() -> anyhow::Result<()> {
+        use crate::store::*;
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("og.db");
+        let store = Arc::new(SqliteStore::connect(&format!("sqlite://{}", db.display())).await?);
+        store.migrate().await?;
+        let (tenant, channel) = (new_id(), new_id());
+        store
+            .create_tenant(&NewTenant {
+                id: tenant.clone(),
+                name: "t".into(),
+                domain: "t.example.com".into(),
+                key_id: new_id(),
+                key_hash: new_id().into_bytes(),
+                key_prefix: "og_xxxxx".into(),
+                created_at: now_ms(),
+            })
+            .await?;
+        store
+            .create_channel(&NewChannel {
+                id: channel.clone(),
+                tenant_id: tenant.clone(),
+                platform: "whatsapp".into(),
+                account_id: "900".into(),
+                credentials: vec![1],
+                created_at: now_ms(),
+            })
+            .await?;
+        let key = |chat: String| ConversationKey {
+            tenant_id: tenant.clone(),
+            channel_id: channel.clone(),
+            chat: chat.clone(),
+            user_id: chat,
+            phone: None,
+            username: None,
+            name: None,
+            now: now_ms(),
+        };
+        let mut older = Vec::new();
+        for n in 0..super::super::shared::MAX_TOGETHER {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let new = super::super::shared::NewConversation {
+                key: key(format!("older-{n}")),
+                contact_id: new_id(),
+                identity_id: new_id(),
+                conversation_id: new_id(),
+            };
+            lock(&store.pending.resolves).push((new, reply));
+            older.push(answer);
+        }
+        let own = tokio::time::timeout(
+            Duration::from_secs(10),
+            store.resolve_conversation(&key("own".into())),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("the waiter's own write was left queued"))??;
+        let stored: String =
+            sqlx::query_scalar("SELECT external_chat_id FROM conversations WHERE id = $1")
+                .bind(&own.id)
+                .fetch_one(&mut *store.read().await?)
+                .await?;
+        assert_eq!(stored, "own");
+        for answer in older {
+            answer.await??;
+        }
+        assert!(lock(&store.pending.resolves).is_empty());
+        Ok(())
+    }
+
     /// Under steady writes the log must start over instead of growing without bound:
     /// once it is long, the next writer finishes the checkpoint and the following
     /// commit writes from the start of the file again.
@@ -1098,14 +1225,24 @@ mod tests {
             .fetch_one(&mut *old_snapshot)
             .await?;
         write(RESTART_FRAMES as usize / 2).await?;
-        let frames = checkpoint_once(&store.reader, &store.checkpoint_due).await?;
+        let frames = checkpoint_once(
+            &store.reader,
+            store.main_file.as_deref(),
+            &store.checkpoint_due,
+        )
+        .await?;
         old_snapshot.rollback().await?;
         drop(reader);
         assert!(frames >= RESTART_FRAMES, "{frames} frames");
         assert!(store.checkpoint_due.load(Ordering::Acquire));
         let size = std::fs::metadata(dir.path().join("og.db-wal"))?.len();
         write(3).await?;
-        let after = checkpoint_once(&store.reader, &store.checkpoint_due).await?;
+        let after = checkpoint_once(
+            &store.reader,
+            store.main_file.as_deref(),
+            &store.checkpoint_due,
+        )
+        .await?;
         assert!(after < 20, "the log started over: {after} frames");
         assert_eq!(
             std::fs::metadata(dir.path().join("og.db-wal"))?.len(),
