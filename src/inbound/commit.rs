@@ -19,12 +19,18 @@ const MAX_GROUP: usize = 256;
 const BUSY_GROUP: usize = 4;
 /// How long the writer is kept for the next group after a busy commit.
 const NEXT_GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
-/// Webhooks a second above which they flood in: more than the worker answers at full
-/// width on two shared cores (about 1,000 conversations a second end to end).
+/// A group at least this large means requests queue up for the commits: more arrive
+/// than commits can be made one by one (at 500 requests/s with a commit of 10 ms,
+/// groups are about 5). A slow database is saturated this way at any rate.
+const FLOOD_GROUP: usize = 32;
+/// Webhooks a second above which they flood in however fast commits are: more than
+/// the worker answers at full width on two shared cores (about 1,000 conversations a
+/// second end to end).
 const FLOOD_RATE: u64 = 2_000;
-/// Webhooks are counted over windows this long; a flood is [`FLOOD_RATE`] kept up
-/// for two windows in a row, so the lump a stall leaves behind (at 500 a second, a
-/// 400-ms stall makes a group of 200) is not taken for one.
+/// Webhooks are watched over windows this long; a flood is two windows in a row each
+/// with a group of [`FLOOD_GROUP`] or more, or over [`FLOOD_RATE`]. The lump that piles
+/// up behind a stall (at 500 a second, 60 ms make a group of 30, 400 ms one of 200)
+/// fills one window, not two.
 const FLOOD_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
 /// How long after a flooded window webhooks still count as a flood (see
 /// [`Committer::flooded`]).
@@ -44,19 +50,22 @@ pub struct Committer {
     flood: Arc<Flood>,
 }
 
-/// Whether webhooks arrive faster than [`FLOOD_RATE`]: counted by the commit task,
-/// read by the worker.
+/// Whether webhooks flood in (see [`FLOOD_WINDOW`]): watched by the commit task, read
+/// by the worker.
 struct Flood {
     epoch: std::time::Instant,
     /// Milliseconds after `epoch` until which webhooks count as a flood.
     until_ms: AtomicU64,
 }
 
-/// The commit task's count of committed requests per [`FLOOD_WINDOW`].
+/// The commit task's watch on the groups it commits, per [`FLOOD_WINDOW`].
 struct FloodWindows {
     start: std::time::Instant,
+    /// Requests committed in this window.
     count: u64,
-    /// Whether the last window was over the rate.
+    /// Whether a group of [`FLOOD_GROUP`] or more was committed in this window.
+    queued: bool,
+    /// Whether the last window was a flood's.
     last_over: bool,
 }
 
@@ -65,27 +74,30 @@ impl FloodWindows {
         Self {
             start: now,
             count: 0,
+            queued: false,
             last_over: false,
         }
     }
 
-    /// Counts `requests` committed at `now`; true when this ends a second window in
-    /// a row over [`FLOOD_RATE`]. A window ends at the first commit after its time; a
-    /// pause of two windows or more starts the count over.
+    /// Counts a group of `requests` committed at `now`; true when this ends a second
+    /// flooded window in a row. A window ends at the first commit after its time; a
+    /// pause of two windows or more starts the watch over.
     fn count(&mut self, requests: usize, now: std::time::Instant) -> bool {
         if now.saturating_duration_since(self.start) >= 2 * FLOOD_WINDOW {
             *self = Self::new(now);
         }
         self.count += requests as u64;
+        self.queued |= requests >= FLOOD_GROUP;
         let elapsed = now.saturating_duration_since(self.start);
         if elapsed < FLOOD_WINDOW {
             return false;
         }
-        let over = self.count * 1000 >= FLOOD_RATE * elapsed.as_millis() as u64;
+        let over = self.queued || self.count * 1000 >= FLOOD_RATE * elapsed.as_millis() as u64;
         let flood = over && self.last_over;
-        self.start = now;
-        self.count = 0;
-        self.last_over = over;
+        *self = Self {
+            last_over: over,
+            ..Self::new(now)
+        };
         flood
     }
 }
@@ -299,11 +311,12 @@ mod tests {
         (first, floods)
     }
 
-    /// Webhooks flood in when more than [`FLOOD_RATE`] a second keep arriving for two
-    /// windows; a steady rate below it is ordinary load, and so is the lump of
-    /// requests that piles up behind a stall.
+    /// Webhooks flood in when more than [`FLOOD_RATE`] a second keep arriving, or
+    /// requests keep queuing up for the commits, for two windows; a steady rate below
+    /// it in small groups is ordinary load, and so is the lump of requests that piles
+    /// up behind a stall.
     #[test]
-    fn a_flood_is_a_high_rate_kept_up_not_a_lump_after_a_stall() {
+    fn a_flood_is_kept_up_not_a_lump_after_a_stall() {
         let start = Instant::now();
         let ms = Duration::from_millis;
 
@@ -330,10 +343,25 @@ mod tests {
         assert_eq!(first, Some(ms(200)));
         assert_eq!(floods, 8);
 
-        // Just under the rate (1,900 a second) is not one.
+        // Just under the rate (1,900 a second) in small groups is not one.
         let mut windows = FloodWindows::new(start);
         let (first, _) = commits(&mut windows, start, 19, ms(10), ms(1000));
         assert_eq!(first, None);
+
+        // A slow database: 64 requests waiting for each 40-ms commit (1,600 a second,
+        // under the rate, but the queue never empties).
+        let mut windows = FloodWindows::new(start);
+        let (first, floods) = commits(&mut windows, start, 64, ms(40), ms(1000));
+        // Windows end at the first commit after 100 ms: at 120, 240, 360…
+        assert_eq!(first, Some(ms(240)));
+        assert_eq!(floods, 7);
+
+        // 500 a second with a 60-ms stall: one group of 30 is ordinary.
+        let mut windows = FloodWindows::new(start);
+        let (before, _) = commits(&mut windows, start, 1, ms(2), ms(500));
+        let lump = windows.count(FLOOD_GROUP, start + ms(560));
+        let (after, _) = commits(&mut windows, start + ms(562), 1, ms(2), ms(500));
+        assert_eq!((before, lump, after), (None, false, None));
     }
 
     /// A reported flood holds for [`FLOOD_HOLD`], then webhooks are ordinary again.
