@@ -70,11 +70,6 @@ impl PgStore {
         Ok(())
     }
 
-    /// Nothing to do: Postgres syncs its own files.
-    async fn sync_database_file(&self) -> Result<(), sqlx::Error> {
-        Ok(())
-    }
-
     /// Postgres has many writers; nobody needs to queue.
     async fn write_connection(
         &self,

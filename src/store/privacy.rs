@@ -1011,11 +1011,9 @@ macro_rules! privacy_store {
             async fn compact(&self) -> $crate::store::Result<()> {
                 if !$after_erase.is_empty() {
                     // A sweep leaves a long log: copy most of it beside the writer
-                    // first (a passive checkpoint never blocks it) and put the copied
-                    // pages on disk, so the truncating one below holds the writer only
-                    // for what was written since.
+                    // first (a passive checkpoint never blocks it), so the truncating
+                    // one below holds the writer only for what was written since.
                     sqlx::query($before_compact).execute(&mut *self.read().await?).await?;
-                    self.sync_database_file().await?;
                     let (_gate, mut conn) = self.write_connection(false).await?;
                     sqlx::query($after_erase).execute(&mut *conn).await?;
                 }

@@ -38,8 +38,6 @@ pub struct SqliteStore {
     pending: super::shared::PendingWrites,
     /// The WAL, flushed by `sync_wal` (`None` for an in-memory database).
     wal: Option<Arc<WalFile>>,
-    /// The database file (`None` in memory).
-    main_file: Option<PathBuf>,
     /// Set by the background checkpointer when the WAL has grown long: the next
     /// writer finishes the checkpoint, so the log starts over (see [`checkpoint`]).
     checkpoint_due: Arc<AtomicBool>,
@@ -165,10 +163,8 @@ impl SqliteStore {
         });
         let checkpointer = CancellationToken::new();
         let checkpoint_due = Arc::new(AtomicBool::new(false));
-        let main_file = (!main_file.is_empty()).then(|| PathBuf::from(main_file));
         tokio::spawn(checkpoint(
             reader.clone(),
-            main_file.clone(),
             checkpoint_due.clone(),
             checkpointer.clone(),
         ));
@@ -180,7 +176,6 @@ impl SqliteStore {
             writer_in_script: AtomicBool::new(false),
             pending: Default::default(),
             wal,
-            main_file,
             checkpoint_due,
             checkpointer,
         })
@@ -193,17 +188,6 @@ impl SqliteStore {
             return Ok(());
         };
         wal.flush().await.map_err(sqlx::Error::Io)
-    }
-
-    /// Puts the database file's written pages on disk. A checkpoint beside the
-    /// writer leaves the pages it copied unsynced when the log moved on meanwhile;
-    /// the next checkpoint that reaches the end of the log syncs them all, on the
-    /// writer if that is where it runs. Synced here first, that sync finds little.
-    async fn sync_database_file(&self) -> Result<(), sqlx::Error> {
-        match &self.main_file {
-            Some(main) => sync_file(main.clone()).await,
-            None => Ok(()),
-        }
     }
 
     /// The connection migrations run on.
@@ -418,52 +402,29 @@ impl SqliteStore {
 /// starts the log over only when a write begins on a fully checkpointed WAL: the file
 /// would grow without bound. So when the log is long, the writer is asked to finish
 /// the checkpoint between two of its transactions (little is left to copy by then).
-async fn checkpoint(
-    pool: Arc<Readers>,
-    main: Option<PathBuf>,
-    due: Arc<AtomicBool>,
-    stop: CancellationToken,
-) {
+async fn checkpoint(pool: Arc<Readers>, due: Arc<AtomicBool>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
         }
-        if let Err(e) = checkpoint_once(&pool, main.as_deref(), &due).await {
+        if let Err(e) = checkpoint_once(&pool, &due).await {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
     }
 }
 
 /// One background checkpoint; asks the writer to finish it when the log is long.
-/// Returns how many frames the log held. A checkpoint that did not reach the end of
-/// the log leaves the pages it copied unsynced, and the writer's would sync them all
-/// while every write waits: they are synced here first (`main`, the database file).
-async fn checkpoint_once(
-    pool: &Readers,
-    main: Option<&std::path::Path>,
-    due: &AtomicBool,
-) -> Result<i64, sqlx::Error> {
+/// Returns how many frames the log held.
+async fn checkpoint_once(pool: &Readers, due: &AtomicBool) -> Result<i64, sqlx::Error> {
     // (busy, frames in the log, frames checkpointed)
-    let (_, frames, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+    let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(&mut *pool.acquire().await?)
         .await?;
-    if let Some(main) = main.filter(|_| copied > 0 && copied < frames) {
-        sync_file(main.to_path_buf()).await?;
-    }
     if frames >= RESTART_FRAMES {
         due.store(true, Ordering::Release);
     }
     Ok(frames)
-}
-
-/// Syncs a file's data, on a blocking thread.
-async fn sync_file(path: PathBuf) -> Result<(), sqlx::Error> {
-    tokio::task::spawn_blocking(move || std::fs::File::open(path)?.sync_data())
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|synced| synced)
-        .map_err(sqlx::Error::Io)
 }
 
 /// The reader connections. Kept here rather than in a pool for the writer's reason:
@@ -843,12 +804,10 @@ mod tests {
         Ok(())
     }
 
-    /// Background writes that queue up for the writer are made together by whoever
-    /// gets it next, and each keeps its own outcome: new conversations each get
-    /// theirs, a completion whose lease was lost is not made while the others are,
-    /// and completions made together each get their own reply's part handed over.
-    #[tokio::test]
-    async fn writes_made_together_keep_their_own_outcomes() -> anyhow::Result<()> {
+    /// A migrated store in a temporary directory (dropped with it), with a tenant
+    /// and a WhatsApp channel: `(directory, store, tenant id, channel id)`.
+    async fn store_with_channel(
+    ) -> anyhow::Result<(tempfile::TempDir, Arc<SqliteStore>, String, String)> {
         use crate::store::*;
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("og.db");
@@ -876,6 +835,17 @@ mod tests {
                 created_at: now_ms(),
             })
             .await?;
+        Ok((dir, store, tenant, channel))
+    }
+
+    /// Background writes that queue up for the writer are made together by whoever
+    /// gets it next, and each keeps its own outcome: new conversations each get
+    /// theirs, a completion whose lease was lost is not made while the others are,
+    /// and completions made together each get their own reply's part handed over.
+    #[tokio::test]
+    async fn writes_made_together_keep_their_own_outcomes() -> anyhow::Result<()> {
+        use crate::store::*;
+        let (_dir, store, tenant, channel) = store_with_channel().await?;
         let chats = ["a", "b", "c"];
         // One message in each chat, with ids `{prefix}-{chat}`.
         let ingest = |prefix: &'static str, platform_ts: i64| {
@@ -1111,7 +1081,10 @@ mod tests {
             take_oldest(&queue),
             (MAX_TOGETHER..MAX_TOGETHER * 2).collect::<Vec<_>>()
         );
-        assert_eq!(take_oldest(&queue), [16, 17, 18]);
+        assert_eq!(
+            take_oldest(&queue),
+            (MAX_TOGETHER * 2..MAX_TOGETHER * 2 + 3).collect::<Vec<_>>()
+        );
         assert!(take_oldest(&queue).is_empty());
     }
 
@@ -1121,32 +1094,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_left_out_of_its_own_turn_takes_the_next() -> anyhow::Result<()> {
         use crate::store::*;
-        let dir = tempfile::tempdir()?;
-        let db = dir.path().join("og.db");
-        let store = Arc::new(SqliteStore::connect(&format!("sqlite://{}", db.display())).await?);
-        store.migrate().await?;
-        let (tenant, channel) = (new_id(), new_id());
-        store
-            .create_tenant(&NewTenant {
-                id: tenant.clone(),
-                name: "t".into(),
-                domain: "t.example.com".into(),
-                key_id: new_id(),
-                key_hash: new_id().into_bytes(),
-                key_prefix: "og_xxxxx".into(),
-                created_at: now_ms(),
-            })
-            .await?;
-        store
-            .create_channel(&NewChannel {
-                id: channel.clone(),
-                tenant_id: tenant.clone(),
-                platform: "whatsapp".into(),
-                account_id: "900".into(),
-                credentials: vec![1],
-                created_at: now_ms(),
-            })
-            .await?;
+        let (_dir, store, tenant, channel) = store_with_channel().await?;
         let key = |chat: String| ConversationKey {
             tenant_id: tenant.clone(),
             channel_id: channel.clone(),
@@ -1225,24 +1173,14 @@ mod tests {
             .fetch_one(&mut *old_snapshot)
             .await?;
         write(RESTART_FRAMES as usize / 2).await?;
-        let frames = checkpoint_once(
-            &store.reader,
-            store.main_file.as_deref(),
-            &store.checkpoint_due,
-        )
-        .await?;
+        let frames = checkpoint_once(&store.reader, &store.checkpoint_due).await?;
         old_snapshot.rollback().await?;
         drop(reader);
         assert!(frames >= RESTART_FRAMES, "{frames} frames");
         assert!(store.checkpoint_due.load(Ordering::Acquire));
         let size = std::fs::metadata(dir.path().join("og.db-wal"))?.len();
         write(3).await?;
-        let after = checkpoint_once(
-            &store.reader,
-            store.main_file.as_deref(),
-            &store.checkpoint_due,
-        )
-        .await?;
+        let after = checkpoint_once(&store.reader, &store.checkpoint_due).await?;
         assert!(after < 20, "the log started over: {after} frames");
         assert_eq!(
             std::fs::metadata(dir.path().join("og.db-wal"))?.len(),
