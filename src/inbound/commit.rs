@@ -79,8 +79,8 @@ impl FloodWindows {
         }
     }
 
-    /// Counts a group of `requests` committed at `now`; true when this ends a second
-    /// flooded window in a row. A window ends at the first commit after its time; a
+    /// Counts a group of `requests` taken for a commit at `now`; true when this ends
+    /// a second flooded window in a row. A window ends at the first commit after its time; a
     /// pause of two windows or more starts the watch over.
     fn count(&mut self, requests: usize, now: std::time::Instant) -> bool {
         if now.saturating_duration_since(self.start) >= 2 * FLOOD_WINDOW {
@@ -124,9 +124,9 @@ impl Committer {
         wait.await.map_err(|_| CommitFailed)?
     }
 
-    /// Whether webhooks flood in (more than [`FLOOD_RATE`] a second, kept up): then
-    /// acknowledging them comes first, and the worker keeps to one event at a time
-    /// so that the requests, not the backlog, get the CPU.
+    /// Whether webhooks flood in (see [`FLOOD_WINDOW`]): then acknowledging them
+    /// comes first, and the worker keeps to one event at a time so that the requests,
+    /// not the backlog, get the CPU.
     pub fn flooded(&self) -> bool {
         self.flood.now_ms() < self.flood.until_ms.load(Ordering::Relaxed)
     }
