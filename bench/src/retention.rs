@@ -145,10 +145,8 @@ pub async fn run(bench: &Bench, broken: &mut Broken) -> anyhow::Result<()> {
     let (worst_at, worst_second) = seconds
         .into_iter()
         .map(|(second, l)| (second, Percentiles::of(l).p99))
-        .fold(
-            (0, 0.0),
-            |worst, this| if this.1 > worst.1 { this } else { worst },
-        );
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((0, 0.0));
     let load = format!("{:.0}/s offered", args.retention_rate);
     Row {
         section: "retention",

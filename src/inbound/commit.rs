@@ -311,6 +311,36 @@ mod tests {
         (first, floods)
     }
 
+    /// From a fresh watch, commits of `group` requests every `every` for a second.
+    fn steady(group: usize, every: Duration) -> (Option<Duration>, usize) {
+        let start = Instant::now();
+        commits(
+            &mut FloodWindows::new(start),
+            start,
+            group,
+            every,
+            Duration::from_secs(1),
+        )
+    }
+
+    /// 500 requests a second, one by one, for `before`; then nothing until `resumed`,
+    /// when the `lump` that piled up meanwhile is committed at once; then 500 a second
+    /// again. Whether a flood was reported before, at the lump, and after.
+    fn stall(
+        before: Duration,
+        resumed: Duration,
+        lump: usize,
+    ) -> (Option<Duration>, bool, Option<Duration>) {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut windows = FloodWindows::new(start);
+        let (first_before, _) = commits(&mut windows, start, 1, ms(2), before);
+        let at_lump = windows.count(lump, start + resumed);
+        let again = start + resumed + ms(2);
+        let (first_after, _) = commits(&mut windows, again, 1, ms(2), ms(500));
+        (first_before, at_lump, first_after)
+    }
+
     /// Webhooks flood in when more than [`FLOOD_RATE`] a second keep arriving, or
     /// requests keep queuing up for the commits, for two windows; a steady rate below
     /// it in small groups is ordinary load, and so is the lump of requests that piles
@@ -324,44 +354,27 @@ mod tests {
         let (first, _) = commits(&mut windows, start, 1, ms(2), ms(2000));
         assert_eq!(first, None, "500 a second is no flood");
 
-        // 500 a second with an 800-ms stall in the middle: 400 requests in one group.
-        let mut windows = FloodWindows::new(start);
-        let (before, _) = commits(&mut windows, start, 1, ms(2), ms(1000));
-        let stalled = start + ms(1800);
-        let lump = windows.count(400, stalled);
-        let (after, _) = commits(&mut windows, stalled + ms(2), 1, ms(2), ms(1000));
+        // An 800-ms stall: 400 requests in one group.
         assert_eq!(
-            (before, lump, after),
+            stall(ms(1000), ms(1800), 400),
             (None, false, None),
             "a stall's lump is no flood"
         );
 
         // 3,000 a second (30 every 10 ms): a flood from the end of the second window,
         // reported again at the end of every window while it lasts.
-        let mut windows = FloodWindows::new(start);
-        let (first, floods) = commits(&mut windows, start, 30, ms(10), ms(1000));
-        assert_eq!(first, Some(ms(200)));
-        assert_eq!(floods, 8);
+        assert_eq!(steady(30, ms(10)), (Some(ms(200)), 8));
 
         // Just under the rate (1,900 a second) in small groups is not one.
-        let mut windows = FloodWindows::new(start);
-        let (first, _) = commits(&mut windows, start, 19, ms(10), ms(1000));
-        assert_eq!(first, None);
+        assert_eq!(steady(19, ms(10)).0, None);
 
         // A slow database: 64 requests waiting for each 40-ms commit (1,600 a second,
-        // under the rate, but the queue never empties).
-        let mut windows = FloodWindows::new(start);
-        let (first, floods) = commits(&mut windows, start, 64, ms(40), ms(1000));
-        // Windows end at the first commit after 100 ms: at 120, 240, 360…
-        assert_eq!(first, Some(ms(240)));
-        assert_eq!(floods, 7);
+        // under the rate, but the queue never empties). Windows end at the first
+        // commit after 100 ms: at 120, 240, 360…
+        assert_eq!(steady(64, ms(40)), (Some(ms(240)), 7));
 
-        // 500 a second with a 60-ms stall: one group of 30 is ordinary.
-        let mut windows = FloodWindows::new(start);
-        let (before, _) = commits(&mut windows, start, 1, ms(2), ms(500));
-        let lump = windows.count(FLOOD_GROUP, start + ms(560));
-        let (after, _) = commits(&mut windows, start + ms(562), 1, ms(2), ms(500));
-        assert_eq!((before, lump, after), (None, false, None));
+        // A 60-ms stall: one group of 32 is ordinary.
+        assert_eq!(stall(ms(500), ms(560), FLOOD_GROUP), (None, false, None));
     }
 
     /// A reported flood holds for [`FLOOD_HOLD`], then webhooks are ordinary again.
