@@ -15,11 +15,28 @@ use super::turns::Turn;
 
 pub struct PgStore {
     pool: PgPool,
+    /// Signs this store's wake-up announcements, so its own LISTEN connection skips
+    /// them: whoever announces has already woken its own queue.
+    announcer: String,
 }
 
 /// Advisory lock key serializing queue claims across instances, so "one event per
-/// conversation at a time" holds even when two instances claim at once.
-const CLAIM_LOCK: i64 = 0x6f6d_6e69_6761_7465;
+/// conversation at a time" holds even when two instances claim at once
+/// (0x6f6d_6e69_6761_7465, "omnigate").
+macro_rules! claim_lock {
+    () => {
+        "8029195109656523877"
+    };
+}
+/// Begins a claim's transaction and takes the claim lock in one simple query (one
+/// round trip); the claim's own statement then sees every claim committed before.
+const CLAIM_BEGIN: &str = concat!("BEGIN; SELECT pg_advisory_xact_lock(", claim_lock!(), ")");
+/// [`CLAIM_BEGIN`] for a relaxed commit (see `begin_write`).
+const CLAIM_BEGIN_RELAXED: &str = concat!(
+    "BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_advisory_xact_lock(",
+    claim_lock!(),
+    ")"
+);
 
 impl PgStore {
     const MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -45,12 +62,15 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// Wraps an existing pool (tests create one per fresh database).
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            announcer: super::new_id(),
+        }
     }
 
     /// The connection migrations run on.
@@ -118,7 +138,7 @@ impl PgStore {
         None
     }
 
-    /// Claims run in a transaction here (see `claim_prelude`); a lone statement
+    /// Claims run in a transaction here (see `begin_claim`); a lone statement
     /// commits durably, which needs nothing set.
     async fn prepare_autocommit(
         &self,
@@ -141,12 +161,18 @@ impl PgStore {
         Ok(inserted)
     }
 
-    async fn claim_prelude(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(CLAIM_LOCK)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+    /// A claim's transaction, holding the claim lock (see [`CLAIM_BEGIN`]).
+    async fn begin_claim<'c>(
+        &self,
+        conn: &'c mut PgConnection,
+        durable: bool,
+    ) -> Result<Transaction<'c, Postgres>, sqlx::Error> {
+        let begin = if durable {
+            CLAIM_BEGIN
+        } else {
+            CLAIM_BEGIN_RELAXED
+        };
+        Connection::begin_with(conn, begin).await
     }
 
     /// tsquery: any of the terms (terms are alphanumeric already).
@@ -177,8 +203,9 @@ ops_store!(PgStore);
 
 impl PgStore {
     async fn ops_announce(&self, queue: super::Wake) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT pg_notify($1, '')")
+        sqlx::query("SELECT pg_notify($1, $2)")
             .bind(queue.channel())
+            .bind(&self.announcer)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -209,6 +236,7 @@ impl PgStore {
                                     note = listener.try_recv() => note,
                                 };
                                 match note {
+                                    Ok(Some(n)) if n.payload() == self.announcer => {}
                                     Ok(Some(n)) if n.channel() == Wake::Outbox.channel() => {
                                         outbox.notify_one()
                                     }

@@ -11,7 +11,8 @@
 /// ingress group's inserts; see [`IngressStatement`]), `write_connection(urgent)`
 /// (a writer connection; background work passes `false` and may be made to queue
 /// behind urgent writers such as webhook acknowledgements), `MIGRATOR`, `SEARCH_SQL`,
-/// `fts_query()`, `claim_prelude()` and `begin_write(conn, durable)`, which starts a
+/// `fts_query()`, `begin_claim(conn, durable)` (the transaction a claim runs in, where
+/// `CLAIMS_IN_TRANSACTION`) and `begin_write(conn, durable)`, which starts a
 /// write transaction whose commit is flushed to disk before it returns (`durable`:
 /// acknowledgements, sends about to happen, admin changes) or may be flushed with the
 /// next durable commit (the worker's own bookkeeping, which a lost commit only makes
@@ -744,7 +745,7 @@ macro_rules! shared_store {
             }
 
             /// Runs a queue claim (one `UPDATE … RETURNING`) on the writer: in a
-            /// transaction after [`claim_prelude`](Self::claim_prelude) where the
+            /// transaction begun by [`begin_claim`](Self::begin_claim) where the
             /// backend needs one to serialize claims, else as one autocommitted
             /// statement (one call instead of three).
             async fn run_claim<'q, T>(
@@ -760,8 +761,7 @@ macro_rules! shared_store {
                     self.prepare_autocommit(conn, durable).await?;
                     return claim.fetch_all(&mut *conn).await;
                 }
-                let mut tx = self.begin_write(conn, durable).await?;
-                Self::claim_prelude(&mut tx).await?;
+                let mut tx = self.begin_claim(conn, durable).await?;
                 let items = claim.fetch_all(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(items)

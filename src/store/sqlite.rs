@@ -388,9 +388,14 @@ impl SqliteStore {
         }
     }
 
-    /// SQLite has one writer; the claim needs no extra lock.
-    async fn claim_prelude(_tx: &mut Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
-        Ok(())
+    /// SQLite has one writer: claims need no lock and run alone
+    /// (`CLAIMS_IN_TRANSACTION` is false), so this is never called; a plain write.
+    async fn begin_claim<'c>(
+        &self,
+        conn: &'c mut SqliteConnection,
+        durable: bool,
+    ) -> Result<Transaction<'c, Sqlite>, sqlx::Error> {
+        self.begin_write(conn, durable).await
     }
 
     /// FTS5 query: any of the terms, each quoted (terms are alphanumeric already).

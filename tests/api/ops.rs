@@ -424,6 +424,60 @@ async fn ingress_and_worker_roles_wake_by_notify_postgres() {
     drop((i, w));
 }
 
+/// An instance's own announcements do not come back to wake its queues (it woke them
+/// already; each echo cost an empty claim), while another instance's do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_announcements_are_not_echoed_postgres() {
+    use futures_util::FutureExt as _;
+    use omnigate::store::Wake;
+    let Some(backend) = Backend::postgres() else {
+        eprintln!("OMNIGATE_TEST_POSTGRES_URL unset: postgres case not run");
+        return;
+    };
+    let db = TestDb::create(&backend).await;
+    let url = omnigate::config::DatabaseUrl::new(db.url.clone());
+    let (this, other) = (
+        omnigate::store::open(&url).await.unwrap(),
+        omnigate::store::open(&url).await.unwrap(),
+    );
+    let (inbox, outbox) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listening = tokio::spawn({
+        let (this, inbox, outbox, stop) =
+            (this.clone(), inbox.clone(), outbox.clone(), stop.clone());
+        async move { this.listen(inbox, outbox, stop).await }
+    });
+    // Listening starts by waking both queues (announcements may have been missed).
+    for queue in [&inbox, &outbox] {
+        tokio::time::timeout(Duration::from_secs(30), queue.notified())
+            .await
+            .expect("the first wake-up");
+    }
+
+    // Notifications arrive in commit order: once the other instance's announcement
+    // woke one queue, this instance's announcement made before it was seen.
+    this.announce(Wake::Inbox).await.unwrap();
+    other.announce(Wake::Outbox).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), outbox.notified())
+        .await
+        .expect("woken by the other instance");
+    assert!(
+        inbox.notified().now_or_never().is_none(),
+        "woken by its own inbox announcement"
+    );
+    this.announce(Wake::Outbox).await.unwrap();
+    other.announce(Wake::Inbox).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), inbox.notified())
+        .await
+        .expect("woken by the other instance");
+    assert!(
+        outbox.notified().now_or_never().is_none(),
+        "woken by its own outbox announcement"
+    );
+    stop.cancel();
+    listening.await.unwrap();
+}
+
 // -- graceful shutdown ---------------------------------------------------------------
 
 /// A Graph API stand-in whose sends wait at a gate until it is opened.
