@@ -455,25 +455,21 @@ async fn own_announcements_are_not_echoed_postgres() {
     }
 
     // Notifications arrive in commit order: once the other instance's announcement
-    // woke one queue, this instance's announcement made before it was seen.
-    this.announce(Wake::Inbox).await.unwrap();
-    other.announce(Wake::Outbox).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(30), outbox.notified())
-        .await
-        .expect("woken by the other instance");
-    assert!(
-        inbox.notified().now_or_never().is_none(),
-        "woken by its own inbox announcement"
-    );
-    this.announce(Wake::Outbox).await.unwrap();
-    other.announce(Wake::Inbox).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(30), inbox.notified())
-        .await
-        .expect("woken by the other instance");
-    assert!(
-        outbox.notified().now_or_never().is_none(),
-        "woken by its own outbox announcement"
-    );
+    // woke one queue, this instance's announcement made just before it was seen.
+    for (own, own_queue, theirs, their_queue) in [
+        (Wake::Inbox, &inbox, Wake::Outbox, &outbox),
+        (Wake::Outbox, &outbox, Wake::Inbox, &inbox),
+    ] {
+        this.announce(own).await.unwrap();
+        other.announce(theirs).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), their_queue.notified())
+            .await
+            .expect("woken by the other instance");
+        assert!(
+            own_queue.notified().now_or_never().is_none(),
+            "woken by its own {own:?} announcement"
+        );
+    }
     stop.cancel();
     listening.await.unwrap();
 }
