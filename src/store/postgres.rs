@@ -50,8 +50,6 @@ impl PgStore {
     const SYNCS_LOG_APART: bool = false;
     /// The extended protocol takes one statement per query (see `Script`).
     const MERGES_STATEMENTS: bool = false;
-    /// Several instances claim at once: claims take the advisory lock, in a transaction.
-    const CLAIMS_IN_TRANSACTION: bool = true;
 
     /// Whether a raw delivery (`body`) holds the text `$2` (Meta messaging unsend).
     const ENVELOPE_HOLDS: &'static str = "position(convert_to($2, 'UTF8') in body) > 0";
@@ -138,16 +136,6 @@ impl PgStore {
         None
     }
 
-    /// Claims run in a transaction here (see `begin_claim`); a lone statement
-    /// commits durably, which needs nothing set.
-    async fn prepare_autocommit(
-        &self,
-        _conn: &mut PgConnection,
-        _durable: bool,
-    ) -> Result<(), sqlx::Error> {
-        Ok(())
-    }
-
     /// Commits an ingress group durably (`synchronous_commit` on); returns the
     /// `(channel_id, external_id)` of the inbox rows it stored.
     async fn write_ingress(
@@ -161,18 +149,26 @@ impl PgStore {
         Ok(inserted)
     }
 
-    /// A claim's transaction, holding the claim lock (see [`CLAIM_BEGIN`]).
-    async fn begin_claim<'c>(
+    /// Runs a queue claim: several instances claim at once, so in a transaction that
+    /// holds the claim lock (see [`CLAIM_BEGIN`]).
+    async fn run_claim<'q, T>(
         &self,
-        conn: &'c mut PgConnection,
+        conn: &mut PgConnection,
         durable: bool,
-    ) -> Result<Transaction<'c, Postgres>, sqlx::Error> {
+        claim: sqlx::query::QueryAs<'q, Postgres, T, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<T>, sqlx::Error>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, PgRow>,
+    {
         let begin = if durable {
             CLAIM_BEGIN
         } else {
             CLAIM_BEGIN_RELAXED
         };
-        Connection::begin_with(conn, begin).await
+        let mut tx = Connection::begin_with(conn, begin).await?;
+        let items = claim.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(items)
     }
 
     /// tsquery: any of the terms (terms are alphanumeric already).

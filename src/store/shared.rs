@@ -11,17 +11,17 @@
 /// ingress group's inserts; see [`IngressStatement`]), `write_connection(urgent)`
 /// (a writer connection; background work passes `false` and may be made to queue
 /// behind urgent writers such as webhook acknowledgements), `MIGRATOR`, `SEARCH_SQL`,
-/// `fts_query()`, `begin_claim(conn, durable)` (the transaction a claim runs in, where
-/// `CLAIMS_IN_TRANSACTION`) and `begin_write(conn, durable)`, which starts a
+/// `fts_query()`, `run_claim(conn, durable, claim)` (runs a queue claim, one `UPDATE …
+/// RETURNING`, as the backend must to keep claims apart) and `begin_write(conn,
+/// durable)`, which starts a
 /// write transaction whose commit is flushed to disk before it returns (`durable`:
 /// acknowledgements, sends about to happen, admin changes) or may be flushed with the
 /// next durable commit (the worker's own bookkeeping, which a lost commit only makes
 /// it redo); `run_transaction(conn, durable, script, keep)` (a [`Script`] as one
-/// transaction, committed unless `keep` refuses its rows), `prepare_autocommit()`
-/// (before a claim that commits on its own), `sync_wal()` (flushes relaxed commits
+/// transaction, committed unless `keep` refuses its rows), `sync_wal()` (flushes relaxed commits
 /// where the backend can do so apart from them), `pending_writes()` (the queues of
 /// writes made together, where there is one writer) and the constants
-/// `MERGES_STATEMENTS`, `CLAIMS_IN_TRANSACTION` and `SYNCS_LOG_APART`;
+/// `MERGES_STATEMENTS` and `SYNCS_LOG_APART`;
 /// `$lock_inbox`/`$lock_outbox` are appended to the claim sub-selects (row locking
 /// clauses).
 macro_rules! shared_store {
@@ -742,29 +742,6 @@ macro_rules! shared_store {
                 for (new, reply) in batch {
                     let _ = reply.send(self.resolve_one(conn, &new).await);
                 }
-            }
-
-            /// Runs a queue claim (one `UPDATE … RETURNING`) on the writer: in a
-            /// transaction begun by [`begin_claim`](Self::begin_claim) where the
-            /// backend needs one to serialize claims, else as one autocommitted
-            /// statement (one call instead of three).
-            async fn run_claim<'q, T>(
-                &self,
-                conn: &mut <$db as sqlx::Database>::Connection,
-                durable: bool,
-                claim: sqlx::query::QueryAs<'q, $db, T, <$db as sqlx::Database>::Arguments<'q>>,
-            ) -> Result<Vec<T>, sqlx::Error>
-            where
-                T: Send + Unpin + for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row>,
-            {
-                if !Self::CLAIMS_IN_TRANSACTION {
-                    self.prepare_autocommit(conn, durable).await?;
-                    return claim.fetch_all(&mut *conn).await;
-                }
-                let mut tx = self.begin_claim(conn, durable).await?;
-                let items = claim.fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(items)
             }
 
             /// Clears an inbound message's text and content, keeping the row as `deleted`

@@ -130,8 +130,6 @@ impl SqliteStore {
     const SYNCS_LOG_APART: bool = true;
     /// SQLite runs a text of several statements in one call (see `Script`).
     const MERGES_STATEMENTS: bool = true;
-    /// One writer: a claim's single statement needs no transaction around it.
-    const CLAIMS_IN_TRANSACTION: bool = false;
 
     /// Whether a raw delivery (`body`) holds the text `$2` (Meta messaging unsend).
     const ENVELOPE_HOLDS: &'static str = "instr(body, CAST($2 AS BLOB)) > 0";
@@ -323,16 +321,22 @@ impl SqliteStore {
         Some(&self.pending)
     }
 
-    /// Before a statement that commits on its own (see `run_claim`). Callers that
-    /// need it on disk pass `durable` false all the same (`SYNCS_LOG_APART`) and call
+    /// Runs a queue claim: one writer, so its single statement needs no lock and no
+    /// transaction around it (one call instead of three). Callers that need it on
+    /// disk pass `durable` false all the same (`SYNCS_LOG_APART`) and call
     /// [`Self::sync_wal`] once they have let go of the writer, so the flush does not
     /// hold up other writes.
-    async fn prepare_autocommit(
+    async fn run_claim<'q, T>(
         &self,
         conn: &mut SqliteConnection,
         durable: bool,
-    ) -> Result<(), sqlx::Error> {
-        self.set_synchronous(conn, durable).await
+        claim: sqlx::query::QueryAs<'q, Sqlite, T, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> Result<Vec<T>, sqlx::Error>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, SqliteRow>,
+    {
+        self.set_synchronous(conn, durable).await?;
+        claim.fetch_all(conn).await
     }
 
     /// Sets the writer's `synchronous` level for the next commits (see `begin_write`).
@@ -386,16 +390,6 @@ impl SqliteStore {
                 Err(e)
             }
         }
-    }
-
-    /// SQLite has one writer: claims need no lock and run alone
-    /// (`CLAIMS_IN_TRANSACTION` is false), so this is never called; a plain write.
-    async fn begin_claim<'c>(
-        &self,
-        conn: &'c mut SqliteConnection,
-        durable: bool,
-    ) -> Result<Transaction<'c, Sqlite>, sqlx::Error> {
-        self.begin_write(conn, durable).await
     }
 
     /// FTS5 query: any of the terms, each quoted (terms are alphanumeric already).
