@@ -38,6 +38,23 @@ const CLAIM_BEGIN_RELAXED: &str = concat!(
     ")"
 );
 
+/// An ingress group's inbox rows, one array per column (rows keep the arrays'
+/// order, so their ids follow the group's).
+const INSERT_EVENTS: &str = "INSERT INTO inbox_events (tenant_id, channel_id, platform, \
+     external_id, kind, conv_key, platform_ts, payload, available_at, received_at) \
+     SELECT t, c, p, x, k, ck, ts, pl, r, r FROM UNNEST($1::text[], $2::text[], $3::text[], \
+     $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::bigint[]) \
+     AS u(t, c, p, x, k, ck, ts, pl, r) \
+     ON CONFLICT (channel_id, external_id) DO NOTHING RETURNING channel_id, external_id";
+/// An ingress group's unhandled deliveries (see [`INSERT_EVENTS`]).
+const INSERT_UNHANDLED: &str = "INSERT INTO unhandled_events (id, tenant_id, channel_id, \
+     platform, reason, raw, received_at) SELECT * FROM UNNEST($1::text[], $2::text[], \
+     $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])";
+/// An ingress group's raw deliveries (see [`INSERT_EVENTS`]).
+const INSERT_ENVELOPES: &str = "INSERT INTO raw_envelopes (tenant_id, channel_id, platform, \
+     body, received_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], \
+     $4::bytea[], $5::bigint[])";
+
 impl PgStore {
     const MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -58,6 +75,11 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
+            // The pool already pings each connection on its way back; a second ping
+            // on the way out would cost every query one more round trip. A
+            // connection that broke meanwhile fails its query, which is retried
+            // like any other database error.
+            .test_before_acquire(false)
             .connect(url)
             .await?;
         Ok(Self::from_pool(pool))
@@ -137,14 +159,102 @@ impl PgStore {
     }
 
     /// Commits an ingress group durably (`synchronous_commit` on); returns the
-    /// `(channel_id, external_id)` of the inbox rows it stored.
+    /// `(channel_id, external_id)` of the inbox rows it stored. Each table's rows go
+    /// in as arrays ([`INSERT_EVENTS`] and the like): the same few statements for a
+    /// group of any size, prepared once per connection, where a multi-row `VALUES`
+    /// list would be a new text (parsed and planned again) for every group size.
     async fn write_ingress(
         &self,
-        statements: Vec<super::shared::IngressStatement<'_, Postgres>>,
+        batches: &[super::IngressBatch],
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let events: Vec<_> = batches.iter().flat_map(|b| &b.events).collect();
+        let unhandled: Vec<_> = batches.iter().flat_map(|b| &b.unhandled).collect();
+        let envelopes: Vec<_> = batches.iter().flat_map(|b| &b.envelopes).collect();
+        if events.is_empty() && unhandled.is_empty() && envelopes.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
-        let inserted = Self::run_ingress(&mut tx, statements).await?;
+        let mut inserted = Vec::new();
+        if !events.is_empty() {
+            let column = |f: fn(&super::NewInboxEvent) -> &str| -> Vec<&str> {
+                events.iter().map(|e| f(e)).collect()
+            };
+            inserted = sqlx::query_as(INSERT_EVENTS)
+                .bind(column(|e| &e.tenant_id))
+                .bind(column(|e| &e.channel_id))
+                .bind(column(|e| &e.platform))
+                .bind(column(|e| &e.external_id))
+                .bind(column(|e| &e.kind))
+                .bind(column(|e| &e.conv_key))
+                .bind(events.iter().map(|e| e.platform_ts).collect::<Vec<_>>())
+                .bind(column(|e| &e.payload))
+                .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
+                .fetch_all(&mut *tx)
+                .await?;
+        }
+        if !unhandled.is_empty() {
+            sqlx::query(INSERT_UNHANDLED)
+                .bind(unhandled.iter().map(|u| u.id.as_str()).collect::<Vec<_>>())
+                .bind(
+                    unhandled
+                        .iter()
+                        .map(|u| u.tenant_id.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    unhandled
+                        .iter()
+                        .map(|u| u.channel_id.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    unhandled
+                        .iter()
+                        .map(|u| u.platform.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    unhandled
+                        .iter()
+                        .map(|u| u.reason.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(unhandled.iter().map(|u| u.raw.as_str()).collect::<Vec<_>>())
+                .bind(unhandled.iter().map(|u| u.received_at).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !envelopes.is_empty() {
+            sqlx::query(INSERT_ENVELOPES)
+                .bind(
+                    envelopes
+                        .iter()
+                        .map(|e| e.tenant_id.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    envelopes
+                        .iter()
+                        .map(|e| e.channel_id.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    envelopes
+                        .iter()
+                        .map(|e| e.platform.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    envelopes
+                        .iter()
+                        .map(|e| e.body.as_slice())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(envelopes.iter().map(|e| e.received_at).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(inserted)
     }

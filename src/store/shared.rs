@@ -7,8 +7,9 @@
 /// Implements [`Store`](super::Store) for `$store`, whose database is `$db`.
 ///
 /// The backend must provide `read()` (a connection for one query or read
-/// transaction), `migration_connection()`, `write_ingress(statements)` (runs an
-/// ingress group's inserts; see [`IngressStatement`]), `write_connection(urgent)`
+/// transaction), `migration_connection()`, `write_ingress(batches)` (stores an
+/// ingress group's rows in one transaction, returning the `(channel_id,
+/// external_id)` of the inbox rows it stored), `write_connection(urgent)`
 /// (a writer connection; background work passes `false` and may be made to queue
 /// behind urgent writers such as webhook acknowledgements), `MIGRATOR`, `SEARCH_SQL`,
 /// `fts_query()`, `run_claim(conn, durable, claim)` (runs a queue claim, one `UPDATE …
@@ -27,26 +28,6 @@
 macro_rules! shared_store {
     ($store:ty, $db:ty, backend = $backend:literal, lock_inbox = $lock_inbox:literal, lock_outbox = $lock_outbox:literal) => {
         impl $store {
-            /// Runs an ingress group's statements on `conn` (in a transaction or not,
-            /// as the backend's `write_ingress` decides); returns the
-            /// `(channel_id, external_id)` of the inbox rows they stored.
-            async fn run_ingress(
-                conn: &mut <$db as sqlx::Database>::Connection,
-                statements: Vec<$crate::store::shared::IngressStatement<'_, $db>>,
-            ) -> Result<Vec<(String, String)>, sqlx::Error> {
-                let mut inserted = Vec::new();
-                for (mut query, returns) in statements {
-                    if returns {
-                        let rows: Vec<(String, String)> =
-                            query.build_query_as().fetch_all(&mut *conn).await?;
-                        inserted.extend(rows);
-                    } else {
-                        query.build().execute(&mut *conn).await?;
-                    }
-                }
-                Ok(inserted)
-            }
-
             // -- telegram, discord -------------------------------------------------------
             /// Marks (or clears) an identity as unreachable and appends the platform's
             /// signal to the consent ledger: blocked withdraws AI processing and
@@ -1089,74 +1070,8 @@ macro_rules! shared_store {
                 &self,
                 batches: &[$crate::store::IngressBatch],
             ) -> $crate::store::Result<Vec<$crate::store::IngressOutcome>> {
-                // Multi-row statements: a group of hundreds of requests is a handful
-                // of statements, not hundreds.
-                let rows = $crate::store::shared::ROWS_PER_STATEMENT;
-                // Where the backend takes several statements in one call (SQLite),
-                // they go in one text: one hand-off to the connection's thread.
-                let mut statements: Vec<$crate::store::shared::IngressStatement<'_, $db>> = Vec::new();
-                let merge = Self::MERGES_STATEMENTS;
-                use $crate::store::shared::next_ingress_statement as next;
-                let events: Vec<_> = batches.iter().flat_map(|b| &b.events).collect();
-                for chunk in events.chunks(rows) {
-                    let insert = next(
-                        &mut statements,
-                        merge,
-                        "INSERT INTO inbox_events (tenant_id, channel_id, platform, external_id, kind, conv_key, \
-                         platform_ts, payload, available_at, received_at) ",
-                        true,
-                    );
-                    insert
-                        .push_values(chunk, |mut row, ev| {
-                            row.push_bind(&ev.tenant_id)
-                                .push_bind(&ev.channel_id)
-                                .push_bind(&ev.platform)
-                                .push_bind(&ev.external_id)
-                                .push_bind(&ev.kind)
-                                .push_bind(&ev.conv_key)
-                                .push_bind(ev.platform_ts)
-                                .push_bind(&ev.payload)
-                                .push_bind(ev.received_at)
-                                .push_bind(ev.received_at);
-                        })
-                        .push(" ON CONFLICT (channel_id, external_id) DO NOTHING RETURNING channel_id, external_id");
-                }
-                let unhandled: Vec<_> = batches.iter().flat_map(|b| &b.unhandled).collect();
-                for chunk in unhandled.chunks(rows) {
-                    let insert = next(
-                        &mut statements,
-                        merge,
-                        "INSERT INTO unhandled_events (id, tenant_id, channel_id, platform, reason, raw, received_at) ",
-                        false,
-                    );
-                    insert.push_values(chunk, |mut row, u| {
-                        row.push_bind(&u.id)
-                            .push_bind(&u.tenant_id)
-                            .push_bind(&u.channel_id)
-                            .push_bind(&u.platform)
-                            .push_bind(&u.reason)
-                            .push_bind(&u.raw)
-                            .push_bind(u.received_at);
-                    });
-                }
-                let envelopes: Vec<_> = batches.iter().flat_map(|b| &b.envelopes).collect();
-                for chunk in envelopes.chunks(rows) {
-                    let insert = next(
-                        &mut statements,
-                        merge,
-                        "INSERT INTO raw_envelopes (tenant_id, channel_id, platform, body, received_at) ",
-                        false,
-                    );
-                    insert.push_values(chunk, |mut row, e| {
-                        row.push_bind(&e.tenant_id)
-                            .push_bind(&e.channel_id)
-                            .push_bind(&e.platform)
-                            .push_bind(&e.body)
-                            .push_bind(e.received_at);
-                    });
-                }
                 let mut inserted: std::collections::HashSet<(String, String)> =
-                    self.write_ingress(statements).await?.into_iter().collect();
+                    self.write_ingress(batches).await?.into_iter().collect();
                 // The first request carrying an event is the one that stored it.
                 Ok(batches
                     .iter()
@@ -1798,10 +1713,6 @@ macro_rules! shared_store {
 
 pub(crate) use shared_store;
 
-/// One statement of an ingress commit, and whether it returns the
-/// `(channel_id, external_id)` of the inbox rows it stored.
-pub(crate) type IngressStatement<'a, DB> = (sqlx::QueryBuilder<'a, DB>, bool);
-
 /// Decides from a transaction's rows whether it commits (see `run_transaction`).
 pub(crate) type Keep<'k, Row> = &'k (dyn Fn(&[Row]) -> bool + Sync);
 
@@ -1861,37 +1772,6 @@ pub(crate) fn lock<T>(queue: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 pub(crate) fn abandoned() -> super::StoreError {
     sqlx::Error::Protocol("the write's batch was dropped before it finished".into()).into()
 }
-
-/// Starts the next statement of an ingress commit. Where the backend `merge`s
-/// statements, every statement goes in one text that begins with `BEGIN IMMEDIATE`
-/// (the backend's `write_ingress` adds the `COMMIT`); otherwise each is a query of
-/// its own.
-pub(crate) fn next_ingress_statement<'v, 'a, DB: sqlx::Database>(
-    statements: &'v mut Vec<IngressStatement<'a, DB>>,
-    merge: bool,
-    sql: &'static str,
-    returns: bool,
-) -> &'v mut sqlx::QueryBuilder<'a, DB> {
-    match statements.last_mut() {
-        Some((_, returned)) if merge => *returned |= returns,
-        _ => statements.push((
-            sqlx::QueryBuilder::new(if merge { "BEGIN IMMEDIATE" } else { "" }),
-            returns,
-        )),
-    }
-    let (query, _) = statements
-        .last_mut()
-        .unwrap_or_else(|| unreachable!("a statement was just pushed"));
-    if merge {
-        query.push(";\n");
-    }
-    query.push(sql);
-    query
-}
-
-/// Rows per multi-row INSERT: well under SQLite's 32,766 bound parameters and
-/// Postgres's 65,535 at ten columns a row.
-pub(crate) const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Statements that run one after another, sent to the database in as few calls as
 /// the backend takes. SQLite runs a text of several statements in one call, which is

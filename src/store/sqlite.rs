@@ -363,24 +363,33 @@ impl SqliteStore {
     }
 
     /// Stores an ingress group; returns the `(channel_id, external_id)` of the inbox
-    /// rows it stored. The group's statements come as one text that begins the
-    /// transaction (see `next_ingress_statement`); its `COMMIT` is added here, so the
-    /// whole group is one call to the connection's thread (under load those
+    /// rows it stored. The group's multi-row statements come as one text that begins
+    /// the transaction (see [`ingress_statements`]); its `COMMIT` is added here, so
+    /// the whole group is one call to the connection's thread (under load those
     /// hand-offs, not SQLite's work, are most of a commit's time). A failed group is
     /// rolled back, and the committer then stores its requests one by one. The
     /// commit is relaxed: acknowledgements wait for [`Self::sync_wal`].
     async fn write_ingress(
         &self,
-        mut statements: Vec<super::shared::IngressStatement<'_, Sqlite>>,
+        batches: &[super::IngressBatch],
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        if batches
+            .iter()
+            .all(|b| b.events.is_empty() && b.unhandled.is_empty() && b.envelopes.is_empty())
+        {
+            return Ok(Vec::new());
+        }
+        let (mut text, returns) = ingress_statements(batches);
+        text.push(";\nCOMMIT");
         let (_turn, mut conn) = self.write_connection(true).await?;
         self.set_synchronous(&mut conn, false).await?;
-        let Some((query, _)) = statements.last_mut() else {
-            return Ok(Vec::new());
-        };
-        query.push(";\nCOMMIT");
         self.writer_in_script.store(true, Ordering::Release);
-        match Self::run_ingress(&mut conn, statements).await {
+        let stored = if returns {
+            text.build_query_as().fetch_all(&mut *conn).await
+        } else {
+            text.build().execute(&mut *conn).await.map(|_| Vec::new())
+        };
+        match stored {
             Ok(inserted) => {
                 self.writer_in_script.store(false, Ordering::Release);
                 Ok(inserted)
@@ -400,6 +409,71 @@ impl SqliteStore {
             .collect::<Vec<_>>()
             .join(" OR ")
     }
+}
+
+/// Rows per multi-row INSERT: well under SQLite's 32,766 bound parameters at ten
+/// columns a row.
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// An ingress group's inserts as multi-row statements (a group of hundreds of
+/// requests is a handful of statements, not hundreds), all in one text that begins
+/// the transaction with `BEGIN IMMEDIATE`: one hand-off to the connection's thread.
+/// The caller adds the `COMMIT`.
+/// Returns the text and whether it returns inbox rows.
+fn ingress_statements(batches: &[super::IngressBatch]) -> (sqlx::QueryBuilder<'_, Sqlite>, bool) {
+    let mut text = sqlx::QueryBuilder::new("BEGIN IMMEDIATE");
+    let events: Vec<_> = batches.iter().flat_map(|b| &b.events).collect();
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        text.push(
+            ";\nINSERT INTO inbox_events (tenant_id, channel_id, platform, external_id, kind, \
+             conv_key, platform_ts, payload, available_at, received_at) ",
+        )
+        .push_values(chunk, |mut row, ev| {
+            row.push_bind(&ev.tenant_id)
+                .push_bind(&ev.channel_id)
+                .push_bind(&ev.platform)
+                .push_bind(&ev.external_id)
+                .push_bind(&ev.kind)
+                .push_bind(&ev.conv_key)
+                .push_bind(ev.platform_ts)
+                .push_bind(&ev.payload)
+                .push_bind(ev.received_at)
+                .push_bind(ev.received_at);
+        })
+        .push(
+            " ON CONFLICT (channel_id, external_id) DO NOTHING RETURNING channel_id, external_id",
+        );
+    }
+    let unhandled: Vec<_> = batches.iter().flat_map(|b| &b.unhandled).collect();
+    for chunk in unhandled.chunks(ROWS_PER_STATEMENT) {
+        text.push(
+            ";\nINSERT INTO unhandled_events (id, tenant_id, channel_id, platform, reason, raw, \
+             received_at) ",
+        )
+        .push_values(chunk, |mut row, u| {
+            row.push_bind(&u.id)
+                .push_bind(&u.tenant_id)
+                .push_bind(&u.channel_id)
+                .push_bind(&u.platform)
+                .push_bind(&u.reason)
+                .push_bind(&u.raw)
+                .push_bind(u.received_at);
+        });
+    }
+    let envelopes: Vec<_> = batches.iter().flat_map(|b| &b.envelopes).collect();
+    for chunk in envelopes.chunks(ROWS_PER_STATEMENT) {
+        text.push(
+            ";\nINSERT INTO raw_envelopes (tenant_id, channel_id, platform, body, received_at) ",
+        )
+        .push_values(chunk, |mut row, e| {
+            row.push_bind(&e.tenant_id)
+                .push_bind(&e.channel_id)
+                .push_bind(&e.platform)
+                .push_bind(&e.body)
+                .push_bind(e.received_at);
+        });
+    }
+    (text, !events.is_empty())
 }
 
 /// Copies committed WAL frames into the database file in the background (PASSIVE:
