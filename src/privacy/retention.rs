@@ -4,7 +4,9 @@
 //!
 //! Deletion runs in small batches, each its own short transaction taken as background
 //! work, so webhook acknowledgements never wait long for the writer. Each tenant's
-//! per-class counts are recorded in its audit log. Dedupe keys (handled inbox rows:
+//! per-class counts are recorded in its audit log, also when the sweep stops part way
+//! (the gateway shutting down, or a batch failing): every committed deletion is
+//! accounted for. Dedupe keys (handled inbox rows:
 //! platform ids only) are kept at least [`DEDUPE_MIN_DAYS`] whatever the message
 //! period, so a platform's late redelivery of an expired message is not answered
 //! again.
@@ -99,6 +101,9 @@ pub async fn settings_of(
 pub struct SweepReport {
     pub dry_run: bool,
     pub classes: BTreeMap<&'static str, u64>,
+    /// The sweep stopped before the end (asked to stop); what it deleted so far is
+    /// counted, and the rest waits for the next sweep.
+    pub interrupted: bool,
 }
 
 impl SweepReport {
@@ -135,80 +140,168 @@ pub async fn sweep(
     now: i64,
     dry_run: bool,
 ) -> crate::store::Result<SweepReport> {
-    sweep_at(store, limits, now, dry_run, Pace::Full).await
+    sweep_at(
+        store,
+        limits,
+        now,
+        dry_run,
+        Pace::Full,
+        &CancellationToken::new(),
+    )
+    .await
 }
 
-/// [`sweep`] at `pace`.
+/// [`sweep`] at `pace`, stopping between two batches once `stop` is cancelled (the
+/// report says it was interrupted).
 pub async fn sweep_at(
     store: &dyn Store,
     limits: &Limits,
     now: i64,
     dry_run: bool,
     pace: Pace,
+    stop: &CancellationToken,
 ) -> crate::store::Result<SweepReport> {
     let mut report = SweepReport {
         dry_run,
         ..SweepReport::default()
     };
-    for tenant_id in store.tenant_ids().await? {
-        let settings = settings_of(store, limits, &tenant_id).await?;
-        let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for class in CLASSES {
-            let n = expire(
-                store,
-                limits,
-                Some(&tenant_id),
-                class,
-                cutoff(class, &settings, now),
-                dry_run,
-                pace,
-            )
-            .await?;
-            counts.insert(class.as_str(), n);
-        }
-        let audit_cutoff = now - settings.audit_days * DAY_MS;
-        counts.insert(
-            DataClass::Audit.as_str(),
-            store.prune_audit(&tenant_id, audit_cutoff, dry_run).await?,
-        );
-        if !dry_run && counts.values().any(|n| *n > 0) {
-            store
-                .append_audit(
-                    &Audit::new(&tenant_id, "system", "retention.sweep")
-                        .detail(serde_json::to_value(&counts).unwrap_or_default()),
-                )
-                .await?;
-        }
-        for (class, n) in counts {
-            *report.classes.entry(class).or_default() += n;
-        }
-    }
-    let unowned = RetentionSettings {
-        raw_events_days: limits.max_raw_events_days,
-        ..RetentionSettings::defaults(limits)
+    let sweep = Sweep {
+        store,
+        limits,
+        dry_run,
+        pace,
+        stop,
     };
-    for class in [DataClass::RawEvents, DataClass::Unhandled] {
-        let n = expire(
-            store,
-            limits,
-            None,
-            class,
-            cutoff(class, &unowned, now),
-            dry_run,
-            pace,
-        )
-        .await?;
-        *report.classes.entry(class.as_str()).or_default() += n;
-    }
-    if !dry_run && report.total() > 0 {
-        store.compact().await?;
-    }
+    let swept = sweep.all(now, &mut report).await;
     if !dry_run {
         for (class, rows) in &report.classes {
             crate::metrics::retention_deleted(class, *rows);
         }
     }
+    // Deleted rows leave the files, also after a sweep that stopped part way.
+    if !dry_run && report.total() > 0 {
+        store.compact().await?;
+    }
+    report.interrupted = !swept?;
     Ok(report)
+}
+
+/// One sweep's way of deleting.
+struct Sweep<'a> {
+    store: &'a dyn Store,
+    limits: &'a Limits,
+    dry_run: bool,
+    pace: Pace,
+    stop: &'a CancellationToken,
+}
+
+impl Sweep<'_> {
+    /// Sweeps every tenant, then the rows no tenant owns, into `report`; false when
+    /// asked to stop before the end.
+    async fn all(&self, now: i64, report: &mut SweepReport) -> crate::store::Result<bool> {
+        for tenant_id in self.store.tenant_ids().await? {
+            let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+            let swept = self.tenant(&tenant_id, now, &mut counts).await;
+            // Whatever was deleted is in the tenant's audit log, also when the sweep
+            // stopped or failed part way through it.
+            let recorded = if !self.dry_run && counts.values().any(|n| *n > 0) {
+                let mut detail = serde_json::to_value(&counts).unwrap_or_default();
+                if !matches!(swept, Ok(true)) {
+                    detail["interrupted"] = serde_json::Value::Bool(true);
+                }
+                let entry = Audit::new(&tenant_id, "system", "retention.sweep").detail(detail);
+                self.store.append_audit(&entry).await
+            } else {
+                Ok(())
+            };
+            for (class, n) in counts {
+                *report.classes.entry(class).or_default() += n;
+            }
+            recorded?;
+            if !swept? {
+                return Ok(false);
+            }
+        }
+        let unowned = RetentionSettings {
+            raw_events_days: self.limits.max_raw_events_days,
+            ..RetentionSettings::defaults(self.limits)
+        };
+        for class in [DataClass::RawEvents, DataClass::Unhandled] {
+            let total = report.classes.entry(class.as_str()).or_default();
+            if !self
+                .expire(None, class, cutoff(class, &unowned, now), total)
+                .await?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sweeps `tenant_id`'s classes into `counts` (kept on error too); false when
+    /// asked to stop before the end.
+    async fn tenant(
+        &self,
+        tenant_id: &str,
+        now: i64,
+        counts: &mut BTreeMap<&'static str, u64>,
+    ) -> crate::store::Result<bool> {
+        let settings = settings_of(self.store, self.limits, tenant_id).await?;
+        for class in CLASSES {
+            let total = counts.entry(class.as_str()).or_default();
+            if !self
+                .expire(Some(tenant_id), class, cutoff(class, &settings, now), total)
+                .await?
+            {
+                return Ok(false);
+            }
+        }
+        let audit_cutoff = now - settings.audit_days * DAY_MS;
+        counts.insert(
+            DataClass::Audit.as_str(),
+            self.store
+                .prune_audit(tenant_id, audit_cutoff, self.dry_run)
+                .await?,
+        );
+        Ok(true)
+    }
+
+    /// Deletes `class` rows older than `cutoff` in batches, adding each committed
+    /// batch to `total` (so a failed batch leaves the count of those before it);
+    /// false when asked to stop before the last batch.
+    async fn expire(
+        &self,
+        tenant_id: Option<&str>,
+        class: DataClass,
+        cutoff: i64,
+        total: &mut u64,
+    ) -> crate::store::Result<bool> {
+        if self.dry_run {
+            *total += self.store.count_expired(tenant_id, class, cutoff).await?;
+            return Ok(true);
+        }
+        loop {
+            if self.stop.is_cancelled() {
+                return Ok(false);
+            }
+            let (n, took) = self
+                .store
+                .delete_expired(tenant_id, class, cutoff, self.limits.batch_size)
+                .await?;
+            *total += n;
+            if n < self.limits.batch_size as u64 {
+                return Ok(true);
+            }
+            // Let waiting writers in between batches.
+            match self.pace {
+                Pace::Full => tokio::task::yield_now().await,
+                Pace::Background => tokio::select! {
+                    _ = tokio::time::sleep(took) => {}
+                    _ = self.stop.cancelled() => {}
+                },
+            }
+        }
+    }
 }
 
 fn cutoff(class: DataClass, s: &RetentionSettings, now: i64) -> i64 {
@@ -220,35 +313,6 @@ fn cutoff(class: DataClass, s: &RetentionSettings, now: i64) -> i64 {
         DataClass::Audit => s.audit_days,
     };
     now - days * DAY_MS
-}
-
-async fn expire(
-    store: &dyn Store,
-    limits: &Limits,
-    tenant_id: Option<&str>,
-    class: DataClass,
-    cutoff: i64,
-    dry_run: bool,
-    pace: Pace,
-) -> crate::store::Result<u64> {
-    if dry_run {
-        return store.count_expired(tenant_id, class, cutoff).await;
-    }
-    let mut total = 0;
-    loop {
-        let (n, took) = store
-            .delete_expired(tenant_id, class, cutoff, limits.batch_size)
-            .await?;
-        total += n;
-        if n < limits.batch_size as u64 {
-            return Ok(total);
-        }
-        // Let waiting writers in between batches.
-        match pace {
-            Pace::Full => tokio::task::yield_now().await,
-            Pace::Background => tokio::time::sleep(took).await,
-        }
-    }
 }
 
 /// Sweeps every `sweep_interval_minutes` until `stop`.
@@ -263,10 +327,22 @@ pub async fn run_sweeper(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        match sweep_at(store.as_ref(), &limits, now_ms(), false, Pace::Background).await {
-            Ok(report) => {
-                tracing::info!(deleted = report.total(), classes = ?report.classes, "retention sweep")
-            }
+        match sweep_at(
+            store.as_ref(),
+            &limits,
+            now_ms(),
+            false,
+            Pace::Background,
+            &stop,
+        )
+        .await
+        {
+            Ok(report) => tracing::info!(
+                deleted = report.total(),
+                classes = ?report.classes,
+                interrupted = report.interrupted,
+                "retention sweep"
+            ),
             Err(e) => tracing::error!(error = %e, "retention sweep failed"),
         }
     }

@@ -19,6 +19,7 @@ on_both_backends!(
     retention_zero_then_run_removes_handled_messages_everywhere,
     retention_settings_stay_within_the_maximums,
     sweep_deletes_exactly_what_expired_at_the_boundary,
+    a_sweep_stopped_part_way_audits_what_it_deleted,
 );
 
 const HOURS: &str = "Our opening hours are 9:00 to 17:00, Monday to Friday.";
@@ -403,4 +404,114 @@ async fn sweep_deletes_exactly_what_expired_at_the_boundary(backend: Backend) {
     let (entries, _) = store.audit_chain(short).await.expect("chain");
     let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, vec!["test.recent", "retention.sweep"]);
+}
+
+/// The scheduled sweep stops between two batches when the gateway shuts down; what it
+/// deleted by then is in the tenant's audit log (marked interrupted) and in its
+/// report, and the next sweep deletes the rest.
+async fn a_sweep_stopped_part_way_audits_what_it_deleted(backend: Backend) {
+    const SEEDED: i64 = 2_000;
+    let test_db = TestDb::create(&backend).await;
+    let store = omnigate::store::open(&DatabaseUrl::new(test_db.url.clone()))
+        .await
+        .expect("store");
+    let db = Db::connect(&test_db.url).await;
+    let tenant = new_id();
+    store
+        .create_tenant(&NewTenant {
+            id: tenant.clone(),
+            name: "t".into(),
+            domain: "t.example.com".into(),
+            key_id: new_id(),
+            key_hash: new_id().into_bytes(),
+            key_prefix: "og_xxxxx".into(),
+            created_at: 0,
+        })
+        .await
+        .expect("tenant");
+    for sql in [
+        format!("INSERT INTO channels (id, tenant_id, platform, account_id, created_at) VALUES ('ch', '{tenant}', 'whatsapp', '1', 0)"),
+        format!("INSERT INTO contacts (id, tenant_id, created_at) VALUES ('ct', '{tenant}', 0)"),
+        format!("INSERT INTO conversations (id, tenant_id, channel_id, contact_id, external_chat_id, last_message_at, created_at) VALUES ('cv', '{tenant}', 'ch', 'ct', '1', 0, 0)"),
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {SEEDED}) \
+             INSERT INTO messages (id, tenant_id, conversation_id, direction, author, kind, text, status, created_at) \
+             SELECT 'm-' || i, '{tenant}', 'cv', 'inbound', 'customer', 'text', 'x', 'received', 0 FROM n"
+        ),
+    ] {
+        db.execute(&sql).await.expect("seed");
+    }
+    let left = || async {
+        let sql = "SELECT COUNT(*) FROM messages";
+        match &db {
+            Db::Sqlite(p, _) => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await,
+            Db::Postgres(p) => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await,
+        }
+        .expect("count")
+    };
+    assert_eq!(left().await, SEEDED);
+    // One row a batch, at the background pace: the sweep takes a while.
+    let limits = Retention {
+        batch_size: 1,
+        ..Retention::default()
+    };
+    let now = 400 * DAY_MS;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sweeping = {
+        let (store, limits, stop) = (store.clone(), limits.clone(), stop.clone());
+        tokio::spawn(async move {
+            retention::sweep_at(
+                store.as_ref(),
+                &limits,
+                now,
+                false,
+                retention::Pace::Background,
+                &stop,
+            )
+            .await
+        })
+    };
+    wait_until("the sweep deleted a message", || async {
+        left().await < SEEDED
+    })
+    .await;
+    stop.cancel();
+    let report = sweeping.await.expect("join").expect("sweep");
+    let remaining = left().await;
+    let deleted = (SEEDED - remaining) as u64;
+    assert!(report.interrupted, "{report:?}");
+    assert!(remaining > 0, "the sweep stopped before the end");
+    assert_eq!(report.classes["messages"], deleted, "{report:?}");
+
+    let sweeps = || async {
+        let (entries, _) = store.audit_chain(&tenant).await.expect("chain");
+        entries
+            .into_iter()
+            .filter(|e| e.action == "retention.sweep")
+            .map(|e| {
+                serde_json::from_str::<Value>(e.detail.as_deref().unwrap_or("{}")).expect("detail")
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = sweeps().await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["messages"], json!(deleted), "{first:?}");
+    assert_eq!(first[0]["interrupted"], json!(true), "{first:?}");
+
+    // The next sweep deletes the rest; every deletion is accounted for once.
+    let rest = retention::sweep(store.as_ref(), &limits, now, false)
+        .await
+        .expect("rest");
+    assert!(!rest.interrupted);
+    assert_eq!(left().await, 0);
+    let all = sweeps().await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["messages"], json!(remaining), "{all:?}");
+    assert!(all[1].get("interrupted").is_none(), "{all:?}");
+    assert!(
+        omnigate::audit::verify(store.as_ref(), &tenant)
+            .await
+            .expect("verify")
+            .ok
+    );
 }
