@@ -352,6 +352,21 @@ pub trait PrivacyStore: Send + Sync {
     ) -> Result<Option<SendPolicy>>;
 }
 
+/// A contact's AI-processing consent as its latest ledger entry says (`NULL`: none
+/// recorded), as a subquery on the SQL expressions naming its tenant and contact.
+macro_rules! ai_consent {
+    ($tenant:literal, $contact:literal) => {
+        concat!(
+            "(SELECT e.granted FROM consent_events e WHERE e.tenant_id = ",
+            $tenant,
+            " AND e.contact_id = ",
+            $contact,
+            " AND e.purpose = 'ai_processing' ORDER BY e.at DESC, e.id DESC LIMIT 1)"
+        )
+    };
+}
+pub(crate) use ai_consent;
+
 /// Implements [`PrivacyStore`] for `$store` on database `$db`. `find` is the SQL
 /// function giving the position of a substring (`instr` / `strpos`), and
 /// `after_erase` a statement run after an erasure commits (SQLite truncates the
@@ -716,13 +731,12 @@ macro_rules! privacy_store {
                 // One read: the contact's restriction, its latest AI-processing
                 // consent, and the tenant's settings.
                 type Row = (Option<i64>, Option<bool>, Option<String>, Option<String>, Option<String>, Option<String>, Option<i64>);
-                let row: Option<Row> = sqlx::query_as(
-                    "SELECT (SELECT restricted_at FROM contacts WHERE tenant_id = $1 AND id = $2), \
-                     (SELECT granted FROM consent_events WHERE tenant_id = $1 AND contact_id = $2 \
-                       AND purpose = 'ai_processing' ORDER BY at DESC, id DESC LIMIT 1), \
-                     s.stop_words, s.start_words, s.human_words, s.disclosure, s.handoff_idle_minutes \
+                let row: Option<Row> = sqlx::query_as(concat!(
+                    "SELECT (SELECT restricted_at FROM contacts WHERE tenant_id = $1 AND id = $2), ",
+                    $crate::store::privacy::ai_consent!("$1", "$2"),
+                    ", s.stop_words, s.start_words, s.human_words, s.disclosure, s.handoff_idle_minutes \
                      FROM tenants t LEFT JOIN privacy_settings s ON s.tenant_id = t.id WHERE t.id = $1",
-                )
+                ))
                 .bind(tenant_id)
                 .bind(contact_id)
                 .fetch_optional(&mut *self.read().await?)
@@ -984,16 +998,14 @@ macro_rules! privacy_store {
                 channel_id: &str,
                 recipient: &str,
             ) -> $crate::store::Result<Option<$crate::store::SendPolicy>> {
-                let row: Option<(String, Option<i64>, Option<bool>, bool)> = sqlx::query_as(
-                    "SELECT m.author, ct.restricted_at, \
-                     (SELECT e.granted FROM consent_events e WHERE e.tenant_id = m.tenant_id \
-                       AND e.contact_id = c.contact_id AND e.purpose = 'ai_processing' \
-                       ORDER BY e.at DESC, e.id DESC LIMIT 1), \
-                     EXISTS (SELECT 1 FROM contact_identities i WHERE i.channel_id = $3 \
+                let row: Option<(String, Option<i64>, Option<bool>, bool)> = sqlx::query_as(concat!(
+                    "SELECT m.author, ct.restricted_at, ",
+                    $crate::store::privacy::ai_consent!("m.tenant_id", "c.contact_id"),
+                    ", EXISTS (SELECT 1 FROM contact_identities i WHERE i.channel_id = $3 \
                        AND i.external_user_id = $4 AND i.unreachable_at IS NOT NULL) \
                      FROM messages m JOIN conversations c ON c.id = m.conversation_id \
                      JOIN contacts ct ON ct.id = c.contact_id WHERE m.tenant_id = $1 AND m.id = $2",
-                )
+                ))
                 .bind(tenant_id)
                 .bind(message_id)
                 .bind(channel_id)
