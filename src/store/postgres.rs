@@ -55,6 +55,11 @@ const INSERT_ENVELOPES: &str = "INSERT INTO raw_envelopes (tenant_id, channel_id
      body, received_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], \
      $4::bytea[], $5::bigint[])";
 
+/// One column of `rows`, as an array to bind.
+fn column<'a, T, U>(rows: &[&'a T], field: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(|row| field(row)).collect()
+}
+
 impl PgStore {
     const MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -177,81 +182,38 @@ impl PgStore {
         let mut tx = conn.begin().await?;
         let mut inserted = Vec::new();
         if !events.is_empty() {
-            let column = |f: fn(&super::NewInboxEvent) -> &str| -> Vec<&str> {
-                events.iter().map(|e| f(e)).collect()
-            };
             inserted = sqlx::query_as(INSERT_EVENTS)
-                .bind(column(|e| &e.tenant_id))
-                .bind(column(|e| &e.channel_id))
-                .bind(column(|e| &e.platform))
-                .bind(column(|e| &e.external_id))
-                .bind(column(|e| &e.kind))
-                .bind(column(|e| &e.conv_key))
-                .bind(events.iter().map(|e| e.platform_ts).collect::<Vec<_>>())
-                .bind(column(|e| &e.payload))
-                .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
+                .bind(column(&events, |e| e.tenant_id.as_str()))
+                .bind(column(&events, |e| e.channel_id.as_str()))
+                .bind(column(&events, |e| e.platform.as_str()))
+                .bind(column(&events, |e| e.external_id.as_str()))
+                .bind(column(&events, |e| e.kind.as_str()))
+                .bind(column(&events, |e| e.conv_key.as_str()))
+                .bind(column(&events, |e| e.platform_ts))
+                .bind(column(&events, |e| e.payload.as_str()))
+                .bind(column(&events, |e| e.received_at))
                 .fetch_all(&mut *tx)
                 .await?;
         }
         if !unhandled.is_empty() {
             sqlx::query(INSERT_UNHANDLED)
-                .bind(unhandled.iter().map(|u| u.id.as_str()).collect::<Vec<_>>())
-                .bind(
-                    unhandled
-                        .iter()
-                        .map(|u| u.tenant_id.as_deref())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    unhandled
-                        .iter()
-                        .map(|u| u.channel_id.as_deref())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    unhandled
-                        .iter()
-                        .map(|u| u.platform.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    unhandled
-                        .iter()
-                        .map(|u| u.reason.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(unhandled.iter().map(|u| u.raw.as_str()).collect::<Vec<_>>())
-                .bind(unhandled.iter().map(|u| u.received_at).collect::<Vec<_>>())
+                .bind(column(&unhandled, |u| u.id.as_str()))
+                .bind(column(&unhandled, |u| u.tenant_id.as_deref()))
+                .bind(column(&unhandled, |u| u.channel_id.as_deref()))
+                .bind(column(&unhandled, |u| u.platform.as_str()))
+                .bind(column(&unhandled, |u| u.reason.as_str()))
+                .bind(column(&unhandled, |u| u.raw.as_str()))
+                .bind(column(&unhandled, |u| u.received_at))
                 .execute(&mut *tx)
                 .await?;
         }
         if !envelopes.is_empty() {
             sqlx::query(INSERT_ENVELOPES)
-                .bind(
-                    envelopes
-                        .iter()
-                        .map(|e| e.tenant_id.as_deref())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    envelopes
-                        .iter()
-                        .map(|e| e.channel_id.as_deref())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    envelopes
-                        .iter()
-                        .map(|e| e.platform.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    envelopes
-                        .iter()
-                        .map(|e| e.body.as_slice())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(envelopes.iter().map(|e| e.received_at).collect::<Vec<_>>())
+                .bind(column(&envelopes, |e| e.tenant_id.as_deref()))
+                .bind(column(&envelopes, |e| e.channel_id.as_deref()))
+                .bind(column(&envelopes, |e| e.platform.as_str()))
+                .bind(column(&envelopes, |e| e.body.as_slice()))
+                .bind(column(&envelopes, |e| e.received_at))
                 .execute(&mut *tx)
                 .await?;
         }

@@ -49,6 +49,24 @@ fn retention_run(db_url: &str, dry_run: bool) -> Value {
     serde_json::from_slice(&out.stdout).expect("json report")
 }
 
+/// A tenant created straight in `store` (no API key in use); its id.
+async fn new_tenant(store: &dyn omnigate::store::Store, name: &str) -> String {
+    let id = new_id();
+    store
+        .create_tenant(&NewTenant {
+            id: id.clone(),
+            name: name.into(),
+            domain: format!("{name}.example.com"),
+            key_id: new_id(),
+            key_hash: new_id().into_bytes(),
+            key_prefix: "og_xxxxx".into(),
+            created_at: 0,
+        })
+        .await
+        .expect("tenant");
+    id
+}
+
 async fn retention_zero_then_run_removes_handled_messages_everywhere(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let tenant = app.create_tenant("Acme").await;
@@ -213,19 +231,7 @@ async fn sweep_deletes_exactly_what_expired_at_the_boundary(backend: Backend) {
     let limits = Retention::default();
     let mut tenants = Vec::new();
     for name in ["short", "default"] {
-        let id = new_id();
-        store
-            .create_tenant(&NewTenant {
-                id: id.clone(),
-                name: name.into(),
-                domain: format!("{name}.example.com"),
-                key_id: new_id(),
-                key_hash: new_id().into_bytes(),
-                key_prefix: "og_xxxxx".into(),
-                created_at: 0,
-            })
-            .await
-            .expect("tenant");
+        let id = new_tenant(store.as_ref(), name).await;
         for sql in [
             format!("INSERT INTO channels (id, tenant_id, platform, account_id, created_at) VALUES ('ch-{name}', '{id}', 'whatsapp', '{name}', 0)"),
             format!("INSERT INTO contacts (id, tenant_id, created_at) VALUES ('ct-{name}', '{id}', 0)"),
@@ -416,19 +422,7 @@ async fn a_sweep_stopped_part_way_audits_what_it_deleted(backend: Backend) {
         .await
         .expect("store");
     let db = Db::connect(&test_db.url).await;
-    let tenant = new_id();
-    store
-        .create_tenant(&NewTenant {
-            id: tenant.clone(),
-            name: "t".into(),
-            domain: "t.example.com".into(),
-            key_id: new_id(),
-            key_hash: new_id().into_bytes(),
-            key_prefix: "og_xxxxx".into(),
-            created_at: 0,
-        })
-        .await
-        .expect("tenant");
+    let tenant = new_tenant(store.as_ref(), "t").await;
     for sql in [
         format!("INSERT INTO channels (id, tenant_id, platform, account_id, created_at) VALUES ('ch', '{tenant}', 'whatsapp', '1', 0)"),
         format!("INSERT INTO contacts (id, tenant_id, created_at) VALUES ('ct', '{tenant}', 0)"),
