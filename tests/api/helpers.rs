@@ -69,6 +69,24 @@ macro_rules! on_both_backends {
     )*};
 }
 
+/// A tenant created straight in `store` (its API key is never used); its id.
+pub async fn store_tenant(store: &dyn omnigate::store::Store, name: &str) -> String {
+    let id = omnigate::store::new_id();
+    store
+        .create_tenant(&omnigate::store::NewTenant {
+            id: id.clone(),
+            name: name.into(),
+            domain: format!("{name}.example.com"),
+            key_id: omnigate::store::new_id(),
+            key_hash: omnigate::store::new_id().into_bytes(),
+            key_prefix: "og_xxxxx".into(),
+            created_at: omnigate::store::now_ms(),
+        })
+        .await
+        .expect("tenant");
+    id
+}
+
 /// A database for one test; dropped (Postgres) or deleted (SQLite) afterwards.
 pub struct TestDb {
     pub url: String,

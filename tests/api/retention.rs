@@ -6,7 +6,6 @@ use std::process::Command;
 
 use omnigate::config::{DatabaseUrl, Retention};
 use omnigate::privacy::retention::{self, RetentionSettings, DAY_MS};
-use omnigate::store::{new_id, NewTenant};
 
 use serde_json::{json, Value};
 
@@ -47,24 +46,6 @@ fn retention_run(db_url: &str, dry_run: bool) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("json report")
-}
-
-/// A tenant created straight in `store` (no API key in use); its id.
-async fn new_tenant(store: &dyn omnigate::store::Store, name: &str) -> String {
-    let id = new_id();
-    store
-        .create_tenant(&NewTenant {
-            id: id.clone(),
-            name: name.into(),
-            domain: format!("{name}.example.com"),
-            key_id: new_id(),
-            key_hash: new_id().into_bytes(),
-            key_prefix: "og_xxxxx".into(),
-            created_at: 0,
-        })
-        .await
-        .expect("tenant");
-    id
 }
 
 async fn retention_zero_then_run_removes_handled_messages_everywhere(backend: Backend) {
@@ -231,7 +212,7 @@ async fn sweep_deletes_exactly_what_expired_at_the_boundary(backend: Backend) {
     let limits = Retention::default();
     let mut tenants = Vec::new();
     for name in ["short", "default"] {
-        let id = new_tenant(store.as_ref(), name).await;
+        let id = store_tenant(store.as_ref(), name).await;
         for sql in [
             format!("INSERT INTO channels (id, tenant_id, platform, account_id, created_at) VALUES ('ch-{name}', '{id}', 'whatsapp', '{name}', 0)"),
             format!("INSERT INTO contacts (id, tenant_id, created_at) VALUES ('ct-{name}', '{id}', 0)"),
@@ -422,7 +403,7 @@ async fn a_sweep_stopped_part_way_audits_what_it_deleted(backend: Backend) {
         .await
         .expect("store");
     let db = Db::connect(&test_db.url).await;
-    let tenant = new_tenant(store.as_ref(), "t").await;
+    let tenant = store_tenant(store.as_ref(), "t").await;
     for sql in [
         format!("INSERT INTO channels (id, tenant_id, platform, account_id, created_at) VALUES ('ch', '{tenant}', 'whatsapp', '1', 0)"),
         format!("INSERT INTO contacts (id, tenant_id, created_at) VALUES ('ct', '{tenant}', 0)"),

@@ -31,7 +31,7 @@ async fn fixture(backend: Backend) -> Fixture {
     let store = open(&DatabaseUrl::new(db.url.clone()))
         .await
         .expect("open store");
-    let tenant = tenant(store.as_ref(), "t").await;
+    let tenant = store_tenant(store.as_ref(), "t").await;
     let channel = channel(store.as_ref(), &tenant, "900").await;
     Fixture {
         store,
@@ -39,23 +39,6 @@ async fn fixture(backend: Backend) -> Fixture {
         tenant,
         channel,
     }
-}
-
-async fn tenant(store: &dyn Store, name: &str) -> String {
-    let id = new_id();
-    store
-        .create_tenant(&NewTenant {
-            id: id.clone(),
-            name: name.into(),
-            domain: format!("{name}.example.com"),
-            key_id: new_id(),
-            key_hash: new_id().into_bytes(),
-            key_prefix: "og_xxxxx".into(),
-            created_at: now_ms(),
-        })
-        .await
-        .expect("tenant");
-    id
 }
 
 async fn channel(store: &dyn Store, tenant: &str, account: &str) -> String {
@@ -604,7 +587,7 @@ async fn a_completion_hands_its_reply_over_leased(backend: Backend) {
 async fn reads_are_scoped_by_tenant(backend: Backend) {
     let f = fixture(backend).await;
     let conversation = conversation_with_reply(&f, "15550002").await;
-    let other = tenant(f.store.as_ref(), "other").await;
+    let other = store_tenant(f.store.as_ref(), "other").await;
     assert!(f
         .store
         .conversation(&other, &conversation)
@@ -685,7 +668,7 @@ async fn full_text_search_ranks_and_scopes(backend: Backend) {
         ))
         .await
         .expect("add");
-    let other = tenant(f.store.as_ref(), "other").await;
+    let other = store_tenant(f.store.as_ref(), "other").await;
     f.store
         .add_document(&doc(&other, "Shipping secrets of the other tenant."))
         .await
