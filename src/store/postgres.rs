@@ -172,12 +172,15 @@ impl PgStore {
         &self,
         batches: &[super::IngressBatch],
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
-        let events: Vec<_> = batches.iter().flat_map(|b| &b.events).collect();
-        let unhandled: Vec<_> = batches.iter().flat_map(|b| &b.unhandled).collect();
-        let envelopes: Vec<_> = batches.iter().flat_map(|b| &b.envelopes).collect();
-        if events.is_empty() && unhandled.is_empty() && envelopes.is_empty() {
+        let rows = super::shared::IngressRows::of(batches);
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
+        let super::shared::IngressRows {
+            events,
+            unhandled,
+            envelopes,
+        } = rows;
         let mut conn = self.pool.acquire().await?;
         let mut tx = conn.begin().await?;
         let mut inserted = Vec::new();

@@ -1713,6 +1713,28 @@ macro_rules! shared_store {
 
 pub(crate) use shared_store;
 
+/// An ingress group's rows, table by table, in the group's order (each backend's
+/// `write_ingress` stores them in one transaction).
+pub(crate) struct IngressRows<'a> {
+    pub(crate) events: Vec<&'a super::NewInboxEvent>,
+    pub(crate) unhandled: Vec<&'a super::NewUnhandled>,
+    pub(crate) envelopes: Vec<&'a super::NewEnvelope>,
+}
+
+impl<'a> IngressRows<'a> {
+    pub(crate) fn of(batches: &'a [super::IngressBatch]) -> Self {
+        Self {
+            events: batches.iter().flat_map(|b| &b.events).collect(),
+            unhandled: batches.iter().flat_map(|b| &b.unhandled).collect(),
+            envelopes: batches.iter().flat_map(|b| &b.envelopes).collect(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.unhandled.is_empty() && self.envelopes.is_empty()
+    }
+}
+
 /// Decides from a transaction's rows whether it commits (see `run_transaction`).
 pub(crate) type Keep<'k, Row> = &'k (dyn Fn(&[Row]) -> bool + Sync);
 

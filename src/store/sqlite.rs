@@ -373,13 +373,11 @@ impl SqliteStore {
         &self,
         batches: &[super::IngressBatch],
     ) -> Result<Vec<(String, String)>, sqlx::Error> {
-        if batches
-            .iter()
-            .all(|b| b.events.is_empty() && b.unhandled.is_empty() && b.envelopes.is_empty())
-        {
+        let rows = super::shared::IngressRows::of(batches);
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let (mut text, returns) = ingress_statements(batches);
+        let (mut text, returns) = ingress_statements(&rows);
         text.push(";\nCOMMIT");
         let (_turn, mut conn) = self.write_connection(true).await?;
         self.set_synchronous(&mut conn, false).await?;
@@ -420,10 +418,11 @@ const ROWS_PER_STATEMENT: usize = 1000;
 /// the transaction with `BEGIN IMMEDIATE`: one hand-off to the connection's thread.
 /// The caller adds the `COMMIT`.
 /// Returns the text and whether it returns inbox rows.
-fn ingress_statements(batches: &[super::IngressBatch]) -> (sqlx::QueryBuilder<'_, Sqlite>, bool) {
+fn ingress_statements<'a>(
+    rows: &super::shared::IngressRows<'a>,
+) -> (sqlx::QueryBuilder<'a, Sqlite>, bool) {
     let mut text = sqlx::QueryBuilder::new("BEGIN IMMEDIATE");
-    let events: Vec<_> = batches.iter().flat_map(|b| &b.events).collect();
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+    for chunk in rows.events.chunks(ROWS_PER_STATEMENT) {
         text.push(
             ";\nINSERT INTO inbox_events (tenant_id, channel_id, platform, external_id, kind, \
              conv_key, platform_ts, payload, available_at, received_at) ",
@@ -444,8 +443,7 @@ fn ingress_statements(batches: &[super::IngressBatch]) -> (sqlx::QueryBuilder<'_
             " ON CONFLICT (channel_id, external_id) DO NOTHING RETURNING channel_id, external_id",
         );
     }
-    let unhandled: Vec<_> = batches.iter().flat_map(|b| &b.unhandled).collect();
-    for chunk in unhandled.chunks(ROWS_PER_STATEMENT) {
+    for chunk in rows.unhandled.chunks(ROWS_PER_STATEMENT) {
         text.push(
             ";\nINSERT INTO unhandled_events (id, tenant_id, channel_id, platform, reason, raw, \
              received_at) ",
@@ -460,8 +458,7 @@ fn ingress_statements(batches: &[super::IngressBatch]) -> (sqlx::QueryBuilder<'_
                 .push_bind(u.received_at);
         });
     }
-    let envelopes: Vec<_> = batches.iter().flat_map(|b| &b.envelopes).collect();
-    for chunk in envelopes.chunks(ROWS_PER_STATEMENT) {
+    for chunk in rows.envelopes.chunks(ROWS_PER_STATEMENT) {
         text.push(
             ";\nINSERT INTO raw_envelopes (tenant_id, channel_id, platform, body, received_at) ",
         )
@@ -473,7 +470,7 @@ fn ingress_statements(batches: &[super::IngressBatch]) -> (sqlx::QueryBuilder<'_
                 .push_bind(e.received_at);
         });
     }
-    (text, !events.is_empty())
+    (text, !rows.events.is_empty())
 }
 
 /// Copies committed WAL frames into the database file in the background (PASSIVE:
