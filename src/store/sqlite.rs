@@ -148,9 +148,17 @@ impl SqliteStore {
         // acknowledgement never waits for the database file to be synced.
         // A local file cannot drop its connection: the store holds its connections
         // itself, with no pool testing them before or after each use.
-        let mut writer =
-            SqliteConnection::connect_with(&options.clone().pragma("wal_autocheckpoint", "0"))
-                .await?;
+        // A statement that may stop part way inside a transaction (a multi-row insert,
+        // a foreign key) journals the pages it changes, so that it alone can be undone;
+        // held in memory, that journal costs the writer no file writes (it spilled to
+        // a temporary file past 64 KiB: an ingress group's insert does).
+        let mut writer = SqliteConnection::connect_with(
+            &options
+                .clone()
+                .pragma("wal_autocheckpoint", "0")
+                .pragma("temp_store", "MEMORY"),
+        )
+        .await?;
         let reader = Arc::new(Readers::open(&options, READERS).await?);
         // The main database file ("" when in memory); its WAL sits beside it.
         let main_file: String =
