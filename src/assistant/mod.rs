@@ -146,11 +146,7 @@ fn names(list: &[String]) -> Vec<ProviderName> {
 #[async_trait]
 impl Assistant for Pipeline {
     async fn answer(&self, q: &Question<'_>) -> anyhow::Result<Option<Answer>> {
-        let settings = self
-            .store
-            .assistant_settings(q.tenant_id)
-            .await?
-            .unwrap_or_default();
+        let (settings, knowledge) = self.store.answer_settings(q.tenant_id).await?;
         let review = settings.review_required;
         let order = settings
             .providers
@@ -167,10 +163,13 @@ impl Assistant for Pipeline {
                 .map(|a| Answer { draft: review, ..a }));
         }
 
-        let passages = self
-            .store
-            .search_passages(q.tenant_id, &terms(q.text), 4)
-            .await?;
+        let passages = if knowledge {
+            self.store
+                .search_passages(q.tenant_id, &terms(q.text), 4)
+                .await?
+        } else {
+            Vec::new()
+        };
         let history = self
             .store
             .history(q.tenant_id, q.conversation_id, q.message_id, 40)

@@ -46,6 +46,37 @@ impl From<SettingsRow> for AssistantSettings {
     }
 }
 
+/// [`AiStore::answer_settings`]' row: the settings' columns (all NULL when never set)
+/// and whether the tenant has any knowledge document.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct AnswerRow {
+    persona: Option<String>,
+    business_facts: Option<String>,
+    language: Option<String>,
+    providers: Option<String>,
+    allowed_providers: Option<String>,
+    review_required: Option<bool>,
+    knowledge: bool,
+}
+
+impl AnswerRow {
+    pub(crate) fn into_parts(self) -> (AssistantSettings, bool) {
+        let settings = match (self.persona, self.business_facts, self.review_required) {
+            (Some(persona), Some(business_facts), Some(review_required)) => SettingsRow {
+                persona,
+                business_facts,
+                language: self.language,
+                providers: self.providers,
+                allowed_providers: self.allowed_providers,
+                review_required,
+            }
+            .into(),
+            _ => AssistantSettings::default(),
+        };
+        (settings, self.knowledge)
+    }
+}
+
 /// One earlier turn of a conversation (text only).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct HistoryTurn {
@@ -142,6 +173,10 @@ pub enum PageChange {
 #[async_trait]
 pub trait AiStore: Send + Sync {
     async fn assistant_settings(&self, tenant_id: &str) -> Result<Option<AssistantSettings>>;
+    /// What answering a question needs first, in one read: the tenant's settings
+    /// (defaults when never set) and whether it has any knowledge document (without
+    /// one there is nothing to search).
+    async fn answer_settings(&self, tenant_id: &str) -> Result<(AssistantSettings, bool)>;
     async fn put_assistant_settings(
         &self,
         tenant_id: &str,
@@ -233,6 +268,22 @@ macro_rules! ai_store {
                 .fetch_optional(&mut *self.read().await?)
                 .await?;
                 Ok(row.map(Into::into))
+            }
+
+            async fn answer_settings(
+                &self,
+                tenant_id: &str,
+            ) -> $crate::store::Result<($crate::store::AssistantSettings, bool)> {
+                let row: $crate::store::ai::AnswerRow = sqlx::query_as(
+                    "SELECT s.persona, s.business_facts, s.language, s.providers, s.allowed_providers, \
+                     s.review_required, \
+                     EXISTS (SELECT 1 FROM knowledge_documents WHERE tenant_id = $1) AS knowledge \
+                     FROM (SELECT 1) AS one LEFT JOIN assistant_settings s ON s.tenant_id = $1",
+                )
+                .bind(tenant_id)
+                .fetch_one(&mut *self.read().await?)
+                .await?;
+                Ok(row.into_parts())
             }
 
             async fn put_assistant_settings(

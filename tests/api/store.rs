@@ -17,6 +17,7 @@ on_both_backends!(
     a_completion_hands_its_reply_over_leased,
     reads_are_scoped_by_tenant,
     full_text_search_ranks_and_scopes,
+    answer_settings_say_whether_the_tenant_has_knowledge,
 );
 
 struct Fixture {
@@ -699,4 +700,45 @@ async fn full_text_search_ranks_and_scopes(backend: Backend) {
         .await
         .expect("search")
         .is_empty());
+}
+
+/// An answer searches the knowledge only when the tenant has some: the flag read with
+/// the settings is the tenant's own, and the settings come with it, defaults or saved.
+async fn answer_settings_say_whether_the_tenant_has_knowledge(backend: Backend) {
+    let f = fixture(backend).await;
+    let other = store_tenant(f.store.as_ref(), "other").await;
+    let doc = |tenant: &str| NewDocument {
+        id: new_id(),
+        tenant_id: tenant.into(),
+        title: "Doc".into(),
+        url: None,
+        text: "Returns within thirty days.".into(),
+        passages: vec!["Returns within thirty days.".into()],
+        created_at: now_ms(),
+    };
+    f.store.add_document(&doc(&other)).await.expect("add");
+    let (settings, knowledge) = f.store.answer_settings(&f.tenant).await.expect("read");
+    assert_eq!(settings, AssistantSettings::default());
+    assert!(!knowledge, "another tenant's document is not this tenant's");
+
+    let saved = AssistantSettings {
+        persona: "Ada from the shop".into(),
+        business_facts: "Open 9-17.".into(),
+        language: Some("de".into()),
+        providers: Some(vec!["openai".into()]),
+        allowed_providers: Some(vec!["openai".into(), "gemini".into()]),
+        review_required: true,
+    };
+    f.store
+        .put_assistant_settings(&f.tenant, &saved, now_ms())
+        .await
+        .expect("put");
+    f.store.add_document(&doc(&f.tenant)).await.expect("add");
+    let (settings, knowledge) = f.store.answer_settings(&f.tenant).await.expect("read");
+    assert_eq!(settings, saved);
+    assert!(knowledge);
+    assert_eq!(
+        f.store.assistant_settings(&f.tenant).await.expect("read"),
+        Some(saved)
+    );
 }
