@@ -200,6 +200,7 @@ async fn reply(
             conversation_id: conversation.id.clone(),
             at: now,
             inbound: false,
+            disclosed: false,
         },
         Effect::SetConversationStatus {
             conversation_id: conversation.id,

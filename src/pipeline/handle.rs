@@ -216,6 +216,7 @@ async fn process(app: &App, owner: &str, item: InboxItem) -> anyhow::Result<Step
                         conversation_id: conversation.id,
                         at: now,
                         inbound: true,
+                        disclosed: false,
                     },
                 ],
             ))
@@ -411,6 +412,7 @@ async fn answer(
             conversation_id: conversation.id.clone(),
             at: now,
             inbound: true,
+            disclosed: false,
         },
     ];
     // A conversation held while the providers were down is still the assistant's,
@@ -540,10 +542,12 @@ async fn answer(
         });
     }
     if disclosure.is_some() && !answer.draft {
-        effects.push(Effect::MarkDisclosed {
-            conversation_id: conversation.id.clone(),
-            at: now,
-        });
+        // Recorded by the turn's own update of the conversation.
+        for effect in &mut effects {
+            if let Effect::Touch { disclosed, .. } = effect {
+                *disclosed = true;
+            }
+        }
     }
     if answer.handoff {
         effects.push(Effect::SetConversationStatus {

@@ -101,6 +101,7 @@ async fn echo(
                 conversation_id: conversation.id.clone(),
                 at: now,
                 inbound: false,
+                disclosed: false,
             },
             Effect::SetConversationStatus {
                 conversation_id: conversation.id,

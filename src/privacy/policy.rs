@@ -72,7 +72,7 @@ pub fn keyword(text: &str, settings: &PrivacySettings) -> Option<Keyword> {
 #[derive(Debug)]
 pub enum Verdict {
     /// The assistant may answer; `disclosure` is prepended to its reply when due
-    /// (the caller then also records [`Effect::MarkDisclosed`]).
+    /// (the caller then records it on the turn's [`Effect::Touch`]).
     Assistant {
         disclosure: Option<String>,
         effects: Vec<Effect>,

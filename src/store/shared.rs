@@ -197,19 +197,21 @@ macro_rules! shared_store {
                             .bind(chat)
                             .bind(target);
                     }
-                    Effect::Touch { conversation_id, at, inbound } => {
+                    Effect::Touch { conversation_id, at, inbound, disclosed } => {
                         script
                             .push(
                                 "UPDATE conversations SET \
                                  last_message_at = CASE WHEN last_message_at < $3 THEN $3 ELSE last_message_at END, \
                                  last_inbound_at = CASE WHEN $4 AND (last_inbound_at IS NULL OR last_inbound_at < $3) \
-                                 THEN $3 ELSE last_inbound_at END \
+                                 THEN $3 ELSE last_inbound_at END, \
+                                 disclosed_at = CASE WHEN $5 THEN $3 ELSE disclosed_at END \
                                  WHERE tenant_id = $1 AND id = $2",
                             )
                             .bind(tenant_id)
                             .bind(conversation_id)
                             .bind(at)
-                            .bind(inbound);
+                            .bind(inbound)
+                            .bind(disclosed);
                     }
                     Effect::SetConversationStatus { conversation_id, status } => {
                         script
@@ -217,13 +219,6 @@ macro_rules! shared_store {
                             .bind(tenant_id)
                             .bind(conversation_id)
                             .bind(*status);
-                    }
-                    Effect::MarkDisclosed { conversation_id, at } => {
-                        script
-                            .push("UPDATE conversations SET disclosed_at = $3 WHERE tenant_id = $1 AND id = $2")
-                            .bind(tenant_id)
-                            .bind(conversation_id)
-                            .bind(at);
                     }
                     // -- Meta messaging (Messenger, Instagram) --------------------------
                     Effect::TagReply { message_id, tag } => {

@@ -684,6 +684,7 @@ mod tests {
                     conversation_id: "c".into(),
                     at: now,
                     inbound: true,
+                    disclosed: true,
                 },
                 Effect::EnqueueReply {
                     conversation_id: "c".into(),
@@ -691,10 +692,6 @@ mod tests {
                     recipient: "r".into(),
                     message: message("outbound"),
                     parts: vec!["one".into(), "two".into(), "three".into()],
-                },
-                Effect::MarkDisclosed {
-                    conversation_id: "c".into(),
-                    at: now,
                 },
                 Effect::RecordAiCalls {
                     conversation_id: "c".into(),

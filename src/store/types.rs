@@ -191,14 +191,12 @@ pub enum Effect {
         conversation_id: String,
         at: i64,
         inbound: bool,
+        /// The AI disclosure went out with this turn (recorded as made at `at`).
+        disclosed: bool,
     },
     SetConversationStatus {
         conversation_id: String,
         status: &'static str,
-    },
-    MarkDisclosed {
-        conversation_id: String,
-        at: i64,
     },
     ChannelNotice {
         channel_id: String,
