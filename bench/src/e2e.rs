@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::fakes::Seen;
 use crate::load::{self, wa_id, Platform, Senders, Traffic};
 use crate::process::{self, Tuning};
 use crate::report::{median, target, Broken, Percentiles, Row};
@@ -91,37 +92,35 @@ async fn one(
     };
     let gateway = bench.gateway(backend, "e2e", &tuning).await?;
     let seen = &bench.fakes.seen;
+    let url = &gateway.channel(platform).webhook_url;
+    let traffic = Traffic::new(platform, Senders::NewEach);
+    seen.record();
+    let warm_up = match load::warm_up(url, traffic, args.e2e_rate, args.warmup).await? {
+        Some(sent) => {
+            wait_for_replies(seen, sent.acked().count()).await;
+            Some(Percentiles::of(added_latencies(seen, &sent).added))
+        }
+        None => None,
+    };
     seen.record();
     let cpu_before = gateway.server.cpu();
     let sent = load::open(
-        &gateway.channel(platform).webhook_url,
-        Traffic::new(platform, Senders::NewEach),
+        url,
+        traffic,
         args.e2e_rate,
         0,
         Duration::from_secs(args.duration),
         None,
     )
     .await?;
-    // Wait for the replies still on their way.
     let acked: Vec<&load::Sample> = sent.acked().collect();
-    let waited = Instant::now();
-    while seen.replies() < acked.len() && waited.elapsed() < REPLY_WAIT {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_replies(seen, acked.len()).await;
     seen.stop();
-    let mut added = Vec::new();
-    let mut llm = Vec::new();
-    let mut last_reply = sent.started;
-    for sample in &acked {
-        let Some(arrived) = seen.reply_at(&wa_id(sample.seq)) else {
-            continue;
-        };
-        last_reply = last_reply.max(arrived);
-        let llm_time = seen.llm_time(sample.seq).unwrap_or_default();
-        llm.push(llm_time);
-        let total = arrived.saturating_duration_since(sent.started + sample.offset);
-        added.push(total.saturating_sub(llm_time));
-    }
+    let Replies {
+        added,
+        llm,
+        last_reply,
+    } = added_latencies(seen, &sent);
     // From the first scheduled webhook to the last reply.
     let busy = last_reply.saturating_duration_since(sent.started);
     let cores = cpu_before.zip(gateway.server.cpu()).map(|(before, after)| {
@@ -168,10 +167,17 @@ async fn one(
         errors: Some(sent.errors() + unanswered as u64),
         vs: format!("webhook ack p50 {:.2} / p99 {:.2} ms", ack.p50, ack.p99),
         notes: format!(
-            "max {:.1} ms; fake LLM p99 {:.3} ms; gateway means: received→reply queued {queued:.1} ms, \
-             claim→done {processing:.1} ms, platform send {sending:.1} ms; {retried} retried; \
-             gateway CPU {} cores; {replies}/{} answered; {committed}",
+            "max {:.1} ms; {}; fake LLM p99 {:.3} ms; gateway means: received→reply queued \
+             {queued:.1} ms, claim→done {processing:.1} ms, platform send {sending:.1} ms; \
+             {retried} retried; gateway CPU {} cores; {replies}/{} answered; {committed}",
             added.max,
+            warm_up.map_or_else(
+                || "no warm-up".to_string(),
+                |w| format!(
+                    "{} s warm-up before: p50 {:.1} / p99 {:.1} ms",
+                    args.warmup, w.p50, w.p99
+                )
+            ),
             llm.p99,
             cores.map_or_else(|| "-".to_string(), |c| format!("{c:.2}")),
             acked.len()
@@ -183,4 +189,42 @@ async fn one(
     }
     .print();
     Ok(added)
+}
+
+/// Waits until `n` replies have arrived at the fake Graph API (at most [`REPLY_WAIT`]).
+async fn wait_for_replies(seen: &Seen, n: usize) {
+    let waited = Instant::now();
+    while seen.replies() < n && waited.elapsed() < REPLY_WAIT {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the fake Graph API saw of a load's replies.
+struct Replies {
+    /// Per answered webhook: from its scheduled send to its reply, less the fake LLM's
+    /// time on it.
+    added: Vec<Duration>,
+    /// The fake LLM's time per answered webhook.
+    llm: Vec<Duration>,
+    /// When the last reply arrived (the load's start when none did).
+    last_reply: Instant,
+}
+
+fn added_latencies(seen: &Seen, sent: &load::Open) -> Replies {
+    let mut replies = Replies {
+        added: Vec::new(),
+        llm: Vec::new(),
+        last_reply: sent.started,
+    };
+    for sample in sent.acked() {
+        let Some(arrived) = seen.reply_at(&wa_id(sample.seq)) else {
+            continue;
+        };
+        replies.last_reply = replies.last_reply.max(arrived);
+        let llm_time = seen.llm_time(sample.seq).unwrap_or_default();
+        replies.llm.push(llm_time);
+        let total = arrived.saturating_duration_since(sent.started + sample.offset);
+        replies.added.push(total.saturating_sub(llm_time));
+    }
+    replies
 }

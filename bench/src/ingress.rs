@@ -176,6 +176,13 @@ async fn open_loop(bench: &Bench, broken: &mut Broken) -> anyhow::Result<()> {
     for &platform in &args.platforms {
         let traffic = Traffic::new(platform, Senders::Rotating(SENDERS));
         let bare = start_bare().await?;
+        let bare_warm_up = load::warm_up(
+            &bare_url(&bare, platform),
+            traffic,
+            args.open_rate,
+            args.warmup,
+        )
+        .await?;
         let reference = load::open(
             &bare_url(&bare, platform),
             traffic,
@@ -196,13 +203,24 @@ async fn open_loop(bench: &Bench, broken: &mut Broken) -> anyhow::Result<()> {
             p99_ms: Some(bare_latency.p99),
             errors: Some(reference.errors()),
             vs: "reference".into(),
-            notes: format!("max {:.2} ms", bare_latency.max),
+            notes: format!(
+                "max {:.2} ms; {}",
+                bare_latency.max,
+                warm_up_note(args.warmup, bare_warm_up.as_ref())
+            ),
             ..Row::default()
         }
         .print();
         for backend in bench.backends() {
             let name = format!("open-{}", platform.as_str());
             let gateway = bench.gateway(backend, &name, &Tuning::default()).await?;
+            let warm_up = load::warm_up(
+                &gateway.channel(platform).webhook_url,
+                traffic,
+                args.open_rate,
+                args.warmup,
+            )
+            .await?;
             let measured = load::open(
                 &gateway.channel(platform).webhook_url,
                 traffic,
@@ -234,7 +252,11 @@ async fn open_loop(bench: &Bench, broken: &mut Broken) -> anyhow::Result<()> {
                     "p99 {:.1}x bare",
                     latency.p99 / bare_latency.p99.max(f64::MIN_POSITIVE)
                 ),
-                notes: format!("max {:.2} ms; {committed}", latency.max),
+                notes: format!(
+                    "max {:.2} ms; {}; {committed}",
+                    latency.max,
+                    warm_up_note(args.warmup, warm_up.as_ref())
+                ),
                 target: target(
                     "p99 < 10 ms",
                     latency.p99 < P99_TARGET_MS && measured.errors() == 0,
@@ -244,6 +266,22 @@ async fn open_loop(bench: &Bench, broken: &mut Broken) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The acknowledgement latency of a warm-up run, for a row's notes.
+fn warm_up_note(seconds: u64, warm_up: Option<&load::Open>) -> String {
+    match warm_up {
+        Some(sent) => {
+            let latency = Percentiles::of(sent.acked().map(|s| s.latency).collect());
+            format!(
+                "{seconds} s warm-up before: p50 {:.2} / p99 {:.2} ms, {} errors",
+                latency.p50,
+                latency.p99,
+                sent.errors()
+            )
+        }
+        None => "no warm-up".into(),
+    }
 }
 
 /// Times `n` appends of 4 KiB, each followed by `fdatasync`, in `dir`.

@@ -247,6 +247,33 @@ impl Open {
     }
 }
 
+/// First sequence number of warm-up requests, far from the measured ones: their
+/// message ids, and with new senders their conversations, are their own.
+const WARMUP_SEQ: u64 = 900_000_000;
+
+/// The load of a measurement sent for `seconds` before it, not counted (see the
+/// `--warmup` option); `None` when `seconds` is 0.
+pub async fn warm_up(
+    url: &str,
+    traffic: Traffic,
+    rate: f64,
+    seconds: u64,
+) -> anyhow::Result<Option<Open>> {
+    if seconds == 0 {
+        return Ok(None);
+    }
+    let sent = open(
+        url,
+        traffic,
+        rate,
+        WARMUP_SEQ,
+        Duration::from_secs(seconds),
+        None,
+    )
+    .await?;
+    Ok(Some(sent))
+}
+
 /// Sends `rate` requests a second on a fixed schedule, numbered from `first_seq`,
 /// for `duration` or until `stop` is set, whichever comes first.
 pub async fn open(

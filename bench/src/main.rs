@@ -77,6 +77,13 @@ pub struct Args {
     /// Ingress: requests a second offered in the open-loop run (0: no open-loop run).
     #[arg(long, default_value_t = 1000.0)]
     open_rate: f64,
+    /// Open-loop ingress and end to end: seconds of the same load sent to the fresh
+    /// gateway (and the bare reference) just before the measurement and not counted
+    /// in it, so the measurement is the warm gateway's (its connections open, its
+    /// statements prepared); the warm-up's own p99 is in the notes. 0: measure from
+    /// a cold start.
+    #[arg(long, default_value_t = 1)]
+    warmup: u64,
     /// End to end: new conversations a second offered.
     #[arg(long, default_value_t = 500.0)]
     e2e_rate: f64,
