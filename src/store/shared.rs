@@ -394,7 +394,7 @@ macro_rules! shared_store {
                     return;
                 };
                 for effect in &done.effects {
-                    let $crate::store::Effect::EnqueueReply { message, .. } = effect else {
+                    let $crate::store::Effect::EnqueueReply { message, conversation_id, .. } = effect else {
                         continue;
                     };
                     script
@@ -403,15 +403,16 @@ macro_rules! shared_store {
                              attempts = attempts + 1 WHERE id IN (\
                              SELECT o.id FROM outbox o JOIN channels c ON c.id = o.channel_id \
                              WHERE o.tenant_id = $3 AND o.message_id = $4 AND o.part = 0 \
-                             AND o.state = 'pending' AND ",
-                            $crate::store::shared::outbox_part_may_go!(),
+                             AND o.state = 'pending' AND o.conversation_id = $5 AND ",
+                            $crate::store::shared::outbox_part_may_go!("$5"),
                             ") RETURNING ",
                             $crate::store::shared::outbox_item_columns!()
                         ))
                         .bind(&to.owner)
                         .bind(to.lease_until)
                         .bind(&done.tenant_id)
-                        .bind(&message.id);
+                        .bind(&message.id)
+                        .bind(conversation_id);
                 }
             }
 
@@ -1234,7 +1235,7 @@ macro_rules! shared_store {
                      SELECT o.id FROM outbox o JOIN channels c ON c.id = o.channel_id \
                      WHERE o.state IN ('pending', 'sending') AND o.next_attempt_at <= $3 \
                      AND (o.state = 'pending' OR o.lease_until < $3) AND ",
-                    $crate::store::shared::outbox_part_may_go!(),
+                    $crate::store::shared::outbox_part_may_go!("o.conversation_id"),
                     " ORDER BY o.next_attempt_at, o.id LIMIT $4",
                     $lock_outbox,
                     ") RETURNING ",
@@ -1915,14 +1916,24 @@ impl<'q, DB: sqlx::Database> Script<'q, DB> {
     }
 }
 
-/// The conditions under which the outbox part `o` may go out now, as the outbox
-/// claim and a completion's hand-off both require: its channel `c` is active and no
-/// earlier part of its conversation is still to be sent.
+/// The conditions under which the outbox part `o` of `conversation` (an SQL
+/// expression: `o.conversation_id`, or a parameter bound to the same id) may go out
+/// now, as the outbox claim and a completion's hand-off both require: its channel `c`
+/// is active and no earlier part of its conversation is still to be sent.
+///
+/// Where the conversation is known, pass it as a parameter: Postgres then looks the
+/// earlier parts up by conversation in `outbox_open`. Joined on `o.conversation_id`
+/// it scanned the whole of that partial index instead, including the entries of every
+/// part updated since the last vacuum (100-300 µs per hand-off under load, growing
+/// with the time since).
 macro_rules! outbox_part_may_go {
-    () => {
-        "c.status = 'active' AND NOT EXISTS (SELECT 1 FROM outbox p \
-         WHERE p.conversation_id = o.conversation_id \
-         AND p.state IN ('pending', 'sending') AND p.id < o.id)"
+    ($conversation:literal) => {
+        concat!(
+            "c.status = 'active' AND NOT EXISTS (SELECT 1 FROM outbox p \
+             WHERE p.conversation_id = ",
+            $conversation,
+            " AND p.state IN ('pending', 'sending') AND p.id < o.id)"
+        )
     };
 }
 pub(crate) use outbox_part_may_go;
