@@ -499,7 +499,12 @@ async fn a_resume_replays_events_without_second_replies(backend: Backend) {
     );
     let sockets = discord.sockets();
     assert_eq!(sockets.len(), 3);
-    assert_eq!(discord.max_live(), 1, "one socket at a time");
+    assert_eq!(
+        discord.max_live(),
+        1,
+        "one socket at a time: {:?}",
+        discord.log()
+    );
 }
 
 /// MESSAGE_UPDATE changes the stored text; MESSAGE_DELETE (which names no author)

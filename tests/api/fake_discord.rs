@@ -339,10 +339,13 @@ async fn connection(stream: tokio::net::TcpStream, state: Arc<Mutex<GatewayState
             command = commands.recv() => match command {
                 Some(Command::Frame(frame)) => alive = sink.send(Message::Text(frame)).await.is_ok(),
                 Some(Command::Close(code)) => {
+                    // The session on this socket is over once the fake decides to close
+                    // it: retired before the close frame goes, since the client may
+                    // read it and connect again before this task runs on after the send
+                    // (a suite run once counted the new socket beside this one).
+                    retire(&state, socket);
                     let frame = CloseFrame { code: CloseCode::from(code), reason: "".into() };
                     let _ = sink.send(Message::Close(Some(frame))).await;
-                    // The session on this socket is over once the close is sent.
-                    retire(&state, socket);
                     // Whatever the client still says is not read; wait for it to go.
                     let _ = tokio::time::timeout(Duration::from_secs(5), async {
                         while let Some(Ok(_)) = stream.next().await {}
