@@ -70,8 +70,9 @@ pub struct Args {
     /// Ingress: closed-loop concurrency levels.
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     concurrency: Vec<usize>,
-    /// Measure the closed-loop ingress runs and the end-to-end runs this many times
-    /// (alternating reference and gateway, and the poll settings), and add medians.
+    /// Measure the closed-loop ingress runs, the end-to-end runs and the scale
+    /// comparison this many times (alternating reference and gateway, the poll
+    /// settings, 1 and many stored conversations), and add medians.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// Ingress: requests a second offered in the open-loop run (0: no open-loop run).
