@@ -137,6 +137,7 @@ async fn one(
         ..Row::default()
     };
     if !first {
+        sampler.stop();
         db.close().await;
         drop(gateway);
         row.notes = format!(
