@@ -42,27 +42,25 @@ impl KbAnswerer {
     }
 }
 
+impl KbAnswerer {
+    /// The answer to give: the passage found, or the hand-off when there is none.
+    pub fn reply(best: Option<String>) -> Answer {
+        let handoff = best.is_none();
+        Answer {
+            text: best.unwrap_or_else(|| HANDOFF_TEXT.into()),
+            produced_by: "kb".into(),
+            handoff,
+            draft: false,
+            usage: Vec::new(),
+        }
+    }
+}
+
 #[async_trait]
 impl Assistant for KbAnswerer {
     async fn answer(&self, question: &Question<'_>) -> anyhow::Result<Option<Answer>> {
-        Ok(Some(
-            match self.best(question.tenant_id, question.text).await? {
-                Some(text) => Answer {
-                    text,
-                    produced_by: "kb".into(),
-                    handoff: false,
-                    draft: false,
-                    usage: Vec::new(),
-                },
-                None => Answer {
-                    text: HANDOFF_TEXT.into(),
-                    produced_by: "kb".into(),
-                    handoff: true,
-                    draft: false,
-                    usage: Vec::new(),
-                },
-            },
-        ))
+        let best = self.best(question.tenant_id, question.text).await?;
+        Ok(Some(Self::reply(best)))
     }
 }
 

@@ -137,6 +137,15 @@ impl Pipeline {
             tracing::warn!(error = %e, "could not record provider usage");
         }
     }
+
+    /// The knowledge base's best passage for `q`; no search where the tenant has no
+    /// knowledge document (`knowledge`, read with its settings).
+    async fn kb_best(&self, q: &Question<'_>, knowledge: bool) -> anyhow::Result<Option<String>> {
+        if !knowledge {
+            return Ok(None);
+        }
+        self.kb.best(q.tenant_id, q.text).await
+    }
 }
 
 fn names(list: &[String]) -> Vec<ProviderName> {
@@ -156,11 +165,11 @@ impl Assistant for Pipeline {
         let allowed = settings.allowed_providers.as_deref().map(names);
         let candidates = self.router.eligible(&order, allowed.as_deref());
         if candidates.is_empty() {
-            return Ok(self
-                .kb
-                .answer(q)
-                .await?
-                .map(|a| Answer { draft: review, ..a }));
+            let best = self.kb_best(q, knowledge).await?;
+            return Ok(Some(Answer {
+                draft: review,
+                ..KbAnswerer::reply(best)
+            }));
         }
 
         let passages = if knowledge {
@@ -205,7 +214,7 @@ impl Assistant for Pipeline {
             // Last resort: the knowledge base, if it has a good passage.
             Routed::Failed => {
                 self.record(q, &usage).await;
-                Ok(self.kb.best(q.tenant_id, q.text).await?.map(|text| Answer {
+                Ok(self.kb_best(q, knowledge).await?.map(|text| Answer {
                     text,
                     produced_by: "kb".into(),
                     handoff: false,

@@ -22,34 +22,10 @@ pub struct AssistantSettings {
     pub review_required: bool,
 }
 
+/// A tenant's assistant settings row (its columns all NULL when never set) and
+/// whether the tenant has any knowledge document.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct SettingsRow {
-    persona: String,
-    business_facts: String,
-    language: Option<String>,
-    providers: Option<String>,
-    allowed_providers: Option<String>,
-    review_required: bool,
-}
-
-impl From<SettingsRow> for AssistantSettings {
-    fn from(r: SettingsRow) -> Self {
-        let list = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
-        Self {
-            persona: r.persona,
-            business_facts: r.business_facts,
-            language: r.language,
-            providers: list(r.providers),
-            allowed_providers: list(r.allowed_providers),
-            review_required: r.review_required,
-        }
-    }
-}
-
-/// [`AiStore::answer_settings`]' row: the settings' columns (all NULL when never set)
-/// and whether the tenant has any knowledge document.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct AnswerRow {
     persona: Option<String>,
     business_facts: Option<String>,
     language: Option<String>,
@@ -59,19 +35,22 @@ pub(crate) struct AnswerRow {
     knowledge: bool,
 }
 
-impl AnswerRow {
-    pub(crate) fn into_parts(self) -> (AssistantSettings, bool) {
+impl SettingsRow {
+    /// The settings (`None` when never set) and whether there is knowledge.
+    pub(crate) fn into_parts(self) -> (Option<AssistantSettings>, bool) {
+        let list = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
         let settings = match (self.persona, self.business_facts, self.review_required) {
-            (Some(persona), Some(business_facts), Some(review_required)) => SettingsRow {
-                persona,
-                business_facts,
-                language: self.language,
-                providers: self.providers,
-                allowed_providers: self.allowed_providers,
-                review_required,
+            (Some(persona), Some(business_facts), Some(review_required)) => {
+                Some(AssistantSettings {
+                    persona,
+                    business_facts,
+                    language: self.language,
+                    providers: list(self.providers),
+                    allowed_providers: list(self.allowed_providers),
+                    review_required,
+                })
             }
-            .into(),
-            _ => AssistantSettings::default(),
+            _ => None,
         };
         (settings, self.knowledge)
     }
@@ -232,6 +211,24 @@ pub trait AiStore: Send + Sync {
 macro_rules! ai_store {
     ($store:ty, $db:ty) => {
         impl $store {
+            /// The tenant's settings (`None` when never set) and whether it has any
+            /// knowledge document, in one query.
+            async fn settings_row(
+                &self,
+                tenant_id: &str,
+            ) -> $crate::store::Result<(Option<$crate::store::AssistantSettings>, bool)> {
+                let row: $crate::store::ai::SettingsRow = sqlx::query_as(
+                    "SELECT s.persona, s.business_facts, s.language, s.providers, s.allowed_providers, \
+                     s.review_required, \
+                     EXISTS (SELECT 1 FROM knowledge_documents WHERE tenant_id = $1) AS knowledge \
+                     FROM (SELECT 1) AS one LEFT JOIN assistant_settings s ON s.tenant_id = $1",
+                )
+                .bind(tenant_id)
+                .fetch_one(&mut *self.read().await?)
+                .await?;
+                Ok(row.into_parts())
+            }
+
             async fn delete_documents(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 tenant_id: &str,
@@ -260,30 +257,15 @@ macro_rules! ai_store {
                 &self,
                 tenant_id: &str,
             ) -> $crate::store::Result<Option<$crate::store::AssistantSettings>> {
-                let row: Option<$crate::store::ai::SettingsRow> = sqlx::query_as(
-                    "SELECT persona, business_facts, language, providers, allowed_providers, review_required \
-                     FROM assistant_settings WHERE tenant_id = $1",
-                )
-                .bind(tenant_id)
-                .fetch_optional(&mut *self.read().await?)
-                .await?;
-                Ok(row.map(Into::into))
+                Ok(self.settings_row(tenant_id).await?.0)
             }
 
             async fn answer_settings(
                 &self,
                 tenant_id: &str,
             ) -> $crate::store::Result<($crate::store::AssistantSettings, bool)> {
-                let row: $crate::store::ai::AnswerRow = sqlx::query_as(
-                    "SELECT s.persona, s.business_facts, s.language, s.providers, s.allowed_providers, \
-                     s.review_required, \
-                     EXISTS (SELECT 1 FROM knowledge_documents WHERE tenant_id = $1) AS knowledge \
-                     FROM (SELECT 1) AS one LEFT JOIN assistant_settings s ON s.tenant_id = $1",
-                )
-                .bind(tenant_id)
-                .fetch_one(&mut *self.read().await?)
-                .await?;
-                Ok(row.into_parts())
+                let (settings, knowledge) = self.settings_row(tenant_id).await?;
+                Ok((settings.unwrap_or_default(), knowledge))
             }
 
             async fn put_assistant_settings(
