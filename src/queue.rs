@@ -1,6 +1,9 @@
 //! The claim loop shared by the worker (inbox) and the dispatcher (outbox): claim as
 //! many items as there are free slots, run each as its own task, and sleep until
-//! woken, a slot frees, or the poll interval passes. On `stop` it claims nothing
+//! woken, a slot frees, or the poll interval passes. It claims when woken, at each
+//! poll, and while its last claim filled every free slot; an item that may have
+//! made another ready (the next event of a conversation, the next part of a reply)
+//! wakes it. On `stop` it claims nothing
 //! more and waits for the running items to finish.
 //!
 //! Items can also be handed to a queue already claimed ([`HandOff`]): whoever made
@@ -24,10 +27,6 @@ pub struct Queue<'a, T> {
     pub wake: &'a Notify,
     /// While items run, claim again only once this many slots are free.
     pub min_claim: usize,
-    /// Whether an item that ends may have made another ready (the next event of a
-    /// conversation), so the loop claims again; otherwise it claims when woken, at
-    /// each poll, and while its last claim filled every free slot.
-    pub claim_when_one_ends: bool,
     /// Longest sleep when nothing wakes the loop.
     pub poll: Duration,
     /// The queue's slots (how many items are handled at once) and the items handed
@@ -36,6 +35,10 @@ pub struct Queue<'a, T> {
     /// How many items may run now, if fewer than the slots (checked before each
     /// claim).
     pub limit: &'a (dyn Fn() -> usize + Sync),
+    /// Set while the loop is sure to claim again, with a snapshot taken later than
+    /// now, once a slot frees (its last claim filled every free slot); clear while
+    /// a claim is under way and when none is due.
+    pub will_claim: &'a AtomicBool,
 }
 
 /// A queue's slots, shared between its loop and those who hand it items already
@@ -121,10 +124,10 @@ pub async fn run<T, C, CF, H, HF>(
         name,
         wake,
         min_claim,
-        claim_when_one_ends,
         poll,
         slots,
         limit,
+        will_claim,
     } = queue;
     let mut running = JoinSet::new();
     let spawn = |running: &mut JoinSet<()>, item: T, slot: Option<OwnedSemaphorePermit>| {
@@ -151,12 +154,14 @@ pub async fn run<T, C, CF, H, HF>(
         // Claim when idle or when at least `min_claim` slots are free, so that under
         // load one claim (a write) takes a batch rather than a single item.
         if wanted && free > 0 && (running.is_empty() || free >= min_claim) {
+            will_claim.store(false, Ordering::SeqCst);
             let items = claim(free).await.unwrap_or_else(|e| {
                 tracing::error!(queue = name, error = %e, "claim failed");
                 Vec::new()
             });
             // Every free slot filled: more may be ready, as soon as a slot frees.
             wanted = !items.is_empty() && items.len() == free;
+            will_claim.store(wanted, Ordering::SeqCst);
             for item in items {
                 // A slot reserved for a hand-off meanwhile: the claimed item is
                 // ours and runs all the same, one above the limit for a moment.
@@ -167,15 +172,15 @@ pub async fn run<T, C, CF, H, HF>(
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = wake.notified() => wanted = true,
-            Some(_) = running.join_next(), if !running.is_empty() => {
-                wanted |= claim_when_one_ends;
-            }
+            // An item that made another ready wakes the loop itself.
+            Some(_) = running.join_next(), if !running.is_empty() => {}
             (item, slot) = next_handed(&mut handed) => spawn(&mut running, item, Some(slot)),
             _ = polls.tick() => wanted = true,
         }
     }
     // No new hand-offs; those reserved already still come and are run.
     slots.open.store(false, Ordering::Release);
+    will_claim.store(false, Ordering::SeqCst);
     loop {
         if running.is_empty() && slots.slots.available_permits() == slots.size {
             break;
@@ -217,15 +222,16 @@ mod tests {
     {
         tokio::spawn(async move {
             let wake = Notify::new();
+            let will_claim = AtomicBool::new(false);
             let limit = move || limit;
             let queue = Queue {
                 name: "test",
                 wake: &wake,
                 min_claim: 1,
-                claim_when_one_ends: true,
                 poll: Duration::from_millis(5),
                 slots: &slots,
                 limit: &limit,
+                will_claim: &will_claim,
             };
             run(queue, stop, claim, handle).await;
         })

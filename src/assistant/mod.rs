@@ -36,6 +36,8 @@ pub struct Question<'a> {
     pub message_id: &'a str,
     /// The customer's text (never logged).
     pub text: &'a str,
+    /// The conversation was created for this message: it has no history to read.
+    pub fresh: bool,
 }
 
 /// What it answers.
@@ -179,10 +181,13 @@ impl Assistant for Pipeline {
         } else {
             Vec::new()
         };
-        let history = self
-            .store
-            .history(q.tenant_id, q.conversation_id, q.message_id, 40)
-            .await?;
+        let history = if q.fresh {
+            Vec::new()
+        } else {
+            self.store
+                .history(q.tenant_id, q.conversation_id, q.message_id, 40)
+                .await?
+        };
         let request = prompt::build(
             &settings,
             &passages,

@@ -45,12 +45,11 @@ pub async fn run_dispatcher(app: App, stop: CancellationToken) {
         name: "outbox",
         wake: &app.outbox_wake,
         min_claim: (app.config.worker.concurrency / 2).max(1),
-        // A send wakes the loop itself when a part of its conversation waits.
-        claim_when_one_ends: false,
         poll: Duration::from_millis(app.config.worker.poll_ms),
         // Shared with the worker, which hands fresh replies over already claimed.
         slots: &app.replies,
         limit: &|| usize::MAX,
+        will_claim: &std::sync::atomic::AtomicBool::new(false),
     };
     crate::queue::run(queue, stop, claim, handle).await;
 }

@@ -2,13 +2,16 @@
 
 use channels::{Content, EventBody, InboundEvent, InboundMessage, Participant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use super::messaging;
 use crate::app::App;
 use crate::assistant::Question;
 use crate::privacy::policy::{self, Verdict};
 use crate::store::{
-    new_id, now_ms, Completion, ConversationKey, ConversationRef, Effect, HandOff, InboxItem,
-    NewMessage,
+    new_id, now_ms, Completed, Completion, ConversationKey, ConversationRef, Effect, HandOff,
+    InboxItem, NewMessage,
 };
 
 /// Statuses that arrive before their send is recorded are retried this many times.
@@ -19,7 +22,7 @@ const MAX_ATTEMPTS: i64 = 12;
 /// Retry note of an event held because no answerer was available.
 const AI_UNAVAILABLE: &str = "ai_unavailable";
 
-pub async fn handle(app: App, owner: String, item: InboxItem) {
+pub async fn handle(app: App, owner: String, will_claim: Arc<AtomicBool>, item: InboxItem) {
     let id = item.id;
     let attempts = item.attempts;
     let tenant_id = item.tenant_id.clone();
@@ -46,7 +49,15 @@ pub async fn handle(app: App, owner: String, item: InboxItem) {
                     lease_until: now_ms() + app.config.worker.lease_ms as i64,
                 });
             }
-            complete(&app, &completion, replies, slots, handled, attempts).await
+            complete(
+                &app,
+                &completion,
+                (replies, slots),
+                handled,
+                attempts,
+                &will_claim,
+            )
+            .await
         }
         Ok(Step::Later(note)) => {
             handled("retry", false);
@@ -82,10 +93,31 @@ pub async fn handle(app: App, owner: String, item: InboxItem) {
                 effects: vec![],
                 hand_off: None,
             };
-            if let Err(e) = app.store.complete_inbox(&failed).await {
-                tracing::error!(inbox_id = id, error = %e, "could not give up on inbox event");
+            match app.store.complete_inbox(&failed).await {
+                Ok(done) => next_may_be_ready(&app, &done, id, &will_claim).await,
+                Err(e) => {
+                    tracing::error!(inbox_id = id, error = %e, "could not give up on inbox event")
+                }
             }
         }
+    }
+}
+
+/// Wakes the worker when another event of the completed one's conversation is open:
+/// it may be ready now. New events wake the worker themselves. Where the completion
+/// could not be sure ([`Completed::sure`]), it is asked again after the commit,
+/// unless the worker is about to claim anyway (`will_claim`).
+async fn next_may_be_ready(app: &App, done: &Completed, id: i64, will_claim: &AtomicBool) {
+    if !done.kept {
+        return;
+    }
+    let more = done.more
+        || (!done.sure
+            && !will_claim.load(Ordering::SeqCst)
+            // Unread, claim: the completion itself stands.
+            && app.store.open_besides(id).await.unwrap_or(true));
+    if more {
+        app.inbox_wake.notify_one();
     }
 }
 
@@ -94,22 +126,23 @@ pub async fn handle(app: App, owner: String, item: InboxItem) {
 async fn complete(
     app: &App,
     completion: &Completion,
-    replies: usize,
-    slots: Vec<tokio::sync::OwnedSemaphorePermit>,
+    (replies, slots): (usize, Vec<tokio::sync::OwnedSemaphorePermit>),
     handled: impl Fn(&str, bool),
     attempts: i64,
+    will_claim: &AtomicBool,
 ) {
     let (id, owner) = (completion.inbox_id, &completion.owner);
     match app.store.complete_inbox(completion).await {
-        Ok(done) if done.kept => {
+        Ok(mut done) if done.kept => {
             handled("done", true);
             let handed = done.handed.len();
-            for (part, slot) in done.handed.into_iter().zip(slots) {
+            for (part, slot) in std::mem::take(&mut done.handed).into_iter().zip(slots) {
                 app.replies.hand(part, slot);
             }
             if handed < replies {
                 app.wake_outbox();
             }
+            next_may_be_ready(app, &done, id, will_claim).await;
         }
         Ok(_) => {
             handled("lease_lost", false);
@@ -475,6 +508,7 @@ async fn answer(
         conversation_id: &conversation.id,
         message_id: external_id_of(&effects),
         text: &text,
+        fresh: conversation.created,
     };
     let Some(mut answer) = app.assistant.answer(&question).await? else {
         return crate::assistant::hold::unavailable(

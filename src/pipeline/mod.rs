@@ -6,6 +6,8 @@
 mod handle;
 mod messaging;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -30,14 +32,13 @@ pub async fn run_worker(app: App, stop: CancellationToken) {
                 .await
         }
     };
-    let handle = |item| handle::handle(app.clone(), owner.clone(), item);
+    let will_claim = Arc::new(AtomicBool::new(false));
+    let handle = |item| handle::handle(app.clone(), owner.clone(), will_claim.clone(), item);
     let slots = HandOff::new(app.config.worker.concurrency);
     let queue = Queue {
         name: "inbox",
         wake: &app.inbox_wake,
         min_claim: 1,
-        // The next event of the conversation may be ready now.
-        claim_when_one_ends: true,
         poll: Duration::from_millis(app.config.worker.poll_ms),
         slots: &slots,
         // Acknowledgements first: while webhooks flood in, one event at a time.
@@ -48,6 +49,7 @@ pub async fn run_worker(app: App, stop: CancellationToken) {
                 usize::MAX
             }
         },
+        will_claim: &will_claim,
     };
     crate::queue::run(queue, stop, claim, handle).await;
 }

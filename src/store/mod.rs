@@ -149,6 +149,9 @@ pub trait Store: PrivacyStore + OpsStore + AiStore + Send + Sync + 'static {
     /// Marks a leased event done and applies its effects, atomically; nothing is
     /// applied if the lease was lost ([`Completed::kept`] is `false`).
     async fn complete_inbox(&self, done: &Completion) -> Result<Completed>;
+    /// Whether an inbox event other than `inbox_id` is open in its conversation
+    /// (after a completion whose [`Completed::more`] was not sure).
+    async fn open_besides(&self, inbox_id: i64) -> Result<bool>;
     /// Returns a leased event to the queue, to be tried again at `available_at`.
     async fn retry_inbox(
         &self,

@@ -22,7 +22,7 @@
 /// transaction, committed unless `keep` refuses its rows), `sync_wal()` (flushes relaxed commits
 /// where the backend can do so apart from them), `pending_writes()` (the queues of
 /// writes made together, where there is one writer) and the constants
-/// `MERGES_STATEMENTS` and `SYNCS_LOG_APART`;
+/// `MERGES_STATEMENTS`, `SYNCS_LOG_APART` and `WRITES_IN_TURN`;
 /// `$lock_inbox`/`$lock_outbox` are appended to the claim sub-selects (row locking
 /// clauses).
 macro_rules! shared_store {
@@ -347,7 +347,8 @@ macro_rules! shared_store {
             }
 
             /// Adds the statement that marks `done`'s event done if this worker still
-            /// holds it; it returns the event's id when it does.
+            /// holds it; it returns the event's id when it does, and whether another
+            /// event of its conversation is open (two columns).
             fn push_mark_done<'q>(
                 script: &mut $crate::store::shared::Script<'q, $db>,
                 done: &'q $crate::store::Completion,
@@ -356,7 +357,10 @@ macro_rules! shared_store {
                     .push(
                         "UPDATE inbox_events SET state = 'done', payload = NULL, outcome = $3, done_at = $4, \
                          lease_owner = NULL, lease_until = NULL \
-                         WHERE id = $1 AND lease_owner = $2 AND state = 'processing' RETURNING id",
+                         WHERE id = $1 AND lease_owner = $2 AND state = 'processing' \
+                         RETURNING id, EXISTS (SELECT 1 FROM inbox_events o \
+                           WHERE o.conv_key = inbox_events.conv_key AND o.state <> 'done' \
+                           AND o.id <> inbox_events.id)",
                     )
                     .bind(done.inbox_id)
                     .bind(&done.owner)
@@ -416,23 +420,29 @@ macro_rules! shared_store {
                 }
             }
 
-            /// Events a completion script marked done: the rows of one column (the
+            /// Events a completion script marked done: the rows of two columns (the
             /// parts handed over have more).
             fn marked(rows: &[<$db as sqlx::Database>::Row]) -> usize {
-                rows.iter().filter(|row| sqlx::Row::len(*row) == 1).count()
+                rows.iter().filter(|row| sqlx::Row::len(*row) == 2).count()
             }
 
-            /// Reads a completion script's rows: per completion, the id of its marked
-            /// event (one column; missing where the lease was lost), then the parts
-            /// handed over. `None` unless exactly `all` events were marked.
+            /// Reads a completion script's rows: per completion, its marked event (two
+            /// columns, missing where the lease was lost), then the parts handed
+            /// over. `None` unless exactly `all` events were marked.
             fn completions_of(
                 rows: &[<$db as sqlx::Database>::Row],
                 all: usize,
             ) -> Option<Vec<$crate::store::Completed>> {
                 let mut completed: Vec<$crate::store::Completed> = Vec::with_capacity(all);
                 for row in rows {
-                    if sqlx::Row::len(row) == 1 {
-                        completed.push($crate::store::Completed { kept: true, handed: vec![] });
+                    if sqlx::Row::len(row) == 2 {
+                        let more = sqlx::Row::try_get(row, 1).ok()?;
+                        completed.push($crate::store::Completed {
+                            kept: true,
+                            handed: vec![],
+                            more,
+                            sure: Self::WRITES_IN_TURN,
+                        });
                     } else {
                         let part = sqlx::FromRow::from_row(row).ok()?;
                         completed.last_mut()?.handed.push(part);
@@ -506,7 +516,9 @@ macro_rules! shared_store {
             }
 
             /// Adds a sent part's statements: the part, then its message from it (the
-            /// first part's platform id, and `sent` once no part is unsent).
+            /// first part's platform id, and `sent` once no part is unsent), which
+            /// returns one row: whether another part of the conversation waits (no
+            /// row where the part's lease was lost).
             fn push_sent<'q>(
                 script: &mut $crate::store::shared::Script<'q, $db>,
                 part: &'q $crate::store::shared::SentPart,
@@ -530,19 +542,14 @@ macro_rules! shared_store {
                            (SELECT 1 FROM outbox p WHERE p.message_id = o.message_id AND p.state <> 'sent') \
                            THEN 'sent' ELSE messages.status END \
                          FROM outbox o WHERE o.id = $1 AND o.state = 'sent' AND o.external_id = $2 \
-                         AND o.sent_at = $3 AND messages.tenant_id = o.tenant_id AND messages.id = o.message_id",
+                         AND o.sent_at = $3 AND messages.tenant_id = o.tenant_id AND messages.id = o.message_id \
+                         RETURNING EXISTS (SELECT 1 FROM outbox p \
+                           WHERE p.conversation_id = messages.conversation_id \
+                           AND p.state IN ('pending', 'sending') AND p.id <> $1)",
                     )
                     .bind(part.outbox_id)
                     .bind(&part.external_id)
                     .bind(part.at);
-                // One row: whether another part of the conversation waits.
-                script
-                    .push(
-                        "SELECT EXISTS (SELECT 1 FROM outbox p JOIN outbox o \
-                         ON p.conversation_id = o.conversation_id WHERE o.id = $1 \
-                         AND p.state IN ('pending', 'sending') AND p.id <> o.id)",
-                    )
-                    .bind(part.outbox_id);
             }
 
             /// Sent parts that queued up for the writer, in one transaction (one call
@@ -665,12 +672,13 @@ macro_rules! shared_store {
                     .bind(k.now);
                 script
                     .push(
-                        "SELECT id, contact_id, status, disclosed_at, last_message_at FROM conversations \
-                         WHERE tenant_id = $1 AND channel_id = $2 AND external_chat_id = $3",
+                        "SELECT id, contact_id, status, disclosed_at, last_message_at, id = $4 AS created \
+                         FROM conversations WHERE tenant_id = $1 AND channel_id = $2 AND external_chat_id = $3",
                     )
                     .bind(&k.tenant_id)
                     .bind(&k.channel_id)
-                    .bind(&k.chat);
+                    .bind(&k.chat)
+                    .bind(&new.conversation_id);
             }
 
             /// One new conversation, in one transaction (one call on SQLite).
@@ -1137,6 +1145,17 @@ macro_rules! shared_store {
                 Ok(completed)
             }
 
+            async fn open_besides(&self, inbox_id: i64) -> $crate::store::Result<bool> {
+                Ok(sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM inbox_events e JOIN inbox_events o \
+                     ON o.conv_key = e.conv_key WHERE e.id = $1 AND o.state <> 'done' \
+                     AND o.id <> e.id)",
+                )
+                .bind(inbox_id)
+                .fetch_one(&mut *self.read().await?)
+                .await?)
+            }
+
             async fn retry_inbox(
                 &self,
                 inbox_id: i64,
@@ -1166,7 +1185,7 @@ macro_rules! shared_store {
             ) -> $crate::store::Result<$crate::store::ConversationRef> {
                 // Usually everything exists and nothing changed: a read, no write.
                 let known: Option<$crate::store::ConversationRef> = sqlx::query_as(
-                    "SELECT c.id, c.contact_id, c.status, c.disclosed_at, c.last_message_at \
+                    "SELECT c.id, c.contact_id, c.status, c.disclosed_at, c.last_message_at, FALSE AS created \
                      FROM conversations c JOIN contact_identities i \
                        ON i.contact_id = c.contact_id AND i.channel_id = c.channel_id \
                      WHERE c.tenant_id = $1 AND c.channel_id = $2 AND c.external_chat_id = $3 \

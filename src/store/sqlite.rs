@@ -130,6 +130,8 @@ impl SqliteStore {
     const SYNCS_LOG_APART: bool = true;
     /// SQLite runs a text of several statements in one call (see `Script`).
     const MERGES_STATEMENTS: bool = true;
+    /// Whether one writer makes every write in turn (see `Completed::sure`).
+    const WRITES_IN_TURN: bool = true;
 
     /// Whether a raw delivery (`body`) holds the text `$2` (Meta messaging unsend).
     const ENVELOPE_HOLDS: &'static str = "instr(body, CAST($2 AS BLOB)) > 0";

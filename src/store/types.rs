@@ -126,6 +126,8 @@ pub struct ConversationRef {
     pub status: String,
     pub disclosed_at: Option<i64>,
     pub last_message_at: i64,
+    /// Created by the resolve that returned it: nothing is stored in it yet.
+    pub created: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +289,15 @@ pub struct Completed {
     /// Reply parts leased to [`Completion::hand_off`]'s owner, to be sent at once
     /// (on disk before this returns).
     pub handed: Vec<OutboxItem>,
+    /// Another event of the conversation is still open (as the completion saw it):
+    /// the next one may be ready now that this one is done.
+    pub more: bool,
+    /// `more` false is final: an event committed after the completion looked is
+    /// claimed after it (one writer at a time). Where writers run side by side, that
+    /// event's wake-up may have claimed before this commit and found the
+    /// conversation busy: then [`Store::open_besides`](super::Store::open_besides)
+    /// tells after the commit.
+    pub sure: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

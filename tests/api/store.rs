@@ -18,6 +18,7 @@ on_both_backends!(
     reads_are_scoped_by_tenant,
     full_text_search_ranks_and_scopes,
     answer_settings_say_whether_the_tenant_has_knowledge,
+    a_resolve_says_whether_it_created_the_conversation,
 );
 
 struct Fixture {
@@ -208,7 +209,19 @@ async fn claims_follow_platform_order_one_per_conversation(backend: Backend) {
             effects: vec![],
             hand_off: None,
         };
-        assert!(f.store.complete_inbox(&done).await.expect("complete").kept);
+        let completed = f.store.complete_inbox(&done).await.expect("complete");
+        assert!(completed.kept);
+        // The worker claims again only when told the next event may be ready.
+        assert!(
+            completed.more,
+            "{} has a later event open",
+            order.last().unwrap()
+        );
+        assert!(f
+            .store
+            .open_besides(current.id)
+            .await
+            .expect("open besides"));
         let next = f
             .store
             .claim_inbox("w", now, 60_000, 10)
@@ -219,6 +232,46 @@ async fn claims_follow_platform_order_one_per_conversation(backend: Backend) {
         current = next.into_iter().next().expect("next");
     }
     assert_eq!(order, ["a1", "a2", "a3"]);
+    let done = |item: &InboxItem| Completion {
+        inbox_id: item.id,
+        owner: "w".into(),
+        tenant_id: f.tenant.clone(),
+        outcome: "ok".into(),
+        now,
+        effects: vec![],
+        hand_off: None,
+    };
+    let last = f
+        .store
+        .complete_inbox(&done(&current))
+        .await
+        .expect("complete");
+    assert!(last.kept && !last.more, "a3 was the last open event of A");
+    assert!(!f
+        .store
+        .open_besides(current.id)
+        .await
+        .expect("open besides"));
+    // b1 is still leased; a later event of B committed meanwhile is seen by its
+    // completion, and by the look after it.
+    let b1 = f
+        .store
+        .claim_inbox("w", now + 120_000, 60_000, 10)
+        .await
+        .expect("claim b1 again");
+    assert_eq!(b1.len(), 1);
+    assert!(!f.store.open_besides(b1[0].id).await.expect("open besides"));
+    f.store
+        .commit_ingress(&[batch(vec![event(&f, "b2", "B", 250)])])
+        .await
+        .expect("commit b2");
+    assert!(f.store.open_besides(b1[0].id).await.expect("open besides"));
+    let b = f
+        .store
+        .complete_inbox(&done(&b1[0]))
+        .await
+        .expect("complete b1");
+    assert!(b.kept && b.more, "b2 waits behind b1");
 }
 
 async fn expired_lease_is_reclaimed_and_the_old_owner_cannot_complete(backend: Backend) {
@@ -740,5 +793,45 @@ async fn answer_settings_say_whether_the_tenant_has_knowledge(backend: Backend) 
     assert_eq!(
         f.store.assistant_settings(&f.tenant).await.expect("read"),
         Some(saved)
+    );
+}
+
+/// The worker reads no history for a conversation its own resolve created (nothing
+/// can be stored in it yet): only that resolve says `created`.
+async fn a_resolve_says_whether_it_created_the_conversation(backend: Backend) {
+    let f = fixture(backend).await;
+    let key = |name: &str| ConversationKey {
+        tenant_id: f.tenant.clone(),
+        channel_id: f.channel.clone(),
+        chat: "15550001".into(),
+        user_id: "15550001".into(),
+        phone: Some("15550001".into()),
+        username: None,
+        name: Some(name.into()),
+        now: now_ms(),
+    };
+    let first = f
+        .store
+        .resolve_conversation(&key("Ann"))
+        .await
+        .expect("resolve");
+    assert!(first.created, "the first message creates the conversation");
+    let again = f
+        .store
+        .resolve_conversation(&key("Ann"))
+        .await
+        .expect("resolve");
+    assert_eq!(again.id, first.id);
+    assert!(!again.created, "known, nothing changed");
+    // A changed name goes through the writes again; the conversation is the same one.
+    let renamed = f
+        .store
+        .resolve_conversation(&key("Ann B"))
+        .await
+        .expect("resolve");
+    assert_eq!(renamed.id, first.id);
+    assert!(
+        !renamed.created,
+        "a changed name does not make a new conversation"
     );
 }
