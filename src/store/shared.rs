@@ -21,7 +21,11 @@
 /// it redo); `run_transaction(conn, durable, script, keep)` (a [`Script`] as one
 /// transaction, committed unless `keep` refuses its rows), `sync_wal()` (flushes relaxed commits
 /// where the backend can do so apart from them), `pending_writes()` (the queues of
-/// writes made together, where there is one writer) and the constants
+/// writes made together, where there is one writer), `resolve_in_one(conn, new)`
+/// (creates what is missing of a new conversation in one statement where the backend
+/// can, as `push_resolve` does; `None` where it cannot), `sent_one(conn, part)` (records
+/// one sent part, see `push_sent`; returns whether another part of its conversation
+/// waits) and the constants
 /// `MERGES_STATEMENTS`, `SYNCS_LOG_APART` and `WRITES_IN_TURN`;
 /// `$lock_inbox`/`$lock_outbox` are appended to the claim sub-selects (row locking
 /// clauses).
@@ -553,8 +557,8 @@ macro_rules! shared_store {
             }
 
             /// Sent parts that queued up for the writer, in one transaction (one call
-            /// on SQLite); if it fails, each on its own. Each learns whether another
-            /// part of its conversation waits.
+            /// on SQLite); if it fails, each on its own (`sent_one`). Each learns
+            /// whether another part of its conversation waits.
             async fn sent_together(
                 &self,
                 conn: &mut <$db as sqlx::Database>::Connection,
@@ -580,13 +584,7 @@ macro_rules! shared_store {
                     }
                 }
                 for (part, reply) in batch {
-                    let mut script = Self::script();
-                    Self::push_sent(&mut script, &part);
-                    let done = self.run_transaction(conn, false, script, None).await;
-                    let _ = reply.send(
-                        done.map(|(rows, _)| rows.first().is_none_or(waiting))
-                            .map_err(Into::into),
-                    );
+                    let _ = reply.send(self.sent_one(conn, &part).await.map_err(Into::into));
                 }
             }
 
@@ -681,12 +679,16 @@ macro_rules! shared_store {
                     .bind(&new.conversation_id);
             }
 
-            /// One new conversation, in one transaction (one call on SQLite).
+            /// One new conversation, in one transaction (one call on SQLite; one
+            /// statement where the backend has one for it, `resolve_in_one`).
             async fn resolve_one(
                 &self,
                 conn: &mut <$db as sqlx::Database>::Connection,
                 new: &$crate::store::shared::NewConversation,
             ) -> $crate::store::Result<$crate::store::ConversationRef> {
+                if let Some(found) = self.resolve_in_one(conn, new).await? {
+                    return Ok(found);
+                }
                 let mut script = Self::script();
                 Self::push_resolve(&mut script, new);
                 let (rows, _) = self.run_transaction(conn, false, script, None).await?;

@@ -326,6 +326,29 @@ impl SqliteStore {
         }
     }
 
+    /// A new conversation's script runs in one call already (`push_resolve`).
+    async fn resolve_in_one(
+        &self,
+        _conn: &mut SqliteConnection,
+        _new: &super::shared::NewConversation,
+    ) -> Result<Option<super::ConversationRef>, sqlx::Error> {
+        Ok(None)
+    }
+
+    /// Records one sent part in one call (see `push_sent`).
+    async fn sent_one(
+        &self,
+        conn: &mut SqliteConnection,
+        part: &super::shared::SentPart,
+    ) -> Result<bool, sqlx::Error> {
+        let mut script = Self::script();
+        Self::push_sent(&mut script, part);
+        let (rows, _) = self.run_transaction(conn, false, script, None).await?;
+        Ok(rows
+            .first()
+            .is_none_or(|row| sqlx::Row::try_get(row, 0).unwrap_or(true)))
+    }
+
     /// One writer: background writes that queue up for it are made together.
     fn pending_writes(&self) -> Option<&super::shared::PendingWrites> {
         Some(&self.pending)
