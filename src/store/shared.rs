@@ -147,7 +147,7 @@ macro_rules! shared_store {
                         Self::push_message(script, tenant_id, conversation_id, message);
                         for (i, part) in parts.iter().enumerate() {
                             script
-                                .push(
+                                .push_chained(
                                     "INSERT INTO outbox (tenant_id, channel_id, conversation_id, message_id, part, \
                                      recipient, text, reply_to, next_attempt_at, created_at) \
                                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
@@ -797,7 +797,7 @@ macro_rules! shared_store {
                 c: &'q $crate::store::AiCall,
             ) {
                 script
-                    .push(
+                    .push_chained(
                         "INSERT INTO ai_calls (tenant_id, conversation_id, provider, model, outcome, input_tokens, \
                          output_tokens, cost_micros, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                     )
@@ -819,7 +819,7 @@ macro_rules! shared_store {
                 m: &'q $crate::store::NewMessage,
             ) {
                 script
-                    .push(
+                    .push_chained(
                         "INSERT INTO messages (id, tenant_id, conversation_id, direction, author, kind, text, \
                          content, external_id, reply_to, status, produced_by, platform_ts, created_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
@@ -1829,6 +1829,10 @@ pub(crate) struct Script<'q, DB: sqlx::Database> {
     /// The last statement's highest placeholder, and the values bound to it so far.
     wanted: usize,
     bound: usize,
+    /// Where the last part ends in a chain of [`Self::push_chained`] statements
+    /// (one statement per call): the offset of its main statement, and the tables
+    /// its statements insert into, in order.
+    chain: Option<(usize, Vec<String>)>,
     error: Option<sqlx::error::BoxDynError>,
 }
 
@@ -1841,6 +1845,7 @@ impl<'q, DB: sqlx::Database> Script<'q, DB> {
             base: 0,
             wanted: 0,
             bound: 0,
+            chain: None,
             error: None,
         }
     }
@@ -1860,6 +1865,7 @@ impl<'q, DB: sqlx::Database> Script<'q, DB> {
     /// Adds a statement; its values follow with [`Self::bind`], in placeholder order.
     pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
         self.check_bound();
+        self.chain = None;
         let (text, base) = match self.parts.last_mut() {
             Some((text, _)) if self.merge => {
                 text.push_str(";\n");
@@ -1873,26 +1879,62 @@ impl<'q, DB: sqlx::Database> Script<'q, DB> {
                 (text, 0)
             }
         };
-        let mut highest = 0;
-        let mut rest = sql;
-        while let Some(at) = rest.find('$') {
-            text.push_str(&rest[..at]);
-            let digits = rest[at + 1..]
-                .bytes()
-                .take_while(u8::is_ascii_digit)
-                .count();
-            let number: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or(0);
-            if number == 0 {
-                text.push('$');
-                rest = &rest[at + 1..];
-                continue;
+        let highest = renumbered(text, base, sql);
+        self.appended(base, highest)
+    }
+
+    /// Adds an `INSERT INTO table` without `RETURNING` that may run in one statement
+    /// with the `push_chained` statements right before it: it reads nothing they
+    /// write. Where the backend takes one statement per call (Postgres),
+    /// consecutive ones become one statement, the earlier ones as data-modifying
+    /// `WITH` queries: one call instead of one each. Their order within that
+    /// statement is not defined, so a chain holds one statement per table (a second
+    /// insert into the same table starts a new one: rows keep the order of their
+    /// identities); foreign keys are checked at the statement's end, so a row may
+    /// refer to one inserted beside it. Elsewhere the same as [`Self::push`].
+    pub(crate) fn push_chained(&mut self, sql: &str) -> &mut Self {
+        let table = sql
+            .strip_prefix("INSERT INTO ")
+            .and_then(|rest| rest.split([' ', '(']).next())
+            .filter(|t| !t.is_empty() && !self.merge)
+            .map(str::to_string);
+        let Some(table) = table else {
+            return self.push(sql);
+        };
+        let chained = match (&mut self.chain, self.parts.last_mut()) {
+            (Some((main_at, tables)), Some((text, _))) if !tables.contains(&table) => {
+                let main = text.split_off(*main_at);
+                let queries = tables.len() - 1;
+                if queries == 0 {
+                    text.push_str("WITH ");
+                } else {
+                    text.truncate(text.trim_end().len());
+                    text.push_str(", ");
+                }
+                text.push_str(&format!("q{queries} AS ({main}) "));
+                *main_at = text.len();
+                tables.push(table.clone());
+                true
             }
-            highest = highest.max(number);
-            text.push('$');
-            text.push_str(&(base + number).to_string());
-            rest = &rest[at + 1 + digits..];
+            _ => false,
+        };
+        if !chained {
+            self.push(sql);
+            self.chain = Some((0, vec![table]));
+            return self;
         }
-        text.push_str(rest);
+        self.check_bound();
+        let base = self.base;
+        let Some((text, _)) = self.parts.last_mut() else {
+            unreachable!("the chain's part is the last")
+        };
+        let highest = renumbered(text, base, sql);
+        self.appended(base, highest)
+    }
+
+    /// Records a statement just appended with placeholders up to `highest` after
+    /// `base`: its values come next.
+    fn appended(&mut self, base: usize, highest: usize) -> &mut Self {
         self.base = base + highest;
         (self.wanted, self.bound) = (highest, 0);
         self
@@ -1935,6 +1977,32 @@ impl<'q, DB: sqlx::Database> Script<'q, DB> {
             None => Ok(self.parts),
         }
     }
+}
+
+/// Appends `sql` to `text` with its placeholders `$N` numbered after `base`; returns
+/// its highest `N`.
+fn renumbered(text: &mut String, base: usize, sql: &str) -> usize {
+    let mut highest = 0;
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        text.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let number: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or(0);
+        if number == 0 {
+            text.push('$');
+            rest = &rest[at + 1..];
+            continue;
+        }
+        highest = highest.max(number);
+        text.push('$');
+        text.push_str(&(base + number).to_string());
+        rest = &rest[at + 1 + digits..];
+    }
+    text.push_str(rest);
+    highest
 }
 
 /// The conditions under which the outbox part `o` of `conversation` (an SQL
@@ -2048,6 +2116,70 @@ mod tests {
             .map(|(text, _)| text)
             .collect();
         assert_eq!(texts, ["SELECT $1", "SELECT $1, $2"]);
+    }
+
+    #[test]
+    fn chained_inserts_into_different_tables_are_one_statement() {
+        let texts = |script: Script<'_, Sqlite>| -> Vec<String> {
+            script
+                .into_parts()
+                .expect("values match placeholders")
+                .into_iter()
+                .map(|(text, _)| text)
+                .collect()
+        };
+        let mut script = Script::<Sqlite>::new(false);
+        script.push("UPDATE c SET n = $1").bind(1i64);
+        script
+            .push_chained("INSERT INTO m (a, b) VALUES ($1, $2)")
+            .bind(1i64)
+            .bind(2i64);
+        script
+            .push_chained("INSERT INTO o (a) VALUES ($1)")
+            .bind(3i64);
+        script
+            .push_chained("INSERT INTO a VALUES ($1, $1)")
+            .bind(4i64);
+        // A second row of `m` in the same statement could take its identity before
+        // the first: a new statement.
+        script
+            .push_chained("INSERT INTO m (a, b) VALUES ($1, $2)")
+            .bind(5i64)
+            .bind(6i64);
+        script.push("UPDATE c SET n = $1").bind(7i64);
+        script
+            .push_chained("INSERT INTO o (a) VALUES ($1)")
+            .bind(8i64);
+        assert_eq!(
+            texts(script),
+            [
+                "UPDATE c SET n = $1",
+                "WITH q0 AS (INSERT INTO m (a, b) VALUES ($1, $2)), \
+                 q1 AS (INSERT INTO o (a) VALUES ($3)) INSERT INTO a VALUES ($4, $4)",
+                "INSERT INTO m (a, b) VALUES ($1, $2)",
+                "UPDATE c SET n = $1",
+                "INSERT INTO o (a) VALUES ($1)",
+            ]
+        );
+
+        // Merged scripts run in one call anyway: nothing changes.
+        let mut merged = Script::<Sqlite>::new(true);
+        merged.push_chained("INSERT INTO m VALUES ($1)").bind(1i64);
+        merged.push_chained("INSERT INTO o VALUES ($1)").bind(2i64);
+        assert_eq!(
+            texts(merged),
+            ["INSERT INTO m VALUES ($1);\nINSERT INTO o VALUES ($2)"]
+        );
+
+        let mut short = Script::<Sqlite>::new(false);
+        short
+            .push_chained("INSERT INTO m VALUES ($1, $2)")
+            .bind(1i64);
+        short.push_chained("INSERT INTO o VALUES ($1)").bind(2i64);
+        assert!(
+            short.into_parts().is_err(),
+            "the first statement lacks a value"
+        );
     }
 
     #[test]
