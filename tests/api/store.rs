@@ -199,17 +199,21 @@ async fn claims_follow_platform_order_one_per_conversation(backend: Backend) {
         .into_iter()
         .find(|i| i.external_id == "a1")
         .expect("a1");
+    let done = |item: &InboxItem| Completion {
+        inbox_id: item.id,
+        owner: "w".into(),
+        tenant_id: f.tenant.clone(),
+        outcome: "ok".into(),
+        now,
+        effects: vec![],
+        hand_off: None,
+    };
     for _ in 0..2 {
-        let done = Completion {
-            inbox_id: current.id,
-            owner: "w".into(),
-            tenant_id: f.tenant.clone(),
-            outcome: "ok".into(),
-            now,
-            effects: vec![],
-            hand_off: None,
-        };
-        let completed = f.store.complete_inbox(&done).await.expect("complete");
+        let completed = f
+            .store
+            .complete_inbox(&done(&current))
+            .await
+            .expect("complete");
         assert!(completed.kept);
         // The worker claims again only when told the next event may be ready.
         assert!(
@@ -232,15 +236,6 @@ async fn claims_follow_platform_order_one_per_conversation(backend: Backend) {
         current = next.into_iter().next().expect("next");
     }
     assert_eq!(order, ["a1", "a2", "a3"]);
-    let done = |item: &InboxItem| Completion {
-        inbox_id: item.id,
-        owner: "w".into(),
-        tenant_id: f.tenant.clone(),
-        outcome: "ok".into(),
-        now,
-        effects: vec![],
-        hand_off: None,
-    };
     let last = f
         .store
         .complete_inbox(&done(&current))
