@@ -35,10 +35,10 @@ pub struct Queue<'a, T> {
     /// How many items may run now, if fewer than the slots (checked before each
     /// claim).
     pub limit: &'a (dyn Fn() -> usize + Sync),
-    /// Set while the loop is sure to claim again, with a snapshot taken later than
-    /// now, once a slot frees (its last claim filled every free slot); clear while
-    /// a claim is under way and when none is due.
-    pub will_claim: &'a AtomicBool,
+    /// Where given, kept set while the loop is sure to claim again, with a snapshot
+    /// taken later than now, once a slot frees (its last claim filled every free
+    /// slot); clear while a claim is under way and when none is due.
+    pub will_claim: Option<&'a AtomicBool>,
 }
 
 /// A queue's slots, shared between its loop and those who hand it items already
@@ -129,6 +129,11 @@ pub async fn run<T, C, CF, H, HF>(
         limit,
         will_claim,
     } = queue;
+    let announce = |sure: bool| {
+        if let Some(flag) = will_claim {
+            flag.store(sure, Ordering::SeqCst);
+        }
+    };
     let mut running = JoinSet::new();
     let spawn = |running: &mut JoinSet<()>, item: T, slot: Option<OwnedSemaphorePermit>| {
         let work = handle(item);
@@ -154,14 +159,14 @@ pub async fn run<T, C, CF, H, HF>(
         // Claim when idle or when at least `min_claim` slots are free, so that under
         // load one claim (a write) takes a batch rather than a single item.
         if wanted && free > 0 && (running.is_empty() || free >= min_claim) {
-            will_claim.store(false, Ordering::SeqCst);
+            announce(false);
             let items = claim(free).await.unwrap_or_else(|e| {
                 tracing::error!(queue = name, error = %e, "claim failed");
                 Vec::new()
             });
             // Every free slot filled: more may be ready, as soon as a slot frees.
             wanted = !items.is_empty() && items.len() == free;
-            will_claim.store(wanted, Ordering::SeqCst);
+            announce(wanted);
             for item in items {
                 // A slot reserved for a hand-off meanwhile: the claimed item is
                 // ours and runs all the same, one above the limit for a moment.
@@ -180,7 +185,7 @@ pub async fn run<T, C, CF, H, HF>(
     }
     // No new hand-offs; those reserved already still come and are run.
     slots.open.store(false, Ordering::Release);
-    will_claim.store(false, Ordering::SeqCst);
+    announce(false);
     loop {
         if running.is_empty() && slots.slots.available_permits() == slots.size {
             break;
@@ -222,7 +227,6 @@ mod tests {
     {
         tokio::spawn(async move {
             let wake = Notify::new();
-            let will_claim = AtomicBool::new(false);
             let limit = move || limit;
             let queue = Queue {
                 name: "test",
@@ -231,7 +235,7 @@ mod tests {
                 poll: Duration::from_millis(5),
                 slots: &slots,
                 limit: &limit,
-                will_claim: &will_claim,
+                will_claim: None,
             };
             run(queue, stop, claim, handle).await;
         })

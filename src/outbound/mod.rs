@@ -49,7 +49,7 @@ pub async fn run_dispatcher(app: App, stop: CancellationToken) {
         // Shared with the worker, which hands fresh replies over already claimed.
         slots: &app.replies,
         limit: &|| usize::MAX,
-        will_claim: &std::sync::atomic::AtomicBool::new(false),
+        will_claim: None,
     };
     crate::queue::run(queue, stop, claim, handle).await;
 }

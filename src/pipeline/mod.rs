@@ -49,7 +49,7 @@ pub async fn run_worker(app: App, stop: CancellationToken) {
                 usize::MAX
             }
         },
-        will_claim: &will_claim,
+        will_claim: Some(&will_claim),
     };
     crate::queue::run(queue, stop, claim, handle).await;
 }

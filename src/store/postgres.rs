@@ -256,15 +256,14 @@ impl PgStore {
         conn: &mut PgConnection,
         part: &super::shared::SentPart,
     ) -> Result<bool, sqlx::Error> {
-        let waiting: Option<bool> = sqlx::query_scalar(RECORD_SENT)
+        let row = sqlx::query(RECORD_SENT)
             .bind(part.outbox_id)
             .bind(&part.owner)
             .bind(&part.external_id)
             .bind(part.at)
             .fetch_optional(conn)
             .await?;
-        // No row: the lease was lost, or the message is gone; a claim finds out.
-        Ok(waiting.unwrap_or(true))
+        Ok(Self::part_waits(row.as_ref()))
     }
 
     /// Many writers: each write goes on its own connection at once.

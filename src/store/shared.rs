@@ -358,14 +358,12 @@ macro_rules! shared_store {
                 done: &'q $crate::store::Completion,
             ) {
                 script
-                    .push(
+                    .push(concat!(
                         "UPDATE inbox_events SET state = 'done', payload = NULL, outcome = $3, done_at = $4, \
                          lease_owner = NULL, lease_until = NULL \
-                         WHERE id = $1 AND lease_owner = $2 AND state = 'processing' \
-                         RETURNING id, EXISTS (SELECT 1 FROM inbox_events o \
-                           WHERE o.conv_key = inbox_events.conv_key AND o.state <> 'done' \
-                           AND o.id <> inbox_events.id)",
-                    )
+                         WHERE id = $1 AND lease_owner = $2 AND state = 'processing' RETURNING id, ",
+                        $crate::store::shared::another_event_open!("inbox_events")
+                    ))
                     .bind(done.inbox_id)
                     .bind(&done.owner)
                     .bind(&done.outcome)
@@ -556,6 +554,13 @@ macro_rules! shared_store {
                     .bind(part.at);
             }
 
+            /// Whether another part of the conversation waits, from the row a sent
+            /// part's statements return (see `push_sent`); without one (the lease
+            /// was lost), a claim finds out.
+            fn part_waits(row: Option<&<$db as sqlx::Database>::Row>) -> bool {
+                row.is_none_or(|row| sqlx::Row::try_get(row, 0).unwrap_or(true))
+            }
+
             /// Sent parts that queued up for the writer, in one transaction (one call
             /// on SQLite); if it fails, each on its own (`sent_one`). Each learns
             /// whether another part of its conversation waits.
@@ -564,9 +569,6 @@ macro_rules! shared_store {
                 conn: &mut <$db as sqlx::Database>::Connection,
                 batch: Vec<$crate::store::shared::Waiting<$crate::store::shared::SentPart, bool>>,
             ) {
-                let waiting = |row: &<$db as sqlx::Database>::Row| -> bool {
-                    sqlx::Row::try_get(row, 0).unwrap_or(true)
-                };
                 if batch.len() > 1 {
                     let mut script = Self::script();
                     for (part, _) in &batch {
@@ -578,7 +580,7 @@ macro_rules! shared_store {
                         .await;
                     if let Ok((rows, true)) = together {
                         for ((_, reply), row) in batch.into_iter().zip(&rows) {
-                            let _ = reply.send(Ok(waiting(row)));
+                            let _ = reply.send(Ok(Self::part_waits(Some(row))));
                         }
                         return;
                     }
@@ -1148,14 +1150,15 @@ macro_rules! shared_store {
             }
 
             async fn open_besides(&self, inbox_id: i64) -> $crate::store::Result<bool> {
-                Ok(sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM inbox_events e JOIN inbox_events o \
-                     ON o.conv_key = e.conv_key WHERE e.id = $1 AND o.state <> 'done' \
-                     AND o.id <> e.id)",
-                )
+                let open: Option<bool> = sqlx::query_scalar(concat!(
+                    "SELECT ",
+                    $crate::store::shared::another_event_open!("e"),
+                    " FROM inbox_events e WHERE e.id = $1"
+                ))
                 .bind(inbox_id)
-                .fetch_one(&mut *self.read().await?)
-                .await?)
+                .fetch_optional(&mut *self.read().await?)
+                .await?;
+                Ok(open.unwrap_or(false))
             }
 
             async fn retry_inbox(
@@ -2026,6 +2029,22 @@ macro_rules! outbox_part_may_go {
     };
 }
 pub(crate) use outbox_part_may_go;
+
+/// Whether an inbox event of the conversation of `$event` (a row of `inbox_events`),
+/// other than that event, is still open: what a completion returns and the worker
+/// asks again after it (`open_besides`).
+macro_rules! another_event_open {
+    ($event:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM inbox_events o WHERE o.conv_key = ",
+            $event,
+            ".conv_key AND o.state <> 'done' AND o.id <> ",
+            $event,
+            ".id)"
+        )
+    };
+}
+pub(crate) use another_event_open;
 
 /// The columns of an [`OutboxItem`](super::OutboxItem), for `RETURNING`.
 macro_rules! outbox_item_columns {

@@ -344,9 +344,7 @@ impl SqliteStore {
         let mut script = Self::script();
         Self::push_sent(&mut script, part);
         let (rows, _) = self.run_transaction(conn, false, script, None).await?;
-        Ok(rows
-            .first()
-            .is_none_or(|row| sqlx::Row::try_get(row, 0).unwrap_or(true)))
+        Ok(Self::part_waits(rows.first()))
     }
 
     /// One writer: background writes that queue up for it are made together.
