@@ -270,8 +270,12 @@ pub async fn run(
     channels.insert(ChannelKind::Discord, discord.clone());
     let inbox_wake = Arc::new(Notify::new());
     let committer_stop = CancellationToken::new();
-    let (committer, committer_task) =
-        crate::inbound::spawn_committer(store.clone(), inbox_wake.clone(), committer_stop.clone());
+    let (committer, committer_task) = crate::inbound::spawn_committer(
+        store.clone(),
+        inbox_wake.clone(),
+        committer_stop.clone(),
+        config.worker.flood_rate_for(store.backend()),
+    );
     let public_url = config.public_url();
     let ai = Arc::new(Pipeline::new(store.clone(), &config)?);
     let app = App {

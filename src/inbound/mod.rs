@@ -14,7 +14,9 @@ mod telegram;
 
 use axum::Router;
 
-pub use commit::{spawn_committer, CommitFailed, Committer};
+pub use commit::{
+    spawn_committer, CommitFailed, Committer, POSTGRES_FLOOD_RATE, SQLITE_FLOOD_RATE,
+};
 
 use crate::app::App;
 
