@@ -203,7 +203,7 @@ macro_rules! shared_store {
                     }
                     Effect::Touch { conversation_id, at, inbound, disclosed } => {
                         script
-                            .push(
+                            .push_chained(
                                 "UPDATE conversations SET \
                                  last_message_at = CASE WHEN last_message_at < $3 THEN $3 ELSE last_message_at END, \
                                  last_inbound_at = CASE WHEN $4 AND (last_inbound_at IS NULL OR last_inbound_at < $3) \
@@ -219,7 +219,7 @@ macro_rules! shared_store {
                     }
                     Effect::SetConversationStatus { conversation_id, status } => {
                         script
-                            .push("UPDATE conversations SET status = $3 WHERE tenant_id = $1 AND id = $2")
+                            .push_chained("UPDATE conversations SET status = $3 WHERE tenant_id = $1 AND id = $2")
                             .bind(tenant_id)
                             .bind(conversation_id)
                             .bind(*status);
@@ -358,7 +358,7 @@ macro_rules! shared_store {
                 done: &'q $crate::store::Completion,
             ) {
                 script
-                    .push(concat!(
+                    .push_chained(concat!(
                         "UPDATE inbox_events SET state = 'done', payload = NULL, outcome = $3, done_at = $4, \
                          lease_owner = NULL, lease_until = NULL \
                          WHERE id = $1 AND lease_owner = $2 AND state = 'processing' RETURNING id, ",
@@ -1886,21 +1886,25 @@ impl<'q, DB: sqlx::Database> Script<'q, DB> {
         self.appended(base, highest)
     }
 
-    /// Adds an `INSERT INTO table` without `RETURNING` that may run in one statement
+    /// Adds an `INSERT INTO table` or `UPDATE table` that may run in one statement
     /// with the `push_chained` statements right before it: it reads nothing they
-    /// write. Where the backend takes one statement per call (Postgres),
-    /// consecutive ones become one statement, the earlier ones as data-modifying
-    /// `WITH` queries: one call instead of one each. Their order within that
-    /// statement is not defined, so a chain holds one statement per table (a second
-    /// insert into the same table starts a new one: rows keep the order of their
-    /// identities); foreign keys are checked at the statement's end, so a row may
-    /// refer to one inserted beside it. Elsewhere the same as [`Self::push`].
+    /// write, nor writes what they read. Where the backend takes one statement per
+    /// call (Postgres), consecutive ones become one statement, the earlier ones as
+    /// data-modifying `WITH` queries: one call instead of one each. Their order
+    /// within that statement is not defined, so a chain holds one statement per
+    /// table (a second insert into the same table starts a new one: rows keep the
+    /// order of their identities; a second update of it would not see the first's);
+    /// foreign keys are checked at the statement's end, so a row may refer to one
+    /// inserted beside it. Only the last statement's `RETURNING` rows come back, so
+    /// one with `RETURNING` ends its chain. Elsewhere the same as [`Self::push`].
     pub(crate) fn push_chained(&mut self, sql: &str) -> &mut Self {
         let table = sql
             .strip_prefix("INSERT INTO ")
+            .or_else(|| sql.strip_prefix("UPDATE "))
             .and_then(|rest| rest.split([' ', '(']).next())
             .filter(|t| !t.is_empty() && !self.merge)
             .map(str::to_string);
+        let returns = sql.contains(" RETURNING ");
         let Some(table) = table else {
             return self.push(sql);
         };
@@ -1923,10 +1927,13 @@ impl<'q, DB: sqlx::Database> Script<'q, DB> {
         };
         if !chained {
             self.push(sql);
-            self.chain = Some((0, vec![table]));
+            self.chain = (!returns).then(|| (0, vec![table]));
             return self;
         }
         self.check_bound();
+        if returns {
+            self.chain = None;
+        }
         let base = self.base;
         let Some((text, _)) = self.parts.last_mut() else {
             unreachable!("the chain's part is the last")
@@ -2138,7 +2145,7 @@ mod tests {
     }
 
     #[test]
-    fn chained_inserts_into_different_tables_are_one_statement() {
+    fn chained_writes_to_different_tables_are_one_statement() {
         let texts = |script: Script<'_, Sqlite>| -> Vec<String> {
             script
                 .into_parts()
@@ -2169,6 +2176,21 @@ mod tests {
         script
             .push_chained("INSERT INTO o (a) VALUES ($1)")
             .bind(8i64);
+        // An update of another table joins; one with `RETURNING` ends the chain as
+        // its main statement, whose rows come back.
+        script
+            .push_chained("UPDATE c SET n = $2 WHERE id = $1")
+            .bind(9i64)
+            .bind(10i64);
+        script
+            .push_chained("UPDATE e SET d = 1 WHERE id = $1 RETURNING id")
+            .bind(11i64);
+        script
+            .push_chained("INSERT INTO o (a) VALUES ($1)")
+            .bind(12i64);
+        // A second update of `c` would not see the first's row: a new statement.
+        script.push_chained("UPDATE c SET n = $1").bind(13i64);
+        script.push_chained("UPDATE c SET n = $1").bind(14i64);
         assert_eq!(
             texts(script),
             [
@@ -2177,7 +2199,11 @@ mod tests {
                  q1 AS (INSERT INTO o (a) VALUES ($3)) INSERT INTO a VALUES ($4, $4)",
                 "INSERT INTO m (a, b) VALUES ($1, $2)",
                 "UPDATE c SET n = $1",
-                "INSERT INTO o (a) VALUES ($1)",
+                "WITH q0 AS (INSERT INTO o (a) VALUES ($1)), \
+                 q1 AS (UPDATE c SET n = $3 WHERE id = $2) \
+                 UPDATE e SET d = 1 WHERE id = $4 RETURNING id",
+                "WITH q0 AS (INSERT INTO o (a) VALUES ($1)) UPDATE c SET n = $2",
+                "UPDATE c SET n = $1",
             ]
         );
 
