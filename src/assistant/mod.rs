@@ -19,7 +19,7 @@ use async_trait::async_trait;
 pub use kb::{passages, terms, KbAnswerer, HANDOFF_TEXT};
 
 use crate::config::{self, ProviderName};
-use crate::store::{now_ms, AiCall, Store};
+use crate::store::{now_ms, AiCall, AssistantSettings, Store};
 use router::{Routed, Router};
 use usage::Usage;
 
@@ -38,6 +38,9 @@ pub struct Question<'a> {
     pub text: &'a str,
     /// The conversation was created for this message: it has no history to read.
     pub fresh: bool,
+    /// The tenant's assistant settings and whether it has knowledge, where the
+    /// caller read them already (the policy's read); `None`: read them here.
+    pub settings: Option<(AssistantSettings, bool)>,
 }
 
 /// What it answers.
@@ -157,7 +160,10 @@ fn names(list: &[String]) -> Vec<ProviderName> {
 #[async_trait]
 impl Assistant for Pipeline {
     async fn answer(&self, q: &Question<'_>) -> anyhow::Result<Option<Answer>> {
-        let (settings, knowledge) = self.store.answer_settings(q.tenant_id).await?;
+        let (settings, knowledge) = match &q.settings {
+            Some(read) => read.clone(),
+            None => self.store.answer_settings(q.tenant_id).await?,
+        };
         let review = settings.review_required;
         let order = settings
             .providers

@@ -466,13 +466,14 @@ async fn answer(
     });
     let seen = held.as_ref().unwrap_or(&conversation);
     let verdict = policy::check(app, &item.tenant_id, seen, text.as_deref(), now).await?;
-    let disclosure = match verdict {
+    let (disclosure, settings) = match verdict {
         Verdict::Assistant {
             disclosure,
             effects: more,
+            settings,
         } => {
             effects.extend(more);
-            disclosure
+            (disclosure, settings)
         }
         Verdict::Policy {
             outcome,
@@ -509,6 +510,7 @@ async fn answer(
         message_id: external_id_of(&effects),
         text: &text,
         fresh: conversation.created,
+        settings: Some(settings),
     };
     let Some(mut answer) = app.assistant.answer(&question).await? else {
         return crate::assistant::hold::unavailable(

@@ -7,8 +7,8 @@
 use crate::app::App;
 use crate::audit::Audit;
 use crate::store::{
-    new_id, ConversationRef, Effect, NewMessage, OutboxItem, PrivacyEffect, PrivacySettings,
-    Purpose,
+    new_id, AssistantSettings, ConversationRef, Effect, NewMessage, OutboxItem, PrivacyEffect,
+    PrivacySettings, Purpose,
 };
 
 /// The built-in disclosure, used unless the tenant words its own.
@@ -76,6 +76,9 @@ pub enum Verdict {
     Assistant {
         disclosure: Option<String>,
         effects: Vec<Effect>,
+        /// The tenant's assistant settings and whether it has knowledge, read with
+        /// the policy's state (see [`Question::settings`](crate::assistant::Question)).
+        settings: (AssistantSettings, bool),
     },
     /// No assistant: store the message, apply `effects`, send `notice` if any.
     Policy {
@@ -201,6 +204,7 @@ pub async fn check(
         .disclosed_at
         .is_none_or(|_| now - conversation.last_message_at > DISCLOSURE_IDLE_MS);
     Ok(Verdict::Assistant {
+        settings: state.answer,
         disclosure: due.then(|| {
             state
                 .settings

@@ -118,6 +118,10 @@ pub struct PolicyState {
     /// The latest `ai_processing` entry of the ledger; `None`: never asked.
     pub ai_processing: Option<bool>,
     pub settings: PrivacySettings,
+    /// The tenant's assistant settings and whether it has knowledge documents (as
+    /// [`AiStore::answer_settings`](super::AiStore::answer_settings) reads them),
+    /// read with the rest: the answer that follows the policy needs them.
+    pub answer: (super::AssistantSettings, bool),
 }
 
 /// A privacy change, applied (with its audit entry) in the transaction that carries it.
@@ -729,21 +733,30 @@ macro_rules! privacy_store {
                 contact_id: &str,
             ) -> $crate::store::Result<$crate::store::PolicyState> {
                 // One read: the contact's restriction, its latest AI-processing
-                // consent, and the tenant's settings.
+                // consent, the tenant's privacy settings, and its assistant settings
+                // (as `answer_settings` reads them).
                 type Row = (Option<i64>, Option<bool>, Option<String>, Option<String>, Option<String>, Option<String>, Option<i64>);
-                let row: Option<Row> = sqlx::query_as(concat!(
+                let row: Option<<$db as sqlx::Database>::Row> = sqlx::query(concat!(
                     "SELECT (SELECT restricted_at FROM contacts WHERE tenant_id = $1 AND id = $2), ",
                     $crate::store::privacy::ai_consent!("$1", "$2"),
-                    ", s.stop_words, s.start_words, s.human_words, s.disclosure, s.handoff_idle_minutes \
-                     FROM tenants t LEFT JOIN privacy_settings s ON s.tenant_id = t.id WHERE t.id = $1",
+                    ", s.stop_words, s.start_words, s.human_words, s.disclosure, s.handoff_idle_minutes, \
+                     a.persona, a.business_facts, a.language, a.providers, a.allowed_providers, \
+                     a.review_required, \
+                     EXISTS (SELECT 1 FROM knowledge_documents WHERE tenant_id = $1) AS knowledge \
+                     FROM tenants t LEFT JOIN privacy_settings s ON s.tenant_id = t.id \
+                     LEFT JOIN assistant_settings a ON a.tenant_id = t.id WHERE t.id = $1",
                 ))
                 .bind(tenant_id)
                 .bind(contact_id)
                 .fetch_optional(&mut *self.read().await?)
                 .await?;
-                let Some((restricted_at, ai_processing, stop, start, human, disclosure, idle)) = row else {
+                let Some(row) = row else {
                     return Ok($crate::store::PolicyState::default());
                 };
+                let (restricted_at, ai_processing, stop, start, human, disclosure, idle): Row =
+                    sqlx::FromRow::from_row(&row)?;
+                let answer = <$crate::store::ai::SettingsRow as sqlx::FromRow<_>>::from_row(&row)?.into_parts();
+                let answer = (answer.0.unwrap_or_default(), answer.1);
                 let settings = match (stop, start, human, idle) {
                     (Some(stop), Some(start), Some(human), Some(idle)) => {
                         Self::privacy_settings_of((stop, start, human, disclosure, idle))
@@ -754,6 +767,7 @@ macro_rules! privacy_store {
                     restricted: restricted_at.is_some(),
                     ai_processing,
                     settings,
+                    answer,
                 })
             }
 

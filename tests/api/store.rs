@@ -751,7 +751,8 @@ async fn full_text_search_ranks_and_scopes(backend: Backend) {
 }
 
 /// An answer searches the knowledge only when the tenant has some: the flag read with
-/// the settings is the tenant's own, and the settings come with it, defaults or saved.
+/// the settings is the tenant's own, and the settings come with it, defaults or saved;
+/// the policy's read carries the same.
 async fn answer_settings_say_whether_the_tenant_has_knowledge(backend: Backend) {
     let f = fixture(backend).await;
     let other = store_tenant(f.store.as_ref(), "other").await;
@@ -765,9 +766,21 @@ async fn answer_settings_say_whether_the_tenant_has_knowledge(backend: Backend) 
         created_at: now_ms(),
     };
     f.store.add_document(&doc(&other)).await.expect("add");
+    // The policy's read carries the same answer (the worker reads them together).
+    let policy = |tenant: String| {
+        let store = f.store.clone();
+        async move {
+            store
+                .policy_state(&tenant, "no-such-contact")
+                .await
+                .expect("read")
+                .answer
+        }
+    };
     let (settings, knowledge) = f.store.answer_settings(&f.tenant).await.expect("read");
     assert_eq!(settings, AssistantSettings::default());
     assert!(!knowledge, "another tenant's document is not this tenant's");
+    assert_eq!(policy(f.tenant.clone()).await, (settings, knowledge));
 
     let saved = AssistantSettings {
         persona: "Ada from the shop".into(),
@@ -785,6 +798,12 @@ async fn answer_settings_say_whether_the_tenant_has_knowledge(backend: Backend) 
     let (settings, knowledge) = f.store.answer_settings(&f.tenant).await.expect("read");
     assert_eq!(settings, saved);
     assert!(knowledge);
+    assert_eq!(policy(f.tenant.clone()).await, (saved.clone(), true));
+    assert_eq!(
+        policy(other.clone()).await,
+        (AssistantSettings::default(), true),
+        "the other tenant has its document and no settings"
+    );
     assert_eq!(
         f.store.assistant_settings(&f.tenant).await.expect("read"),
         Some(saved)
