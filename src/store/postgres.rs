@@ -49,26 +49,29 @@ const CLAIM_BEGIN_RELAXED: &str = concat!(
     ")"
 );
 
+/// The text of [`INSERT_EVENTS`], to build others from.
+macro_rules! insert_events {
+    () => {
+        "INSERT INTO inbox_events (tenant_id, channel_id, platform, \
+         external_id, kind, conv_key, platform_ts, payload, available_at, received_at) \
+         SELECT t, c, p, x, k, ck, ts, pl, r, r FROM UNNEST($1::text[], $2::text[], $3::text[], \
+         $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::bigint[]) \
+         AS u(t, c, p, x, k, ck, ts, pl, r) \
+         ON CONFLICT (channel_id, external_id) DO NOTHING RETURNING channel_id, external_id"
+    };
+}
 /// An ingress group's inbox rows, one array per column (rows keep the arrays'
 /// order, so their ids follow the group's).
-const INSERT_EVENTS: &str = "INSERT INTO inbox_events (tenant_id, channel_id, platform, \
-     external_id, kind, conv_key, platform_ts, payload, available_at, received_at) \
-     SELECT t, c, p, x, k, ck, ts, pl, r, r FROM UNNEST($1::text[], $2::text[], $3::text[], \
-     $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::bigint[]) \
-     AS u(t, c, p, x, k, ck, ts, pl, r) \
-     ON CONFLICT (channel_id, external_id) DO NOTHING RETURNING channel_id, external_id";
+const INSERT_EVENTS: &str = insert_events!();
 /// [`INSERT_EVENTS`] with the group's raw deliveries ([`INSERT_ENVELOPES`], as
 /// `$10`..`$14`) in one statement, committed on its own: one call instead of four
 /// (`BEGIN`, two inserts, `COMMIT`). The two tables' rows do not depend on each other.
-const INSERT_EVENTS_AND_ENVELOPES: &str = "WITH env AS (INSERT INTO raw_envelopes \
-     (tenant_id, channel_id, platform, body, received_at) SELECT * FROM UNNEST($10::text[], \
-     $11::text[], $12::text[], $13::bytea[], $14::bigint[])) \
-     INSERT INTO inbox_events (tenant_id, channel_id, platform, \
-     external_id, kind, conv_key, platform_ts, payload, available_at, received_at) \
-     SELECT t, c, p, x, k, ck, ts, pl, r, r FROM UNNEST($1::text[], $2::text[], $3::text[], \
-     $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::bigint[]) \
-     AS u(t, c, p, x, k, ck, ts, pl, r) \
-     ON CONFLICT (channel_id, external_id) DO NOTHING RETURNING channel_id, external_id";
+const INSERT_EVENTS_AND_ENVELOPES: &str = concat!(
+    "WITH env AS (INSERT INTO raw_envelopes (tenant_id, channel_id, platform, body, \
+     received_at) SELECT * FROM UNNEST($10::text[], $11::text[], $12::text[], \
+     $13::bytea[], $14::bigint[])) ",
+    insert_events!()
+);
 /// An ingress group's unhandled deliveries (see [`INSERT_EVENTS`]).
 const INSERT_UNHANDLED: &str = "INSERT INTO unhandled_events (id, tenant_id, channel_id, \
      platform, reason, raw, received_at) SELECT * FROM UNNEST($1::text[], $2::text[], \
@@ -126,6 +129,24 @@ const RESOLVE: &str = "WITH upd AS (UPDATE contact_identities SET phone = COALES
 /// One column of `rows`, as an array to bind.
 fn column<'a, T, U>(rows: &[&'a T], field: impl Fn(&'a T) -> U) -> Vec<U> {
     rows.iter().map(|row| field(row)).collect()
+}
+
+/// An ingress group's inbox rows bound as `$1`..`$9` of [`INSERT_EVENTS`] (and of
+/// [`INSERT_EVENTS_AND_ENVELOPES`]).
+fn bind_events<'q, O>(
+    query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    events: &[&'q super::NewInboxEvent],
+) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(column(events, |e| e.tenant_id.as_str()))
+        .bind(column(events, |e| e.channel_id.as_str()))
+        .bind(column(events, |e| e.platform.as_str()))
+        .bind(column(events, |e| e.external_id.as_str()))
+        .bind(column(events, |e| e.kind.as_str()))
+        .bind(column(events, |e| e.conv_key.as_str()))
+        .bind(column(events, |e| e.platform_ts))
+        .bind(column(events, |e| e.payload.as_str()))
+        .bind(column(events, |e| e.received_at))
 }
 
 impl PgStore {
@@ -304,16 +325,7 @@ impl PgStore {
         let mut conn = self.pool.acquire().await?;
         if unhandled.is_empty() && !events.is_empty() && !envelopes.is_empty() {
             // The usual group: its events and their deliveries, one statement.
-            return sqlx::query_as(INSERT_EVENTS_AND_ENVELOPES)
-                .bind(column(&events, |e| e.tenant_id.as_str()))
-                .bind(column(&events, |e| e.channel_id.as_str()))
-                .bind(column(&events, |e| e.platform.as_str()))
-                .bind(column(&events, |e| e.external_id.as_str()))
-                .bind(column(&events, |e| e.kind.as_str()))
-                .bind(column(&events, |e| e.conv_key.as_str()))
-                .bind(column(&events, |e| e.platform_ts))
-                .bind(column(&events, |e| e.payload.as_str()))
-                .bind(column(&events, |e| e.received_at))
+            return bind_events(sqlx::query_as(INSERT_EVENTS_AND_ENVELOPES), &events)
                 .bind(column(&envelopes, |e| e.tenant_id.as_deref()))
                 .bind(column(&envelopes, |e| e.channel_id.as_deref()))
                 .bind(column(&envelopes, |e| e.platform.as_str()))
@@ -325,16 +337,7 @@ impl PgStore {
         let mut tx = conn.begin().await?;
         let mut inserted = Vec::new();
         if !events.is_empty() {
-            inserted = sqlx::query_as(INSERT_EVENTS)
-                .bind(column(&events, |e| e.tenant_id.as_str()))
-                .bind(column(&events, |e| e.channel_id.as_str()))
-                .bind(column(&events, |e| e.platform.as_str()))
-                .bind(column(&events, |e| e.external_id.as_str()))
-                .bind(column(&events, |e| e.kind.as_str()))
-                .bind(column(&events, |e| e.conv_key.as_str()))
-                .bind(column(&events, |e| e.platform_ts))
-                .bind(column(&events, |e| e.payload.as_str()))
-                .bind(column(&events, |e| e.received_at))
+            inserted = bind_events(sqlx::query_as(INSERT_EVENTS), &events)
                 .fetch_all(&mut *tx)
                 .await?;
         }
