@@ -351,10 +351,10 @@ mod tests {
         (first_before, at_lump, first_after)
     }
 
-    /// Webhooks flood in when more than the flood rate ([`SQLITE_FLOOD_RATE`]) a second keep arriving, or
-    /// requests keep queuing up for the commits, for two windows; a steady rate below
-    /// it in small groups is ordinary load, and so is the lump of requests that piles
-    /// up behind a stall.
+    /// Webhooks flood in when more than the flood rate ([`SQLITE_FLOOD_RATE`] here) a
+    /// second keep arriving, or requests keep queuing up for the commits, for two
+    /// windows; a steady rate below it in small groups is ordinary load, and so is the
+    /// lump of requests that piles up behind a stall.
     #[test]
     fn a_flood_is_kept_up_not_a_lump_after_a_stall() {
         let start = Instant::now();
