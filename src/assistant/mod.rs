@@ -38,9 +38,9 @@ pub struct Question<'a> {
     pub text: &'a str,
     /// The conversation was created for this message: it has no history to read.
     pub fresh: bool,
-    /// The tenant's assistant settings and whether it has knowledge, where the
-    /// caller read them already (the policy's read); `None`: read them here.
-    pub settings: Option<(AssistantSettings, bool)>,
+    /// The tenant's assistant settings and whether it has knowledge, read with the
+    /// policy's state (see [`PolicyState::answer`](crate::store::PolicyState)).
+    pub settings: (AssistantSettings, bool),
 }
 
 /// What it answers.
@@ -160,10 +160,7 @@ fn names(list: &[String]) -> Vec<ProviderName> {
 #[async_trait]
 impl Assistant for Pipeline {
     async fn answer(&self, q: &Question<'_>) -> anyhow::Result<Option<Answer>> {
-        let (settings, knowledge) = match &q.settings {
-            Some(read) => read.clone(),
-            None => self.store.answer_settings(q.tenant_id).await?,
-        };
+        let (settings, knowledge) = (&q.settings.0, q.settings.1);
         let review = settings.review_required;
         let order = settings
             .providers
@@ -195,7 +192,7 @@ impl Assistant for Pipeline {
                 .await?
         };
         let request = prompt::build(
-            &settings,
+            settings,
             &passages,
             &history,
             q.text,

@@ -510,7 +510,7 @@ async fn answer(
         message_id: external_id_of(&effects),
         text: &text,
         fresh: conversation.created,
-        settings: Some(settings),
+        settings,
     };
     let Some(mut answer) = app.assistant.answer(&question).await? else {
         return crate::assistant::hold::unavailable(

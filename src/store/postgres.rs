@@ -49,37 +49,23 @@ const CLAIM_BEGIN_RELAXED: &str = concat!(
     ")"
 );
 
-/// The text of [`INSERT_EVENTS`], to build others from.
-macro_rules! insert_events {
-    () => {
-        "INSERT INTO inbox_events (tenant_id, channel_id, platform, \
-         external_id, kind, conv_key, platform_ts, payload, available_at, received_at) \
-         SELECT t, c, p, x, k, ck, ts, pl, r, r FROM UNNEST($1::text[], $2::text[], $3::text[], \
-         $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::bigint[]) \
-         AS u(t, c, p, x, k, ck, ts, pl, r) \
-         ON CONFLICT (channel_id, external_id) DO NOTHING RETURNING channel_id, external_id"
-    };
-}
-/// An ingress group's inbox rows, one array per column (rows keep the arrays'
-/// order, so their ids follow the group's).
-const INSERT_EVENTS: &str = insert_events!();
-/// [`INSERT_EVENTS`] with the group's raw deliveries ([`INSERT_ENVELOPES`], as
-/// `$10`..`$14`) in one statement, committed on its own: one call instead of four
-/// (`BEGIN`, two inserts, `COMMIT`). The two tables' rows do not depend on each other.
-const INSERT_EVENTS_AND_ENVELOPES: &str = concat!(
-    "WITH env AS (INSERT INTO raw_envelopes (tenant_id, channel_id, platform, body, \
-     received_at) SELECT * FROM UNNEST($10::text[], $11::text[], $12::text[], \
-     $13::bytea[], $14::bigint[])) ",
-    insert_events!()
-);
-/// An ingress group's unhandled deliveries (see [`INSERT_EVENTS`]).
+/// An ingress group's inbox rows (`$1`..`$9`) and raw deliveries (`$10`..`$14`), one
+/// array per column, in one statement (rows keep the arrays' order, so their ids
+/// follow the group's); either list may be empty. The two tables' rows do not depend
+/// on each other.
+const INSERT_INGRESS: &str = "WITH env AS (INSERT INTO raw_envelopes (tenant_id, channel_id, \
+     platform, body, received_at) SELECT * FROM UNNEST($10::text[], $11::text[], \
+     $12::text[], $13::bytea[], $14::bigint[])) \
+     INSERT INTO inbox_events (tenant_id, channel_id, platform, \
+     external_id, kind, conv_key, platform_ts, payload, available_at, received_at) \
+     SELECT t, c, p, x, k, ck, ts, pl, r, r FROM UNNEST($1::text[], $2::text[], $3::text[], \
+     $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::bigint[]) \
+     AS u(t, c, p, x, k, ck, ts, pl, r) \
+     ON CONFLICT (channel_id, external_id) DO NOTHING RETURNING channel_id, external_id";
+/// An ingress group's unhandled deliveries (see [`INSERT_INGRESS`]).
 const INSERT_UNHANDLED: &str = "INSERT INTO unhandled_events (id, tenant_id, channel_id, \
      platform, reason, raw, received_at) SELECT * FROM UNNEST($1::text[], $2::text[], \
      $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])";
-/// An ingress group's raw deliveries (see [`INSERT_EVENTS`]).
-const INSERT_ENVELOPES: &str = "INSERT INTO raw_envelopes (tenant_id, channel_id, platform, \
-     body, received_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], \
-     $4::bytea[], $5::bigint[])";
 
 /// A sent part and its message (what `push_sent` does in two statements), as one
 /// statement committed on its own: one round trip instead of four. The message
@@ -129,24 +115,6 @@ const RESOLVE: &str = "WITH upd AS (UPDATE contact_identities SET phone = COALES
 /// One column of `rows`, as an array to bind.
 fn column<'a, T, U>(rows: &[&'a T], field: impl Fn(&'a T) -> U) -> Vec<U> {
     rows.iter().map(|row| field(row)).collect()
-}
-
-/// An ingress group's inbox rows bound as `$1`..`$9` of [`INSERT_EVENTS`] (and of
-/// [`INSERT_EVENTS_AND_ENVELOPES`]).
-fn bind_events<'q, O>(
-    query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
-    events: &[&'q super::NewInboxEvent],
-) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
-    query
-        .bind(column(events, |e| e.tenant_id.as_str()))
-        .bind(column(events, |e| e.channel_id.as_str()))
-        .bind(column(events, |e| e.platform.as_str()))
-        .bind(column(events, |e| e.external_id.as_str()))
-        .bind(column(events, |e| e.kind.as_str()))
-        .bind(column(events, |e| e.conv_key.as_str()))
-        .bind(column(events, |e| e.platform_ts))
-        .bind(column(events, |e| e.payload.as_str()))
-        .bind(column(events, |e| e.received_at))
 }
 
 impl PgStore {
@@ -306,9 +274,10 @@ impl PgStore {
 
     /// Commits an ingress group durably (`synchronous_commit` on); returns the
     /// `(channel_id, external_id)` of the inbox rows it stored. Each table's rows go
-    /// in as arrays ([`INSERT_EVENTS`] and the like): the same few statements for a
-    /// group of any size, prepared once per connection, where a multi-row `VALUES`
-    /// list would be a new text (parsed and planned again) for every group size.
+    /// in as arrays ([`INSERT_INGRESS`]): the same statements for a group of any size,
+    /// prepared once per connection, where a multi-row `VALUES` list would be a new
+    /// text (parsed and planned again) for every group size. The usual group (no
+    /// unhandled delivery) is that one statement committed on its own: one call.
     async fn write_ingress(
         &self,
         batches: &[super::IngressBatch],
@@ -322,47 +291,37 @@ impl PgStore {
             unhandled,
             envelopes,
         } = rows;
+        let insert = sqlx::query_as(INSERT_INGRESS)
+            .bind(column(&events, |e| e.tenant_id.as_str()))
+            .bind(column(&events, |e| e.channel_id.as_str()))
+            .bind(column(&events, |e| e.platform.as_str()))
+            .bind(column(&events, |e| e.external_id.as_str()))
+            .bind(column(&events, |e| e.kind.as_str()))
+            .bind(column(&events, |e| e.conv_key.as_str()))
+            .bind(column(&events, |e| e.platform_ts))
+            .bind(column(&events, |e| e.payload.as_str()))
+            .bind(column(&events, |e| e.received_at))
+            .bind(column(&envelopes, |e| e.tenant_id.as_deref()))
+            .bind(column(&envelopes, |e| e.channel_id.as_deref()))
+            .bind(column(&envelopes, |e| e.platform.as_str()))
+            .bind(column(&envelopes, |e| e.body.as_slice()))
+            .bind(column(&envelopes, |e| e.received_at));
         let mut conn = self.pool.acquire().await?;
-        if unhandled.is_empty() && !events.is_empty() && !envelopes.is_empty() {
-            // The usual group: its events and their deliveries, one statement.
-            return bind_events(sqlx::query_as(INSERT_EVENTS_AND_ENVELOPES), &events)
-                .bind(column(&envelopes, |e| e.tenant_id.as_deref()))
-                .bind(column(&envelopes, |e| e.channel_id.as_deref()))
-                .bind(column(&envelopes, |e| e.platform.as_str()))
-                .bind(column(&envelopes, |e| e.body.as_slice()))
-                .bind(column(&envelopes, |e| e.received_at))
-                .fetch_all(&mut *conn)
-                .await;
+        if unhandled.is_empty() {
+            return insert.fetch_all(&mut *conn).await;
         }
         let mut tx = conn.begin().await?;
-        let mut inserted = Vec::new();
-        if !events.is_empty() {
-            inserted = bind_events(sqlx::query_as(INSERT_EVENTS), &events)
-                .fetch_all(&mut *tx)
-                .await?;
-        }
-        if !unhandled.is_empty() {
-            sqlx::query(INSERT_UNHANDLED)
-                .bind(column(&unhandled, |u| u.id.as_str()))
-                .bind(column(&unhandled, |u| u.tenant_id.as_deref()))
-                .bind(column(&unhandled, |u| u.channel_id.as_deref()))
-                .bind(column(&unhandled, |u| u.platform.as_str()))
-                .bind(column(&unhandled, |u| u.reason.as_str()))
-                .bind(column(&unhandled, |u| u.raw.as_str()))
-                .bind(column(&unhandled, |u| u.received_at))
-                .execute(&mut *tx)
-                .await?;
-        }
-        if !envelopes.is_empty() {
-            sqlx::query(INSERT_ENVELOPES)
-                .bind(column(&envelopes, |e| e.tenant_id.as_deref()))
-                .bind(column(&envelopes, |e| e.channel_id.as_deref()))
-                .bind(column(&envelopes, |e| e.platform.as_str()))
-                .bind(column(&envelopes, |e| e.body.as_slice()))
-                .bind(column(&envelopes, |e| e.received_at))
-                .execute(&mut *tx)
-                .await?;
-        }
+        let inserted = insert.fetch_all(&mut *tx).await?;
+        sqlx::query(INSERT_UNHANDLED)
+            .bind(column(&unhandled, |u| u.id.as_str()))
+            .bind(column(&unhandled, |u| u.tenant_id.as_deref()))
+            .bind(column(&unhandled, |u| u.channel_id.as_deref()))
+            .bind(column(&unhandled, |u| u.platform.as_str()))
+            .bind(column(&unhandled, |u| u.reason.as_str()))
+            .bind(column(&unhandled, |u| u.raw.as_str()))
+            .bind(column(&unhandled, |u| u.received_at))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(inserted)
     }

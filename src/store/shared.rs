@@ -1834,7 +1834,7 @@ pub(crate) struct Script<'q, DB: sqlx::Database> {
     bound: usize,
     /// Where the last part ends in a chain of [`Self::push_chained`] statements
     /// (one statement per call): the offset of its main statement, and the tables
-    /// its statements insert into, in order.
+    /// its statements write, in order.
     chain: Option<(usize, Vec<String>)>,
     error: Option<sqlx::error::BoxDynError>,
 }
